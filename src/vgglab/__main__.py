@@ -1,0 +1,8 @@
+"""``python -m vgglab ...`` (and ``torchrun -m vgglab ...``) run the CLI."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

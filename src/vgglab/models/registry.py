@@ -1,0 +1,145 @@
+"""Named VGG configurations. ``list_models``, the CLI's choices and the tests all read this."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass
+
+from .spec import HEAD_DEFAULTS, BlockSpec, ConvSpec, HeadSpec, SpecError, VGGConfig, _suggest
+from .vgg import VGG
+
+
+def _blocks(table) -> tuple[BlockSpec, ...]:
+    """A layer table: one list per block; an int is a 3x3 conv, ``(w, 1)`` a 1x1 conv."""
+    return tuple(
+        BlockSpec(tuple(ConvSpec(c) if isinstance(c, int) else ConvSpec(*c) for c in block))
+        for block in table
+    )
+
+
+# Simonyan & Zisserman (2014), "Very Deep Convolutional Networks for Large-Scale Image
+# Recognition", Table 1. Every block ends in a 2x2 max-pool.
+PAPER_TABLES = {
+    "A": [[64], [128], [256, 256], [512, 512], [512, 512]],
+    "B": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
+    "C": [[64, 64], [128, 128], [256, 256, (256, 1)], [512, 512, (512, 1)], [512, 512, (512, 1)]],
+    "D": [[64, 64], [128, 128], [256] * 3, [512] * 3, [512] * 3],
+    "E": [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4],
+}
+
+# The three CIFAR-10 models ("Model I, II, III") of the second tutorial in shared/seeds.
+CIFAR_TUTORIAL_TABLES = {
+    "i": ([[128], [256], [512]], 1),
+    "ii": ([[128], [256, 256], [512, 512]], 2),
+    "iii": ([[128], [256, 256], [512] * 6], 2),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    config: VGGConfig
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, config: VGGConfig, description: str) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = ModelEntry(name, dataclasses.replace(config, name=name), description)
+
+
+def _register_family() -> None:
+    depth = {"A": 11, "B": 13, "C": 16, "D": 16, "E": 19}
+    suffix = {"A": "vgg11", "B": "vgg13", "C": "vgg16_c", "D": "vgg16", "E": "vgg19"}
+    for letter, table in PAPER_TABLES.items():
+        base = VGGConfig(blocks=_blocks(table))
+        name = suffix[letter]
+        desc = f"configuration {letter} ({depth[letter]} weight layers)"
+        register_model(name, base, f"{desc}, Simonyan & Zisserman 2014")
+        register_model(f"{name}_bn", dataclasses.replace(base, batch_norm=True), f"{desc} with BatchNorm")
+        if letter == "A":
+            register_model("vgg11_lrn", dataclasses.replace(base, lrn=True), "configuration A-LRN (A with LRN after the first conv)")
+    register_model(
+        "vgg16_cifar",
+        VGGConfig(
+            blocks=_blocks(PAPER_TABLES["D"]),
+            head=HeadSpec("cifar", hidden=512, num_hidden=2),
+            num_classes=10,
+            input_size=32,
+            batch_norm=True,
+        ),
+        "VGG-16 with BatchNorm and a 512-512 head for 32x32 input (the CIFAR-10 notebook's model)",
+    )
+    for roman, (table, n_hidden) in CIFAR_TUTORIAL_TABLES.items():
+        register_model(
+            f"vgg_cifar_{roman}",
+            VGGConfig(
+                blocks=_blocks(table),
+                head=HeadSpec("cifar", hidden=1024, num_hidden=n_hidden),
+                num_classes=10,
+                input_size=32,
+            ),
+            f"the PyTorch guide's CIFAR-10 Model {roman.upper()} (plain conv3-ReLU, FC-1024 x{n_hidden})",
+        )
+
+
+_register_family()
+
+# Options ``create_model`` accepts; each maps onto a VGGConfig or HeadSpec field.
+_CONFIG_OPTIONS = ("num_classes", "in_chans", "input_size", "batch_norm", "lrn", "width", "init")
+_HEAD_OPTIONS = ("dropout", "hidden", "num_hidden", "pool_size")
+MODEL_OPTIONS = _CONFIG_OPTIONS + ("head",) + _HEAD_OPTIONS
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise SpecError(
+            f"unknown model {name!r}{_suggest(name, _REGISTRY)}; `vgglab models` lists all {len(_REGISTRY)}"
+        )
+    return _REGISTRY[name]
+
+
+def model_config(name: str, **options) -> VGGConfig:
+    """The registered configuration of ``name`` with ``options`` applied (validated)."""
+    cfg = get_entry(name).config
+    for key in options:
+        if key not in MODEL_OPTIONS:
+            raise SpecError(f"unknown model option {key!r}{_suggest(key, MODEL_OPTIONS)}; valid: {', '.join(MODEL_OPTIONS)}")
+    head = cfg.head
+    if options.get("head") is not None:
+        h = options["head"]
+        if isinstance(h, str):
+            if h not in HEAD_DEFAULTS:
+                raise SpecError(f"unknown head {h!r}{_suggest(h, HEAD_DEFAULTS)}; valid: {', '.join(HEAD_DEFAULTS)}")
+            head = HEAD_DEFAULTS[h] if h != head.type else head
+        else:
+            head = VGGConfig.from_dict({"blocks": [[1]], "head": h}).head
+    head_changes = {k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None}
+    if "dropout" in head_changes:
+        head_changes["dropout"] = float(head_changes["dropout"])
+    head = dataclasses.replace(head, **head_changes)
+    changes = {k: options[k] for k in _CONFIG_OPTIONS if options.get(k) is not None}
+    if "width" in changes:
+        changes["width"] = float(changes["width"])
+    return dataclasses.replace(cfg, head=head, **changes)
+
+
+def create_model(name: str, **options) -> VGG:
+    """Build a registered VGG, e.g. ``create_model("vgg16_bn", num_classes=10, head="cifar", input_size=32)``."""
+    return VGG(model_config(name, **options))
+
+
+def create_model_from_spec(spec: dict | VGGConfig) -> VGG:
+    """Build a custom VGG from a mapping (e.g. parsed YAML); unknown keys are errors."""
+    cfg = spec if isinstance(spec, VGGConfig) else VGGConfig.from_dict(spec)
+    return VGG(cfg)
+

@@ -1,0 +1,212 @@
+"""Typed, validated descriptions of a VGG network.
+
+A network is data: a list of blocks (each a list of convolutions followed by an optional
+2x2 max-pool) and a head. These dataclasses are what the registry fills in, what a YAML
+spec is validated into, and what a checkpoint stores so the model can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..errors import VgglabError
+
+HEAD_TYPES = ("imagenet", "cifar", "gap")
+INIT_MODES = ("kaiming", "paper")
+POOL_TYPES = ("max", "none")
+
+
+class SpecError(VgglabError, ValueError):
+    """A model description that cannot be built; the message says what to change."""
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def strict_init(cls, data: Any, where: str):
+    """Build dataclass ``cls`` from a mapping, refusing keys it does not define.
+
+    ``Cls(**d)`` alone raises a TypeError naming the key but not where it was or what is
+    allowed; this says both, so a typo such as ``in_ckjhannels`` cannot pass unnoticed.
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    valid = [f.name for f in fields(cls) if f.init]
+    for key in data:
+        if key not in valid:
+            raise SpecError(
+                f"{where}: unknown key {key!r}{_suggest(str(key), valid)}; "
+                f"valid keys: {', '.join(valid)}"
+            )
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    out_channels: int
+    kernel_size: int = 3  # 3 (padding 1) or 1 (padding 0): both keep the spatial size
+
+    def __post_init__(self):
+        if not isinstance(self.out_channels, int) or self.out_channels < 1:
+            raise SpecError(f"conv out_channels must be a positive integer, got {self.out_channels!r}")
+        if self.kernel_size not in (1, 3):
+            raise SpecError(f"conv kernel_size must be 1 or 3 (VGG uses only these), got {self.kernel_size!r}")
+
+    @classmethod
+    def parse(cls, item: Any, where: str) -> "ConvSpec":
+        """An int is a 3x3 conv of that width; a mapping gives both fields."""
+        if isinstance(item, bool):
+            raise SpecError(f"{where}: expected a conv width or mapping, got {item!r}")
+        if isinstance(item, int):
+            return cls(item)
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            return cls(int(item[0]), int(item[1]))
+        return strict_init(cls, item, where)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    convs: tuple[ConvSpec, ...]
+    pool: str = "max"
+
+    def __post_init__(self):
+        if not self.convs:
+            raise SpecError("a block needs at least one conv")
+        if self.pool not in POOL_TYPES:
+            raise SpecError(f"block pool must be one of {POOL_TYPES}, got {self.pool!r}")
+
+    @classmethod
+    def parse(cls, item: Any, where: str) -> "BlockSpec":
+        """A list is the block's convs (max-pool after); a mapping may also set ``pool``."""
+        if isinstance(item, BlockSpec):
+            return item
+        if isinstance(item, (list, tuple)):
+            item = {"convs": list(item)}
+        block = strict_init(_RawBlock, item, where)
+        if not isinstance(block.convs, (list, tuple)):
+            raise SpecError(f"{where}.convs: expected a list of convs, got {block.convs!r}")
+        convs = tuple(ConvSpec.parse(c, f"{where}.convs[{i}]") for i, c in enumerate(block.convs))
+        return cls(convs, block.pool)
+
+
+@dataclass
+class _RawBlock:
+    convs: Any
+    pool: str = "max"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The classifier on top of the conv blocks.
+
+    ``imagenet``: adaptive average pool to ``pool_size`` x ``pool_size``, then ``num_hidden``
+    FC-``hidden``+ReLU+Dropout layers and the class layer (torchvision's layout).
+    ``cifar``: flatten the final map as it is (its size computed from ``input_size``), then
+    ``num_hidden`` FC-``hidden`` (+BatchNorm1d when the model uses BatchNorm)+ReLU+Dropout.
+    ``gap``: global average pool and one Linear.
+    """
+
+    type: str = "imagenet"
+    hidden: int = 4096
+    num_hidden: int = 2
+    dropout: float = 0.5
+    pool_size: int = 7  # imagenet head only: the adaptive pool's output side
+
+    def __post_init__(self):
+        if self.type not in HEAD_TYPES:
+            raise SpecError(f"head type must be one of {HEAD_TYPES}, got {self.type!r}{_suggest(str(self.type), HEAD_TYPES)}")
+        if self.hidden < 1 or self.num_hidden < 0 or self.pool_size < 1:
+            raise SpecError(f"head sizes must be positive: hidden={self.hidden}, num_hidden={self.num_hidden}, pool_size={self.pool_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"head dropout must be in [0, 1), got {self.dropout}")
+
+
+HEAD_DEFAULTS = {
+    "imagenet": HeadSpec("imagenet", hidden=4096, num_hidden=2),
+    "cifar": HeadSpec("cifar", hidden=512, num_hidden=2),
+    "gap": HeadSpec("gap", num_hidden=0),
+}
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    """Everything needed to build (and rebuild from a checkpoint) one VGG network."""
+
+    blocks: tuple[BlockSpec, ...]
+    head: HeadSpec = field(default_factory=HeadSpec)
+    num_classes: int = 1000
+    in_chans: int = 3
+    input_size: int = 224  # side of the (square) training input, in pixels
+    batch_norm: bool = False
+    lrn: bool = False  # local response normalisation after the first conv (config A-LRN)
+    width: float = 1.0  # multiplier for every conv width
+    init: str = "kaiming"  # kaiming: He-normal convs; paper: N(0, 0.01) everywhere
+    name: str = "custom"
+
+    def __post_init__(self):
+        if not self.blocks:
+            raise SpecError("a VGG needs at least one block")
+        if self.num_classes < 1 or self.in_chans < 1:
+            raise SpecError(f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}")
+        if self.width <= 0:
+            raise SpecError(f"width must be positive, got {self.width}")
+        if self.init not in INIT_MODES:
+            raise SpecError(f"init must be one of {INIT_MODES}, got {self.init!r}")
+        if self.lrn and self.batch_norm:
+            raise SpecError("lrn and batch_norm are alternatives: set only one of them")
+        if self.input_size < self.min_input_size:
+            raise SpecError(
+                f"input_size {self.input_size} is too small for {self.name}: its {self.num_pools} "
+                f"max-pools need at least {self.min_input_size}x{self.min_input_size}"
+            )
+
+    @property
+    def num_pools(self) -> int:
+        return sum(b.pool == "max" for b in self.blocks)
+
+    @property
+    def min_input_size(self) -> int:
+        return 2**self.num_pools
+
+    def scaled(self, channels: int) -> int:
+        return max(1, int(round(channels * self.width)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "model spec") -> "VGGConfig":
+        """Validate a plain mapping (YAML, JSON, a checkpoint) into a config."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
+        strict_init(_RawConfig, data, where)  # names the first unknown key
+        d = dict(data)
+        if "blocks" not in d:
+            raise SpecError(f"{where}: 'blocks' is required (a list of blocks, each a list of conv widths)")
+        if not isinstance(d["blocks"], (list, tuple)):
+            raise SpecError(f"{where}.blocks: expected a list, got {d['blocks']!r}")
+        d["blocks"] = tuple(BlockSpec.parse(b, f"{where}.blocks[{i}]") for i, b in enumerate(d["blocks"]))
+        head = d.get("head", "imagenet")
+        if isinstance(head, str):
+            if head not in HEAD_DEFAULTS:
+                raise SpecError(f"{where}.head: unknown head {head!r}{_suggest(head, HEAD_TYPES)}; valid: {', '.join(HEAD_TYPES)}")
+            head = HEAD_DEFAULTS[head]
+        elif isinstance(head, dict):
+            base = HEAD_DEFAULTS.get(head.get("type", "imagenet"), HeadSpec())
+            merged = {**dataclasses.asdict(base), **head}
+            head = strict_init(HeadSpec, merged, f"{where}.head")
+        d["head"] = head
+        return cls(**d)
+
+
+# Mirror of VGGConfig's fields with loose types, used only to name unknown keys.
+_RawConfig = dataclasses.make_dataclass(
+    "_RawConfig", [(f.name, Any, dataclasses.field(default=None)) for f in fields(VGGConfig)]
+)

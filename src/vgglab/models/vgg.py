@@ -1,0 +1,144 @@
+"""The one VGG class: every configuration is a ``VGGConfig`` turned into modules here."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .spec import SpecError, VGGConfig
+
+
+def _block_modules(cfg: VGGConfig, block_index: int, in_ch: int) -> tuple[nn.Sequential, int]:
+    """Modules of one block with stable names: conv1, bn1, relu1, [lrn], conv2, ..., pool."""
+    block = cfg.blocks[block_index]
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    for i, conv in enumerate(block.convs, start=1):
+        out_ch = cfg.scaled(conv.out_channels)
+        pad = conv.kernel_size // 2
+        layers[f"conv{i}"] = nn.Conv2d(in_ch, out_ch, conv.kernel_size, padding=pad)
+        if cfg.batch_norm:
+            layers[f"bn{i}"] = nn.BatchNorm2d(out_ch)
+        layers[f"relu{i}"] = nn.ReLU(inplace=True)
+        if cfg.lrn and block_index == 0 and i == 1:
+            # AlexNet's constants, which the VGG paper reuses for configuration A-LRN.
+            layers["lrn"] = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+        in_ch = out_ch
+    if block.pool == "max":
+        layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+    return nn.Sequential(layers), in_ch
+
+
+def _head_modules(cfg: VGGConfig, in_ch: int) -> tuple[nn.Sequential, int]:
+    """Head modules; the last one, ``classifier``, maps the embedding to logits."""
+    head = cfg.head
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    if head.type == "imagenet":
+        layers["pool"] = nn.AdaptiveAvgPool2d(head.pool_size)
+        features = in_ch * head.pool_size**2
+    elif head.type == "cifar":
+        side = cfg.input_size // 2**cfg.num_pools
+        features = in_ch * side * side  # computed from the input size, never hard-coded
+    else:  # gap
+        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        features = in_ch
+    layers["flatten"] = nn.Flatten(1)
+    hidden_bn = head.type == "cifar" and cfg.batch_norm
+    n_hidden = 0 if head.type == "gap" else head.num_hidden
+    for i in range(1, n_hidden + 1):
+        layers[f"fc{i}"] = nn.Linear(features, head.hidden)
+        if hidden_bn:
+            layers[f"bn{i}"] = nn.BatchNorm1d(head.hidden)
+        layers[f"relu{i}"] = nn.ReLU(inplace=True)
+        layers[f"drop{i}"] = nn.Dropout(head.dropout)
+        features = head.hidden
+    layers["classifier"] = nn.Linear(features, cfg.num_classes)
+    return nn.Sequential(layers), features
+
+
+class VGG(nn.Module):
+    """A VGG network built from a :class:`VGGConfig`.
+
+    ``forward`` returns logits (no softmax: the loss applies it). Layers are named
+    ``features.block{b}.{conv,bn,relu}{i}`` / ``.pool`` and ``head.{fc,bn,relu,drop}{i}`` /
+    ``head.classifier`` so hooks can address them.
+    """
+
+    def __init__(self, config: VGGConfig):
+        super().__init__()
+        self.config = config
+        blocks: "OrderedDict[str, nn.Module]" = OrderedDict()
+        ch = config.in_chans
+        for b in range(len(config.blocks)):
+            blocks[f"block{b + 1}"], ch = _block_modules(config, b, ch)
+        self.features = nn.Sequential(blocks)
+        self.num_features = ch  # channels of the final conv map
+        self.head, self.embed_dim = _head_modules(config, ch)
+        self.reset_parameters()
+
+    # -- construction -------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        paper = self.config.init == "paper"
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                if paper:
+                    nn.init.normal_(m.weight, 0.0, 0.01)
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the class layer (fresh N(0, 0.01) weights) for a new number of classes."""
+        old = self.head.classifier
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        nn.init.normal_(new.weight, 0.0, 0.01)
+        nn.init.zeros_(new.bias)
+        self.head.classifier = new
+        self.config = dataclasses.replace(self.config, num_classes=num_classes)
+
+    # -- forward ------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        if x.dim() != 4 or x.shape[1] != cfg.in_chans:
+            raise SpecError(
+                f"{cfg.name} expects input of shape (N, {cfg.in_chans}, H, W), got {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if min(h, w) < cfg.min_input_size:
+            raise SpecError(
+                f"input {h}x{w} is too small for {cfg.name}: its {cfg.num_pools} max-pools "
+                f"need at least {cfg.min_input_size}x{cfg.min_input_size}"
+            )
+        if cfg.head.type == "cifar" and (h != cfg.input_size or w != cfg.input_size):
+            raise SpecError(
+                f"{cfg.name} has a 'cifar' head built for {cfg.input_size}x{cfg.input_size} input, got "
+                f"{h}x{w}: create it with input_size={h}, or use head='gap' or 'imagenet' for any size"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the last block's map (N, num_features, H / 2**pools, W / 2**pools)."""
+        self.check_input(x)
+        return self.features(x)
+
+    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Map -> logits (N, num_classes), or the penultimate embedding (N, embed_dim)."""
+        for name, layer in self.head.named_children():
+            if name == "classifier" and pre_logits:
+                break
+            f = layer(f)
+        return f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def layer_names(self) -> list[str]:
+        """Stable names of every leaf layer, in forward order."""
+        return [n for n, m in self.named_modules() if n and not list(m.children())]
