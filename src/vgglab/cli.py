@@ -43,6 +43,32 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .train import fit
+
+    if args.config is None and args.resume is None:
+        raise VgglabError("train needs --config FILE (see configs/) or --resume RUN_DIR")
+    fit(args.config, args.set, out=args.out, resume=args.resume)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .train import fit
+
+    fit(_shipped_config("demo_digits.yaml"), args.set, out=args.out)
+    return 0
+
+
+def _shipped_config(name: str):
+    """The demo's recipe ships inside the package, so the demo works from any folder."""
+    from importlib import resources
+
+    import yaml
+
+    data = yaml.safe_load(resources.files("vgglab").joinpath("recipes", name).read_text())
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgglab", description="Build, train, evaluate and look inside VGG networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-chans", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("train", help="train a model from a YAML recipe")
+    p.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
+    p.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>); must be new or empty")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="offline demo: train a small VGG on scikit-learn's digits (about a minute)")
+    p.add_argument("--out", help="run directory (default runs/demo_digits-<timestamp>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

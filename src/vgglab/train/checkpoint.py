@@ -1,0 +1,69 @@
+"""Checkpoints that carry their own metadata, written atomically and read without unpickling code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..data.cache import atomic_write
+from ..errors import VgglabError
+from ..models import VGG, create_model_from_spec
+
+FORMAT = "vgglab-checkpoint"
+
+
+class CheckpointError(VgglabError):
+    pass
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temporary file, fsync and rename: a kill at any moment keeps the old file."""
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, "version": 1, **state}, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a vgglab checkpoint (a run directory means its best.pt, else last.pt).
+
+    ``weights_only=True``: a file crafted to run code when unpickled is refused.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {first} (is it a vgglab checkpoint from a trusted source, written completely?)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a vgglab checkpoint (torchvision weights: use --init-from / load_torchvision_weights)")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"no best.pt or last.pt in run directory {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> VGG:
+    """Rebuild the model from the checkpoint's own config and load its weights (EMA if saved)."""
+    model = create_model_from_spec(ckpt["model_config"])
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    model.load_state_dict(state)
+    return model
+
+
+def save_safetensors(model: VGG, metadata: dict, path: str | Path) -> None:
+    """Weights plus JSON metadata (class names, normalisation, model config) for sharing."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -1,0 +1,264 @@
+"""The typed training config: YAML + ``--set key=value`` -> validated dataclasses.
+
+Every section is a dataclass built with ``strict_init``, so a misspelled key is an error
+naming it (and the nearest valid key) instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import VgglabError
+from ..models.spec import _suggest, strict_init
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
+
+
+class ConfigError(VgglabError, ValueError):
+    """A config that cannot be used; the message names the key and what is allowed."""
+
+
+def _choice(section: str, key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(map(str, allowed))}{_suggest(str(value), allowed)}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"
+    root: str = "data/cifar10"  # folder, ImageFolder tree, or .tar.gz/.zip archive
+    download: bool = True  # cifar10/100 only: fetch the official archive when missing
+    image_size: int | None = None  # model input side; None: the dataset's own (32 for CIFAR)
+    val_size: float | int | None = None  # images (int) or fraction; None: 5000 for CIFAR, else 10 %
+    train_limit: int | None = None  # use only this many training images (stratified, seeded)
+    split_seed: int = 0  # the validation split does not move when train.seed changes
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    cache_dir: str | None = None  # default: $VGGLAB_CACHE or ~/.cache/vgglab
+    strict: bool = False  # fail on an unreadable image instead of skipping it with a warning
+
+    def __post_init__(self):
+        _choice("data", "dataset", self.dataset, DATASETS)
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size must be positive, got {self.batch_size}")
+        if self.val_size is not None and (self.val_size < 0 or (isinstance(self.val_size, float) and self.val_size >= 1)):
+            raise ConfigError(f"data.val_size must be a count >= 0 or a fraction in [0, 1), got {self.val_size}")
+
+
+@dataclass
+class AugmentConfig:
+    crop: str = "pad"  # pad: random crop after padding; resized: random-resized-crop; none
+    padding: int = 4  # pixels, crop: pad
+    pad_mode: str = "zeros"  # zeros or reflect
+    scale: tuple[float, float] = (0.35, 1.0)  # crop: resized, fraction of the image area
+    ratio: tuple[float, float] = (0.75, 1.3333)  # crop: resized, aspect ratio range
+    flip: bool = True  # random horizontal flip
+    pca_std: float = 0.0  # sigma of AlexNet/VGG PCA colour noise; 0 disables (0.1 is the paper's)
+    normalize: str = "standardize"  # standardize: (x - mean) / std; subtract_mean: x - mean (the paper)
+
+    def __post_init__(self):
+        _choice("augment", "crop", self.crop, ("pad", "resized", "none"))
+        _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
+        _choice("augment", "normalize", self.normalize, ("standardize", "subtract_mean"))
+        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
+        if self.padding < 0 or self.pca_std < 0:
+            raise ConfigError("augment.padding and augment.pca_std must be >= 0")
+
+
+@dataclass
+class ModelSection:
+    """A registered name plus options (``create_model`` keywords), or a full ``spec``."""
+
+    name: str | None = "vgg16_cifar"
+    options: dict = field(default_factory=dict)
+    spec: dict | None = None  # a custom architecture; then ``name`` is ignored
+
+    def __post_init__(self):
+        if self.spec is None and not self.name:
+            raise ConfigError("model: set model.name (see `vgglab models`) or model.spec")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_decay_bn_bias: bool = False  # exempt BatchNorm parameters and biases from weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+
+    def __post_init__(self):
+        _choice("optim", "name", self.name, ("sgd", "adamw"))
+        self.betas = tuple(self.betas)
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "plateau"  # plateau, step, cosine, linear (one-cycle: warmup then linear decay), none
+    factor: float = 0.1  # plateau
+    patience: int = 10  # plateau, epochs
+    threshold: float = 1e-3  # plateau
+    min_lr: float = 0.0
+    step_size: int = 30  # step, epochs
+    gamma: float = 0.1  # step
+    warmup_epochs: float = 0.0  # cosine, linear
+
+    def __post_init__(self):
+        _choice("schedule", "name", self.name, ("plateau", "step", "cosine", "linear", "none"))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
+    precision: str = "fp32"  # fp32, bf16 (autocast, CPU and CUDA), fp16 (autocast + grad scaler, CUDA)
+    channels_last: bool = True
+    compile: bool = False
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global gradient norm
+    ema_decay: float | None = None  # e.g. 0.999: evaluate and save an exponential moving average
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+
+    def __post_init__(self):
+        _choice("train", "precision", self.precision, ("fp32", "bf16", "fp16"))
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = False
+    progress: str = "auto"  # auto: bars on a terminal, one line per epoch otherwise; bar; line; none
+
+    def __post_init__(self):
+        _choice("log", "progress", self.progress, ("auto", "bar", "line", "none"))
+
+
+SECTIONS = {
+    "data": DataConfig, "augment": AugmentConfig, "model": ModelSection, "optim": OptimConfig,
+    "schedule": ScheduleConfig, "train": TrainConfig, "log": LogConfig,
+}
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "Config":
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping at the top level, got {type(d).__name__}")
+        valid = ["name", *SECTIONS]
+        for key in d:
+            if key not in valid:
+                raise ConfigError(f"{where}: unknown section {key!r}{_suggest(str(key), valid)}; valid: {', '.join(valid)}")
+        kwargs: dict[str, Any] = {}
+        if "name" in d:
+            kwargs["name"] = str(d["name"])
+        for key, section in SECTIONS.items():
+            try:
+                kwargs[key] = strict_init(section, d.get(key) or {}, f"{where}: {key}")
+            except TypeError as exc:  # a wrong type that the dataclass itself rejected
+                raise ConfigError(f"{where}: {key}: {exc}") from None
+            except VgglabError as exc:
+                raise ConfigError(str(exc)) from None
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(yaml.safe_dump(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _plain(value):
+    """Tuples -> lists, recursively, so the YAML is plain and reloads to the same config."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain config dict."""
+    d = _plain(d or {})
+    if not overrides:
+        return d
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    for dotted, value in items:
+        parts = dotted.split(".")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.setdefault(p, {}), dict):
+                raise ConfigError(f"--set {dotted}: {p!r} is a value, not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return d
+
+
+def _split(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.05")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (shipped recipes are in the repository's configs/ folder)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return data or {}
+
+
+def load_config(source: str | Path | dict | Config | None = None, overrides=None) -> Config:
+    """A Config from a YAML path, a dict or a Config, with dotted overrides applied."""
+    if isinstance(source, Config):
+        source = source.to_dict()
+    where = "config"
+    if isinstance(source, (str, Path)):
+        where = str(source)
+        data = read_yaml(source)
+        data.setdefault("name", Path(source).stem)
+    else:
+        data = source or {}
+    return Config.from_dict(apply_overrides(data, overrides), where)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def section_fields(section: str) -> list[str]:
+    return [f.name for f in fields(SECTIONS[section])]

@@ -1,0 +1,311 @@
+"""The training loop: ``fit`` wires config -> data -> model -> epochs -> checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import BatchLoader, Dataset, load_dataset
+from ..errors import VgglabError
+from ..models import VGG, VGGConfig, create_model, create_model_from_spec
+from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from .config import Config, ConfigError, load_config, save_config
+from .optim import Schedule, build_optimizer
+from .run import MetricsLog, new_run_dir, progress_mode
+
+
+class TrainingDiverged(VgglabError):
+    pass
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    metrics: dict  # best_epoch, val_top1, test_loss, test_top1, ... (fractions)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine; use device: auto or cpu")
+    return dev
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def build_model_for(cfg: Config, ds: Dataset) -> VGG:
+    """The configured model, sized for the dataset (classes, channels, input size) unless set."""
+    fitted = {"num_classes": ds.num_classes, "in_chans": ds.in_chans, "input_size": ds.image_size}
+    if cfg.model.spec is not None:
+        spec = {**fitted, **cfg.model.spec}
+        model = create_model_from_spec(VGGConfig.from_dict(spec, "model.spec"))
+    else:
+        model = create_model(cfg.model.name, **{**fitted, **cfg.model.options})
+    mc = model.config
+    if mc.num_classes != ds.num_classes or mc.in_chans != ds.in_chans:
+        raise ConfigError(
+            f"model has {mc.num_classes} classes / {mc.in_chans} channels but the dataset has "
+            f"{ds.num_classes} / {ds.in_chans}: remove model.options.num_classes/in_chans to size it from the data"
+        )
+    return model
+
+
+def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp32", label_smoothing=0.0,
+                    grad_clip=None, scaler=None, ema=None, on_step=None) -> dict:
+    """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples."""
+    model.train()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for step, (x, y) in enumerate(loader):
+        with autocast(device, precision):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at batch {step}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        schedule.step_batch()
+        if ema is not None:
+            ema.update_parameters(model)
+        n = len(y)
+        loss_sum += loss.detach() * n
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += n
+        if on_step is not None:
+            on_step(loss_sum.item() / seen, correct.item() / seen, seen)
+    return {"loss": loss_sum.item() / seen, "top1": correct.item() / seen, "n": seen}
+
+
+@torch.inference_mode()
+def evaluate(model, loader, *, device, precision="fp32") -> dict:
+    """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    n = 0
+    for x, y in loader:
+        with autocast(device, precision):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    return {"loss": loss_sum.item() / max(n, 1), "top1": correct.item() / max(n, 1), "n": n}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
+    saved = ckpt["model_config"]
+    now = model.config.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml")
+    if ckpt["classes"] != classes:
+        raise ConfigError("cannot resume: the dataset's classes differ from the checkpoint's")
+
+
+def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> FitResult:
+    """Train as configured; returns the run directory and final metrics.
+
+    ``config``: a YAML path, a dict or a Config; ``overrides``: ``["optim.lr=0.05", ...]`` or a
+    dict. ``resume``: a run directory to continue (its config.yaml is used, with overrides).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
+            raise VgglabError(f"cannot resume {run_dir}: it has no config.yaml and last.pt (is it a vgglab run directory?)")
+        cfg = load_config(run_dir / "config.yaml", overrides)
+        if config is not None:
+            given = load_config(config, overrides)
+            if given.model != cfg.model or given.data.dataset != cfg.data.dataset:
+                raise ConfigError(f"cannot resume {run_dir} with a different model or dataset; omit --config to use the run's own")
+        ckpt = load_checkpoint(run_dir / "last.pt")
+    else:
+        cfg = load_config(config, overrides)
+        ckpt = None
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    if tc.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision fp16 needs CUDA (its grad scaler is CUDA-only); use bf16 on CPU")
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+
+    ds = load_dataset(cfg.data)
+    model = build_model_for(cfg, ds)
+    if ckpt is not None:
+        _check_resumable(ckpt, model, ds.classes)
+    if resume is None:
+        run_dir = new_run_dir(out, cfg.name)
+    save_config(cfg, run_dir / "config.yaml")
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+
+    train_loader = BatchLoader(ds.train, cfg.data.batch_size, image_size=ds.image_size, stats=ds.stats, augment=cfg.augment,
+                               normalize=cfg.augment.normalize, device=device, seed=tc.seed, channels_last=tc.channels_last)
+    eval_kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device, channels_last=tc.channels_last)
+    val_loader = BatchLoader(ds.val, cfg.data.eval_batch_size, **eval_kw) if ds.val is not None else None
+    has_val = val_loader is not None
+    optimizer = build_optimizer(model, cfg.optim)
+    schedule = Schedule(optimizer, cfg.schedule, len(train_loader), tc.epochs, "max" if has_val else "min")
+    ema = None
+    if tc.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
+    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+    step_model = torch.compile(model) if tc.compile else model
+    metrics_log = MetricsLog(run_dir / "metrics.csv")
+
+    start_epoch, step, best = 0, 0, {"value": None, "epoch": None}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        if ema is not None and ckpt.get("ema_full"):
+            ema.load_state_dict(ckpt["ema_full"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        metrics_log.truncate(start_epoch)
+        log(f"resuming {run_dir} after epoch {start_epoch}")
+
+    writer = _tensorboard(cfg, run_dir)
+    meta = {
+        "classes": ds.classes, "image_size": ds.image_size, "model_config": model.config.to_dict(),
+        "normalization": {"mode": cfg.augment.normalize, "mean": ds.stats.mean.tolist(), "std": ds.stats.std.tolist()},
+    }
+    log(f"{cfg.name}: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} params) on {device}, "
+        f"{cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / test {len(ds.test)} "
+        f"(data ready in {ds.load_seconds:.1f}s) -> {run_dir}")
+
+    mode = progress_mode(cfg.log.progress)
+    for epoch in range(start_epoch + 1, tc.epochs + 1):
+        train_loader.set_epoch(epoch)
+        t0 = time.perf_counter()
+        bar = _bar(mode, len(train_loader), f"epoch {epoch}/{tc.epochs}")
+        on_step = None
+        if bar is not None:
+            def on_step(loss, top1, seen, bar=bar):
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", top1=f"{100 * top1:.2f}%", lr=f"{schedule.lr:.3g}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+        lr = schedule.lr
+        try:
+            tr = train_one_epoch(step_model, train_loader, optimizer, schedule, device=device, precision=tc.precision,
+                                 label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip, scaler=scaler, ema=ema, on_step=on_step)
+        except TrainingDiverged as exc:
+            kept = f"the last good checkpoint is {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists() else "no checkpoint was written"
+            raise TrainingDiverged(f"epoch {epoch}: {exc}; {kept}. Lower optim.lr or set train.grad_clip") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        step += len(train_loader)
+        eval_model = ema.module if ema is not None else model
+        va = evaluate(eval_model, val_loader, device=device, precision=tc.precision) if has_val else None
+        # Only validation (or training) metrics drive the schedule and model selection; the test split is untouched.
+        monitored = va["top1"] if has_val else tr["loss"]
+        schedule.step_epoch(monitored)
+        improved = best["value"] is None or (monitored > best["value"] if has_val else monitored < best["value"])
+        if improved:
+            best = {"value": monitored, "epoch": epoch}
+        row = {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va and va["loss"],
+               "val_top1": va and va["top1"], "lr": lr, "seconds": seconds, "images_per_s": tr["n"] / seconds}
+        state = {
+            **meta, "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
+            "ema_full": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": _rng_state(), "epoch": epoch, "step": step, "best": best, "config": cfg.to_dict(),
+            "metrics": row,
+        }
+        save_checkpoint(state, run_dir / "last.pt")
+        if improved:
+            save_checkpoint(state, run_dir / "best.pt")
+            save_safetensors(eval_model, {**meta, "epoch": epoch}, run_dir / "model.safetensors")
+        metrics_log.append(row)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and v is not None:
+                    writer.add_scalar(k, v, epoch)
+        if mode != "none":
+            val = f"  val loss {va['loss']:.4f} top-1 {100 * va['top1']:.2f}%" if has_val else ""
+            log(f"epoch {epoch}/{tc.epochs}  train loss {tr['loss']:.4f} top-1 {100 * tr['top1']:.2f}%{val}  "
+                f"lr {lr:.3g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s")
+    if writer is not None:
+        writer.close()
+    return FitResult(run_dir, final_test(run_dir, ds, device, tc.precision, cfg, log))
+
+
+def final_test(run_dir: Path, ds: Dataset, device, precision: str, cfg: Config, log=print) -> dict:
+    """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once."""
+    from .checkpoint import model_from_checkpoint
+
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    model = model_from_checkpoint(ckpt).to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
+    kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device, channels_last=cfg.train.channels_last)
+    result = {"best_epoch": ckpt["epoch"]}
+    if ds.val is not None:
+        va = evaluate(model, BatchLoader(ds.val, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
+        result.update(val_loss=va["loss"], val_top1=va["top1"])
+    te = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
+    result.update(test_loss=te["loss"], test_top1=te["top1"], test_n=te["n"])
+    (run_dir / "results.json").write_text(json.dumps(result, indent=2))
+    if "val_top1" in result:
+        log(f"best epoch {result['best_epoch']}: val top-1: {100 * result['val_top1']:.2f}%")
+    log(f"test top-1: {100 * result['test_top1']:.2f}%")
+    return result
+
+
+def _bar(mode: str, total: int, desc: str):
+    if mode != "bar":
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _tensorboard(cfg: Config, run_dir: Path):
+    if not cfg.log.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("log.tensorboard: true needs the tensorboard package: pip install 'vgglab[tensorboard]'") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,92 @@
+"""Optimisers and learning-rate schedules from the config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig, ScheduleConfig
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """One group, or two when BatchNorm parameters and biases are exempt from weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not cfg.no_decay_bn_bias:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    no_decay = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+class Schedule:
+    """Learning-rate schedule stepped per batch (step/cosine/linear) or per epoch (plateau).
+
+    ``plateau`` is the VGG recipe: multiply the LR by ``factor`` when the monitored
+    validation accuracy (or, with no validation split, training loss) stops improving.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int, monitor_mode: str):
+        self.cfg = cfg
+        self.optimizer = optimizer
+        self.plateau = None
+        self.lambda_lr = None
+        if cfg.name == "plateau":
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=monitor_mode, factor=cfg.factor, patience=cfg.patience,
+                threshold=cfg.threshold, min_lr=cfg.min_lr,
+            )
+        elif cfg.name != "none":
+            total = max(1, steps_per_epoch * epochs)
+            warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+            base = optimizer.param_groups[0]["lr"]
+            floor = cfg.min_lr / base
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                if cfg.name == "step":
+                    return max(floor, cfg.gamma ** (step // steps_per_epoch // cfg.step_size))
+                t = min(1.0, (step - warmup) / max(1, total - warmup))
+                if cfg.name == "cosine":
+                    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+                return floor + (1 - floor) * (1 - t)  # linear decay to min_lr
+
+            self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def step_batch(self) -> None:
+        if self.lambda_lr is not None:
+            self.lambda_lr.step()
+
+    def step_epoch(self, monitored: float) -> None:
+        """``monitored`` is validation top-1 (or training loss when there is no validation split)."""
+        if self.plateau is not None:
+            self.plateau.step(monitored)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        sched = self.plateau or self.lambda_lr
+        if sched is None:
+            return {}
+        state = sched.state_dict()
+        state.pop("lr_lambdas", None)  # functions are rebuilt from the config
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        sched = self.plateau or self.lambda_lr
+        if sched is not None and state:
+            sched.load_state_dict({**state, "lr_lambdas": [None]} if self.lambda_lr is not None else state)
