@@ -1,7 +1,29 @@
+import copy
 import os
+import tempfile
 
 import pytest
 import torch
+
+# Tests never write into the user's ~/.cache: one scratch cache for the whole session.
+os.environ.setdefault("VGGLAB_CACHE", tempfile.mkdtemp(prefix="vgglab-test-cache-"))
+
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "digits", "batch_size": 32, "train_limit": 320},
+    "augment": {"crop": "pad", "padding": 2, "flip": False},
+    "model": {"name": "vgg11_bn", "options": {"width": 0.125, "head": "gap"}},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+    "schedule": {"name": "none"},
+    "train": {"epochs": 2, "seed": 0},
+    "log": {"progress": "none"},
+}
+
+
+@pytest.fixture
+def tiny_config():
+    """A digits recipe small enough to train two epochs in a few seconds."""
+    return copy.deepcopy(TINY)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,12 @@
 """vgglab: build, train, evaluate and look inside VGG convolutional networks."""
 
-from .models import VGG, VGGConfig, SpecError, create_model, create_model_from_spec, list_models
+from .errors import VgglabError
+from .models import VGG, SpecError, VGGConfig, create_model, create_model_from_spec, list_models
+from .train import Config, fit, load_config
 
 __version__ = "0.1.0"
 
-__all__ = ["VGG", "VGGConfig", "SpecError", "create_model", "create_model_from_spec", "list_models", "__version__"]
+__all__ = [
+    "VGG", "VGGConfig", "SpecError", "VgglabError", "Config", "create_model", "create_model_from_spec",
+    "list_models", "fit", "load_config", "__version__",
+]

@@ -8,11 +8,12 @@ spec is validated into, and what a checkpoint stores so the model can be rebuilt
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import VgglabError
+from ..strict import _suggest
+from ..strict import strict_init as _strict_init
 
 HEAD_TYPES = ("imagenet", "cifar", "gap")
 INIT_MODES = ("kaiming", "paper")
@@ -23,29 +24,8 @@ class SpecError(VgglabError, ValueError):
     """A model description that cannot be built; the message says what to change."""
 
 
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-
-
 def strict_init(cls, data: Any, where: str):
-    """Build dataclass ``cls`` from a mapping, refusing keys it does not define.
-
-    ``Cls(**d)`` alone raises a TypeError naming the key but not where it was or what is
-    allowed; this says both, so a typo such as ``in_ckjhannels`` cannot pass unnoticed.
-    """
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    valid = [f.name for f in fields(cls) if f.init]
-    for key in data:
-        if key not in valid:
-            raise SpecError(
-                f"{where}: unknown key {key!r}{_suggest(str(key), valid)}; "
-                f"valid keys: {', '.join(valid)}"
-            )
-    return cls(**data)
+    return _strict_init(cls, data, where, SpecError)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vgglab.train.config import Config, ConfigError, apply_overrides, load_config, save_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "src/vgglab/recipes").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    names = {p.name for p in SHIPPED}
+    assert {"vgg16_cifar10_tutorial.yaml", "vgg_cifar_iii.yaml", "vgg16_bn_cifar10.yaml", "demo_digits.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_builds_its_model(path):
+    from vgglab.models import create_model
+
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    if cfg.model.name:
+        with torch.device("meta"):
+            create_model(cfg.model.name, **cfg.model.options)
+
+
+def test_tutorial_recipe_values():
+    cfg = load_config(ROOT / "configs/vgg16_cifar10_tutorial.yaml")
+    assert (cfg.model.name, cfg.data.batch_size, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("vgg16_cifar", 128, 1e-3, 0.9, 5e-4)
+    assert (cfg.schedule.name, cfg.schedule.factor, cfg.schedule.patience) == ("plateau", 0.1, 3)
+    assert (cfg.augment.crop, cfg.augment.padding, cfg.augment.flip) == ("pad", 4, True)
+
+
+def test_unknown_keys_are_named(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"optim: unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"unknown section 'optimizer'.*'optim'"):
+        load_config({"optimizer": {}})
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch'"):
+        load_config({}, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"'sgdd' is not one of sgd, adamw"):
+        load_config({"optim": {"name": "sgdd"}})
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config({}, ["optim.lr"])
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    cfg = load_config({"optim": {"lr": 0.1}}, ["optim.lr=0.05", "train.ema_decay=0.99", "model.options={width: 0.5}", "data.val_size=0"])
+    assert cfg.optim.lr == 0.05 and cfg.train.ema_decay == 0.99 and cfg.model.options == {"width": 0.5}
+    assert cfg.data.val_size == 0
+    assert apply_overrides({"a": 1}, {"b.c": 2}) == {"a": 1, "b": {"c": 2}}
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(ROOT / "configs/vgg16_bn_cifar10.yaml", ["optim.betas=[0.8, 0.9]"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg and again.sha256() == cfg.sha256()
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["optim"]["betas"] == [0.8, 0.9]
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("nope.yaml")
+    assert isinstance(Config.from_dict(None), Config)
