@@ -175,12 +175,13 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     if resume is None:
         run_dir = new_run_dir(out, cfg.name)
     save_config(cfg, run_dir / "config.yaml")
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    channels_last = tc.channels_last if tc.channels_last is not None else (device.type == "cuda" or tc.precision == "bf16")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
 
     train_loader = BatchLoader(ds.train, cfg.data.batch_size, image_size=ds.image_size, stats=ds.stats, augment=cfg.augment,
-                               normalize=cfg.augment.normalize, device=device, seed=tc.seed, channels_last=tc.channels_last)
-    eval_kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device, channels_last=tc.channels_last)
+                               normalize=cfg.augment.normalize, device=device, seed=tc.seed, channels_last=channels_last)
+    eval_kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device, channels_last=channels_last)
     val_loader = BatchLoader(ds.val, cfg.data.eval_batch_size, **eval_kw) if ds.val is not None else None
     has_val = val_loader is not None
     optimizer = build_optimizer(model, cfg.optim)
@@ -270,16 +271,17 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
                 f"lr {lr:.3g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s")
     if writer is not None:
         writer.close()
-    return FitResult(run_dir, final_test(run_dir, ds, device, tc.precision, cfg, log))
+    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log))
 
 
-def final_test(run_dir: Path, ds: Dataset, device, precision: str, cfg: Config, log=print) -> dict:
+def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print) -> dict:
     """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once."""
     from .checkpoint import model_from_checkpoint
 
+    device, precision = kw["device"], cfg.train.precision
     ckpt = load_checkpoint(run_dir / "best.pt")
-    model = model_from_checkpoint(ckpt).to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
-    kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device, channels_last=cfg.train.channels_last)
+    fmt = torch.channels_last if kw["channels_last"] else torch.contiguous_format
+    model = model_from_checkpoint(ckpt).to(device, memory_format=fmt)
     result = {"best_epoch": ckpt["epoch"]}
     if ds.val is not None:
         va = evaluate(model, BatchLoader(ds.val, cfg.data.eval_batch_size, **kw), device=device, precision=precision)

@@ -1,0 +1,74 @@
+"""Which CPU settings pay for a VGG training step here: ratios against fp32 NCHW eager.
+
+Times SGD steps of a model on random data (batch 128) for fp32/bf16 autocast, NCHW/channels_last
+and optionally torch.compile, all in this one process, interleaved in rounds so that a shared
+machine's drift hits every arm. An absolute time is not a result; the ratio column is.
+
+    python benchmarks/cpu_settings.py [--model vgg16_cifar] [--steps 6] [--rounds 2] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from vgglab import create_model
+
+
+def make_step(model_name: str, precision: str, channels_last: bool, compile_: bool, batch: int):
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt).train()
+    size = model.config.input_size
+    x = torch.randn(batch, model.config.in_chans, size, size).contiguous(memory_format=fmt)
+    y = torch.randint(0, model.config.num_classes, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    run = torch.compile(model) if compile_ else model
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(run(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="vgg16_cifar")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per arm per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile arms (slow to compile)")
+    args = ap.parse_args()
+    arms = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
+    if args.compile:
+        arms += [("fp32", False, True), ("bf16", False, True)]
+    steps = {a: make_step(args.model, *a, args.batch) for a in arms}
+    for s in steps.values():  # warm up (and compile) outside the timing
+        s()
+        s()
+    rates = {a: [] for a in arms}
+    for _ in range(args.rounds):
+        for a, s in steps.items():
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                s()
+            rates[a].append(args.steps * args.batch / (time.perf_counter() - t))
+    base = statistics.median(rates[arms[0]])
+    print(f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for (p, cl, comp), r in rates.items():
+        m = statistics.median(r)
+        name = f"{p} {'channels_last' if cl else 'NCHW'}{' compiled' if comp else ''}"
+        print(f"{name:<28} {m:8.1f} images/s   ratio {m / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
