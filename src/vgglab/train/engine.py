@@ -209,7 +209,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
 
     writer = _tensorboard(cfg, run_dir)
     meta = {
-        "classes": ds.classes, "image_size": ds.image_size, "model_config": model.config.to_dict(),
+        "classes": ds.classes, "image_size": ds.image_size, "eval_resize": ds.store_size, "model_config": model.config.to_dict(),
         "normalization": {"mode": cfg.augment.normalize, "mean": ds.stats.mean.tolist(), "std": ds.stats.std.tolist()},
     }
     log(f"{cfg.name}: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} params) on {device}, "

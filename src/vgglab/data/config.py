@@ -1,0 +1,51 @@
+"""Settings of the data pipeline: where the data is, how it is split, how it is augmented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..strict import ConfigError, check_choice as _choice
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"
+    root: str = "data/cifar10"  # folder, ImageFolder tree, or .tar.gz/.zip archive
+    download: bool = True  # cifar10/100 only: fetch the official archive when missing
+    image_size: int | None = None  # model input side; None: the dataset's own (32 for CIFAR)
+    val_size: float | int | None = None  # images (int) or fraction; None: 5000 for CIFAR, else 10 %
+    train_limit: int | None = None  # use only this many training images (stratified, seeded)
+    split_seed: int = 0  # the validation split does not move when train.seed changes
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    cache_dir: str | None = None  # default: $VGGLAB_CACHE or ~/.cache/vgglab
+    strict: bool = False  # fail on an unreadable image instead of skipping it with a warning
+
+    def __post_init__(self):
+        _choice("data", "dataset", self.dataset, DATASETS)
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size must be positive, got {self.batch_size}")
+        if self.val_size is not None and (self.val_size < 0 or (isinstance(self.val_size, float) and self.val_size >= 1)):
+            raise ConfigError(f"data.val_size must be a count >= 0 or a fraction in [0, 1), got {self.val_size}")
+
+
+@dataclass
+class AugmentConfig:
+    crop: str = "pad"  # pad: random crop after padding; resized: random-resized-crop; none
+    padding: int = 4  # pixels, crop: pad
+    pad_mode: str = "zeros"  # zeros or reflect
+    scale: tuple[float, float] = (0.35, 1.0)  # crop: resized, fraction of the image area
+    ratio: tuple[float, float] = (0.75, 1.3333)  # crop: resized, aspect ratio range
+    flip: bool = True  # random horizontal flip
+    pca_std: float = 0.0  # sigma of AlexNet/VGG PCA colour noise; 0 disables (0.1 is the paper's)
+    normalize: str = "standardize"  # standardize: (x - mean) / std; subtract_mean: x - mean (the paper)
+
+    def __post_init__(self):
+        _choice("augment", "crop", self.crop, ("pad", "resized", "none"))
+        _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
+        _choice("augment", "normalize", self.normalize, ("standardize", "subtract_mean"))
+        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
+        if self.padding < 0 or self.pca_std < 0:
+            raise ConfigError("augment.padding and augment.pca_std must be >= 0")

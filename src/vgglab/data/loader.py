@@ -1,0 +1,168 @@
+"""Batches from the uint8 cache with all augmentation as whole-batch tensor ops on the device.
+
+No PIL, no per-sample Python and no worker processes: each batch is one gather (random crop
+with padding and horizontal flip folded into index maps), one float conversion, and one
+multiply-add that normalises and adds the PCA colour noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.ops import roi_align
+
+from .config import AugmentConfig
+from .sources import Split
+from .stats import PixelStats
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """All of an epoch's randomness (order and augmentation) comes from (seed, epoch), so a
+    resumed run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    i = i.abs()
+    return torch.where(i >= size, 2 * (size - 1) - i, i)
+
+
+def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, out: int, padding: int, pad_mode: str) -> torch.Tensor:
+    """Random crops of side ``out`` from uint8 images (N, C, S, S) padded by ``padding``.
+
+    ``offsets`` (N, 2) are the crop's top-left corners in the padded image, ``flips`` (N,)
+    mirror the crop. Returns (N, C, out, out) in channels_last memory layout.
+    """
+    n, _, s, _ = x.shape
+    ar = torch.arange(out, device=x.device)
+    rows = offsets[:, :1] + ar - padding  # (N, out), source coordinates, may fall outside
+    cols = offsets[:, 1:] + ar - padding
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    valid = None
+    if pad_mode == "reflect":
+        rows, cols = _reflect(rows, s), _reflect(cols, s)
+    elif padding:
+        valid = ((rows >= 0) & (rows < s))[:, :, None] & ((cols >= 0) & (cols < s))[:, None, :]
+        rows, cols = rows.clamp(0, s - 1), cols.clamp(0, s - 1)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    crops = x[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, out, out, C)
+    if valid is not None:
+        crops = crops * valid[..., None].to(crops.dtype)
+    return crops.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
+
+
+def resized_crop_boxes(n: int, size: int, scale, ratio, g: torch.Generator) -> torch.Tensor:
+    """Random boxes (N, 4) as x1, y1, x2, y2 covering ``scale`` of the area at aspect ``ratio``."""
+    area = size * size * torch.empty(n).uniform_(scale[0], scale[1], generator=g)
+    log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    r = log_r.exp()
+    w = (area * r).sqrt().clamp(1, size)
+    h = (area / r).sqrt().clamp(1, size)
+    x1 = torch.rand(n, generator=g) * (size - w)
+    y1 = torch.rand(n, generator=g) * (size - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], 1)
+
+
+def pca_offsets(alpha: torch.Tensor, stats: PixelStats) -> torch.Tensor:
+    """AlexNet/VGG colour noise: sum_i alpha_i * lambda_i * p_i per image, (N, C), [0, 1] scale."""
+    return (alpha * stats.eigvals) @ stats.eigvecs.T
+
+
+class BatchLoader:
+    """Iterate (images float (B, C, size, size), labels (B,)) over a cached uint8 split.
+
+    ``augment=None`` gives evaluation batches: center crop, normalisation, fixed order.
+    """
+
+    def __init__(
+        self, split: Split, batch_size: int, *, image_size: int, stats: PixelStats,
+        augment: AugmentConfig | None = None, normalize: str = "standardize", device="cpu",
+        seed: int = 0, shuffle: bool | None = None, drop_last: bool | None = None, channels_last: bool = True,
+    ):
+        self.device = torch.device(device)
+        self.x = split.x.to(self.device)
+        self.y = split.y.to(self.device)
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.stats = stats
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.shuffle = augment is not None if shuffle is None else shuffle
+        self.drop_last = augment is not None and len(split) > batch_size if drop_last is None else drop_last
+        self.channels_last = channels_last
+        std = stats.std if normalize == "standardize" else torch.ones_like(stats.std)
+        self._std = std.to(self.device)
+        self._stats = _on(stats, self.device)
+        self._scale = (1.0 / (255.0 * std)).to(self.device).view(1, -1, 1, 1)
+        self._bias = (-stats.mean / std).to(self.device).view(1, -1, 1, 1)
+        if image_size > self.x.shape[-1]:
+            raise ValueError(f"image_size {image_size} is larger than the cached images ({self.x.shape[-1]})")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.y)
+
+    def _plan(self):
+        """The epoch's order and every sample's augmentation parameters, drawn at once."""
+        n = len(self.y)
+        g = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        plan = {"order": order}
+        aug = self.augment
+        if aug is None:
+            return plan
+        store = self.x.shape[-1]
+        if aug.crop == "pad":
+            span = store + 2 * aug.padding - self.image_size + 1
+            plan["offsets"] = torch.randint(0, span, (n, 2), generator=g)
+        elif aug.crop == "resized":
+            plan["boxes"] = resized_crop_boxes(n, store, aug.scale, aug.ratio, g)
+        plan["flips"] = (torch.rand(n, generator=g) < 0.5) if aug.flip else torch.zeros(n, dtype=torch.bool)
+        if aug.pca_std > 0:
+            plan["alpha"] = torch.randn(n, self.x.shape[1], generator=g) * aug.pca_std
+        return plan
+
+    def __iter__(self):
+        plan = self._plan()
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = plan["order"][sl].to(self.device)
+            yield self._batch(idx, {k: v[sl].to(self.device) for k, v in plan.items() if k != "order"}), self.y[idx]
+
+    def _batch(self, idx: torch.Tensor, p: dict) -> torch.Tensor:
+        x = self.x[idx]
+        aug = self.augment
+        size, store = self.image_size, x.shape[-1]
+        if aug is None or aug.crop == "none":
+            o = (store - size) // 2
+            x = x[:, :, o:o + size, o:o + size]
+            if aug is not None and aug.flip:
+                x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
+            x = x.float()
+        elif aug.crop == "pad":
+            x = crop_flip(x, p["offsets"], p["flips"], size, aug.padding, aug.pad_mode).float()
+        else:  # resized: bilinear crops of random boxes, all at once
+            boxes = torch.cat([torch.arange(len(idx), device=x.device, dtype=torch.float32)[:, None], p["boxes"]], 1)
+            x = roi_align(x.float(), boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous()
+        bias = self._bias
+        if "alpha" in p:
+            bias = bias + (pca_offsets(p["alpha"], self._stats) / self._std).view(len(idx), -1, 1, 1)
+        return x.mul_(self._scale).add_(bias)
+
+
+def _on(stats: PixelStats, device) -> PixelStats:
+    return PixelStats(*(t.to(device) for t in (stats.mean, stats.std, stats.eigvals, stats.eigvecs)))
