@@ -59,6 +59,75 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from .evaluate import format_metrics
+    from .evaluate.run import evaluate_checkpoint
+
+    scales = [int(v) for v in args.scales.split(",")] if args.scales else None
+    m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=args.out,
+                            data_root=args.data_root, shift=args.tta_shift, scales=scales, device=args.device)
+    print(format_metrics(m))
+    print(f"wrote {m['_out']}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .evaluate import expand_inputs, load_inference, predict_files
+
+    inf = load_inference(args.checkpoint, args.device)
+    results = predict_files(inf, expand_inputs(args.inputs), args.topk)
+    if not results:
+        raise VgglabError("no image files found in the given inputs")
+    for r in results:
+        if args.json:
+            print(json.dumps({"file": r.path, "error": r.error} if r.error else
+                             {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top]}))
+        elif r.error:
+            print(f"vgglab predict: error: {r.path}: {r.error}", file=sys.stderr)
+        else:
+            print(f"{r.path}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top))
+    # the exit status fails only when no input could be classified
+    return 1 if all(r.error for r in results) else 0
+
+
+def _cmd_inspect(args) -> int:
+    from .viz.inspect import inspect_checkpoint
+
+    layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
+    for name, path in inspect_checkpoint(args.checkpoint, args.image, layers, args.out, args.device).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from .data.config import AugmentConfig, DataConfig
+    from .train.config import load_config
+    from .viz.data import describe_data, format_data
+
+    if args.config:
+        cfg = load_config(args.config, args.set)
+        data, augment = cfg.data, cfg.augment
+    elif args.dataset:
+        data = DataConfig(dataset=args.dataset, root=args.data_root or f"data/{args.dataset}")
+        augment = AugmentConfig()
+    else:
+        raise VgglabError("data needs --config FILE or --dataset NAME [--data-root PATH]")
+    if args.config and args.data_root:
+        data.root = args.data_root
+    info = describe_data(data, augment, args.out)
+    print(json.dumps(info) if args.json else format_data(info))
+    for p in info.get("pictures", []):
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .viz.report import build_report
+
+    print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device)}")
+    return 0
+
+
 def _shipped_config(name: str):
     """The demo's recipe ships inside the package, so the demo works from any folder."""
     from importlib import resources
@@ -99,6 +168,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/demo_digits-<timestamp>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("eval", help="metrics of a trained model on a split, with optional test-time augmentation")
+    p.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt file")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--tta", default="none", choices=["none", "flip", "flip-translate", "multicrop", "dense"])
+    p.add_argument("--tta-shift", type=int, default=1, help="pixels, for flip-translate")
+    p.add_argument("--scales", help="comma-separated image sides for dense evaluation, e.g. 256,288")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
+    p.add_argument("--data-root", help="where the dataset is now, if it moved since training")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="classify image files (any size or mode)")
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("inspect", help="activation maps, filters and Grad-CAM for one image")
+    p.add_argument("checkpoint")
+    p.add_argument("--image", required=True)
+    p.add_argument("--layers", help="comma-separated layer names (see `vgglab summary`); default: each block's output")
+    p.add_argument("--out", default="inspect")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("data", help="look at a dataset: sizes, classes, statistics, sample grids")
+    p.add_argument("--config", help="a training recipe; its data and augment sections are used")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder", "digits"])
+    p.add_argument("--data-root")
+    p.add_argument("--out", help="folder for samples.png and samples_augmented.png")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    p.add_argument("--data-root")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

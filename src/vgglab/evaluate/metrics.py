@@ -1,0 +1,86 @@
+"""Metrics of a split's predicted probabilities: top-k, per class, confusion, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+
+from ..data.sources import Split
+from .inference import Inference
+from .tta import dense_head, tta_probs
+
+
+@torch.inference_mode()
+def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size: int = 250, shift: int = 1,
+                  scales: list[int] | None = None) -> torch.Tensor:
+    """Probabilities (N, classes) for every image of a cached uint8 split."""
+    dense = dense_head(inf.model) if tta == "dense" else None
+    out = []
+    for start in range(0, len(split), batch_size):
+        x = inf.normalize(split.x[start:start + batch_size])
+        out.append(tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, dense=dense).cpu())
+    return torch.cat(out)
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE: |accuracy - confidence| per equal-width confidence bin, weighted by the bin's share."""
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += inside.float().mean().item() * abs(correct[inside].mean().item() - conf[inside].mean().item())
+    return ece
+
+
+def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str], topk: int = 5) -> dict:
+    """Everything ``eval.json`` holds except ``split`` and ``tta``; accuracies as fractions."""
+    n, k_classes = probs.shape
+    labels = labels.long()
+    loss = -probs.clamp_min(1e-12).log().gather(1, labels[:, None]).mean().item()
+    ranked = probs.argsort(1, descending=True)
+    hits = ranked == labels[:, None]
+    result = {"n": n, "loss": loss}
+    for k in range(1, min(topk, k_classes) + 1):
+        result[f"top{k}"] = hits[:, :k].any(1).float().mean().item()
+    pred = ranked[:, 0].numpy()
+    y = labels.numpy()
+    cm = confusion_matrix(y, pred, labels=list(range(k_classes)))
+    support = cm.sum(1)
+    result["ece"] = expected_calibration_error(probs, labels)
+    result["per_class"] = {
+        c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(classes)
+    }
+    result["report"] = classification_report(y, pred, labels=list(range(k_classes)), target_names=classes,
+                                             output_dict=True, zero_division=0)
+    result["confusion_matrix"] = cm.tolist()
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:5]
+    result["most_confused"] = [
+        {"true": classes[i], "predicted": classes[j], "count": int(off[i, j])}
+        for i, j in (np.unravel_index(o, off.shape) for o in order) if off[i, j] > 0
+    ]
+    return result
+
+
+def format_metrics(m: dict) -> str:
+    """A printable table: summary, per class (accuracy, precision, recall, F1, support), confusions."""
+    tops = "  ".join(f"top-{k[3:]} {100 * m[k]:.2f}%" for k in m if k.startswith("top") and k[3:].isdigit())
+    lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}: n {m['n']}  loss {m['loss']:.4f}  {tops}  ECE {m['ece']:.4f}", ""]
+    width = max(12, *(len(c) for c in m["per_class"]))
+    lines.append(f"{'class':<{width}} {'acc':>7} {'prec':>7} {'recall':>7} {'f1':>7} {'support':>8}")
+    for c, acc in m["per_class"].items():
+        r = m["report"][c]
+        acc_s = "-" if acc is None else f"{100 * acc:.2f}"
+        lines.append(f"{c:<{width}} {acc_s:>7} {100 * r['precision']:>7.2f} {100 * r['recall']:>7.2f} {100 * r['f1-score']:>7.2f} {int(r['support']):>8}")
+    for avg in ("macro avg", "weighted avg"):
+        r = m["report"][avg]
+        lines.append(f"{avg:<{width}} {'':>7} {100 * r['precision']:>7.2f} {100 * r['recall']:>7.2f} {100 * r['f1-score']:>7.2f} {int(r['support']):>8}")
+    if m["most_confused"]:
+        lines.append("")
+        lines.append("most confused (true -> predicted): " + ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused"]))
+    return "\n".join(lines)

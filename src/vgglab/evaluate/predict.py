@@ -1,0 +1,62 @@
+"""Classify image files of any size and mode, preprocessed as in evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.sources import IMAGE_EXTENSIONS, decode_image
+from .inference import Inference
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] | None = None  # (class, probability), best first
+    error: str | None = None
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (sorted)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            out.append(p)
+    return out
+
+
+def load_image(inf: Inference, path: Path) -> torch.Tensor:
+    """(1, C, S, S) uint8: any mode -> RGB (or grayscale for a 1-channel model), shorter side to
+    the evaluation resize, center crop; the same decoding as the training data."""
+    arr = decode_image(path, inf.eval_resize)  # (S, S, 3)
+    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None]  # a writable copy
+    if inf.in_chans == 1:  # ITU-R 601 luma, as PIL's convert("L")
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return x
+
+
+@torch.inference_mode()
+def predict_files(inf: Inference, paths: list[Path], topk: int = 5) -> list[Prediction]:
+    """One prediction per file; a file that cannot be read gets an error, the others still run."""
+    results = []
+    k = min(topk, len(inf.classes))
+    for path in paths:
+        try:
+            x = load_image(inf, path)
+        except FileNotFoundError:
+            results.append(Prediction(str(path), error="file not found"))
+            continue
+        except Exception as exc:  # PIL's many error types for non-images and truncated files
+            results.append(Prediction(str(path), error=f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"))
+            continue
+        probs = inf.model(inf.center_crop(inf.normalize(x))).float().softmax(1)[0]
+        p, i = probs.topk(k)
+        results.append(Prediction(str(path), [(inf.classes[j], float(q)) for q, j in zip(p, i)]))
+    return results

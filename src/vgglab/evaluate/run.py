@@ -1,0 +1,50 @@
+"""``vgglab eval``: one call from a checkpoint to eval.json, a printed table and pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+from ..errors import VgglabError
+from .inference import load_inference
+from .metrics import compute_metrics, predict_split
+from .tta import TTA_MODES
+
+
+def default_out(checkpoint: str | Path) -> Path:
+    p = Path(checkpoint)
+    return (p if p.is_dir() else p.parent) / "eval"
+
+
+def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", topk: int = 5, out=None,
+                        data_root: str | None = None, shift: int = 1, scales: list[int] | None = None,
+                        device: str = "auto", pictures: bool = True) -> dict:
+    """Evaluate a run or checkpoint on a split; writes ``eval.json`` (+ PNGs) into ``out``."""
+    if tta not in TTA_MODES:
+        raise VgglabError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_MODES)}")
+    if not 1 <= topk <= 5:
+        raise VgglabError(f"--topk must be between 1 and 5, got {topk}")
+    inf = load_inference(checkpoint, device)
+    data, _ = inf.load_split(split, data_root)
+    probs = predict_split(inf, data, tta, shift=shift, scales=scales)
+    metrics = {"split": split, "tta": tta, **compute_metrics(probs, data.y, inf.classes, topk)}
+    out = Path(out) if out else default_out(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "eval.json" if tta == "none" else f"eval-{tta}.json"
+    (out / name).write_text(json.dumps(metrics, indent=1))
+    if pictures:
+        from ..viz.plots import plot_confusion, plot_predictions
+
+        plot_confusion(metrics["confusion_matrix"], inf.classes, out / "confusion.png")
+        sample = slice(0, min(len(data), 2000))
+        shown = inf.denormalize(inf.center_crop(inf.normalize(data.x[sample]))).cpu()
+        plot_predictions(shown, data.y[sample], probs[sample], inf.classes, out / "predictions.png")
+    metrics["_probs"] = probs
+    metrics["_out"] = str(out)
+    return metrics
+
+
+def public(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
+

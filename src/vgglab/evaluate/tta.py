@@ -1,0 +1,118 @@
+"""Test-time augmentation: views of each image whose softmax probabilities are averaged.
+
+``none``: the center crop. ``flip``: it and its mirror (the VGG paper, the tutorial).
+``flip-translate``: the center crop shifted by ``shift`` pixels up, down, left and right
+(reflect padding) plus unshifted, each also mirrored: 10 views. ``multicrop``: the image resized
+to 256/224 of the input side, a 3x3 grid of crops, each also mirrored: 18 views (the paper's
+multi-crop evaluation, with a smaller grid). ``dense``: the paper's fully-convolutional
+evaluation (see :func:`dense_logits`) on the uncropped image at each of ``scales``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import VgglabError
+from ..models import VGG
+from .inference import resize_shorter
+
+TTA_MODES = ("none", "flip", "flip-translate", "multicrop", "dense")
+
+
+def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in): adaptive average pooling along one axis as a matrix."""
+    m = torch.zeros(n_out, n_in)
+    for p in range(n_out):
+        start, end = (p * n_in) // n_out, -(-((p + 1) * n_in) // n_out)
+        m[p, start:end] = 1.0 / (end - start)
+    return m
+
+
+def dense_head(model: VGG) -> nn.Sequential:
+    """The head rewritten as convolutions over the conv map (Simonyan & Zisserman, sec. 3.2).
+
+    The first FC layer becomes a conv whose kernel is the training-size feature map; for the
+    ``imagenet`` head it folds in the adaptive 7x7 average pool (pooling is linear, so
+    pool-then-FC is one conv). Later FC layers become 1x1 convs; BatchNorm1d acts per channel.
+    """
+    cfg = model.config
+    side = cfg.input_size // 2**cfg.num_pools  # training-size feature map
+    c = model.num_features
+    layers: list[nn.Module] = []
+    first = True
+    for name, layer in model.head.named_children():
+        if isinstance(layer, nn.Linear):
+            w, b = layer.weight.detach(), layer.bias.detach()
+            if first and cfg.head.type == "imagenet":
+                k = cfg.head.pool_size
+                pool = _pool_matrix(side, k).to(w)
+                w = torch.einsum("ocpq,pi,qj->ocij", w.view(-1, c, k, k), pool, pool)
+            elif first and cfg.head.type == "cifar":
+                w = w.view(-1, c, side, side)
+            else:  # gap head's classifier, or any later FC: a 1x1 conv
+                w = w.view(w.shape[0], w.shape[1], 1, 1)
+            conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[-2:]).to(w)
+            conv.weight.data.copy_(w)
+            conv.bias.data.copy_(b)
+            layers.append(conv)
+            first = False
+        elif isinstance(layer, nn.BatchNorm1d):
+            bn = nn.BatchNorm2d(layer.num_features).to(layer.weight)
+            bn.load_state_dict(layer.state_dict())
+            layers.append(bn.eval())
+        elif isinstance(layer, (nn.ReLU, nn.Dropout)):
+            layers.append(layer)
+        # pool/flatten: absorbed into the first conv (imagenet, cifar) or replaced by the spatial mean (gap)
+    return nn.Sequential(*layers).eval()
+
+
+@torch.inference_mode()
+def dense_logits(model: VGG, x: torch.Tensor, head: nn.Sequential | None = None) -> torch.Tensor:
+    """Class logits of the uncropped image: the dense head's spatial map, averaged over space."""
+    head = head if head is not None else dense_head(model)
+    f = model.features(x)
+    k = head[0].kernel_size
+    if f.shape[-2] < k[0] or f.shape[-1] < k[1]:
+        raise VgglabError(f"dense evaluation needs images at least as large as the training size ({model.config.input_size}px)")
+    return head(f).mean((2, 3))
+
+
+def _views(x: torch.Tensor, mode: str, size: int, shift: int, multicrop_side: int):
+    """Yield the views (N, C, size, size) of normalised full images ``x`` for one TTA mode."""
+    o = (x.shape[-1] - size) // 2
+    center = x[..., o:o + size, o:o + size]
+    if mode == "none":
+        yield center
+    elif mode == "flip":
+        yield center
+        yield center.flip(3)
+    elif mode == "flip-translate":
+        p = F.pad(center, (shift,) * 4, mode="reflect")
+        for dy, dx in [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]:
+            v = p[..., shift + dy:shift + dy + size, shift + dx:shift + dx + size]
+            yield v
+            yield v.flip(3)
+    elif mode == "multicrop":
+        big = resize_shorter(x, max(multicrop_side, size))
+        span = big.shape[-1] - size
+        for oy in (0, span // 2, span):
+            for ox in (0, span // 2, span):
+                v = big[..., oy:oy + size, ox:ox + size]
+                yield v
+                yield v.flip(3)
+    else:
+        raise VgglabError(f"unknown TTA mode {mode!r}; valid: {', '.join(TTA_MODES)}")
+
+
+@torch.inference_mode()
+def tta_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift: int = 1,
+              scales: list[int] | None = None, dense: nn.Sequential | None = None) -> torch.Tensor:
+    """Softmax probabilities (N, classes) of normalised full images ``x``, averaged over views."""
+    if mode == "dense":
+        probs = [dense_logits(model, resize_shorter(x, s), dense).float().softmax(1) for s in (scales or [x.shape[-1]])]
+    else:
+        side = round(image_size * 256 / 224)
+        probs = [model(v.contiguous()).float().softmax(1) for v in _views(x, mode, image_size, shift, side)]
+    return torch.stack(probs).mean(0)

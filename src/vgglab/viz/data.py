@@ -1,0 +1,75 @@
+"""``vgglab data``: look at a dataset before training: sizes, classes, statistics, samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data import BatchLoader, load_dataset
+from ..data.config import AugmentConfig, DataConfig
+from .plots import plot_image_grid
+
+
+def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | None = None, per_class: int = 8, seed: int = 0) -> dict:
+    ds = load_dataset(data)
+    st = ds.stats
+    std = st.std if augment.normalize == "standardize" else torch.ones_like(st.std)
+    loader = BatchLoader(ds.train, min(4096, len(ds.train)), image_size=ds.image_size, stats=st, augment=None, normalize=augment.normalize)
+    x, _ = next(iter(loader))
+    info = {
+        "dataset": data.dataset,
+        "splits": {"train": len(ds.train), "val": len(ds.val) if ds.val is not None else 0, "test": len(ds.test)},
+        "classes": ds.classes,
+        "counts": {
+            name: torch.bincount(s.y, minlength=ds.num_classes).tolist()
+            for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None
+        },
+        "image_size": ds.image_size,
+        "stored_size": ds.store_size,
+        "channels": ds.in_chans,
+        "mean": st.mean.tolist(),
+        "std": st.std.tolist(),
+        "normalized_mean_sample": x.mean((0, 2, 3)).tolist(),  # close to 0 (and std to 1 when standardising)
+        "normalized_std_sample": x.std((0, 2, 3)).tolist(),
+        "pca_eigenvalues": st.eigvals.tolist(),
+        "pca_eigenvectors": st.eigvecs.tolist(),
+        "skipped_files": len(ds.skipped),
+        "cache_file": str(ds.cache_file),
+    }
+    if out is not None:
+        out = Path(out)
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.cat([
+            (ds.train.y == k).nonzero().flatten()[torch.randperm(int((ds.train.y == k).sum()), generator=g)[:per_class]]
+            for k in range(ds.num_classes)
+        ])
+        sample = ds.train.subset(idx)
+        plain = BatchLoader(sample, len(idx), image_size=ds.image_size, stats=st, normalize=augment.normalize)
+        aug = BatchLoader(sample, len(idx), image_size=ds.image_size, stats=st, augment=augment, normalize=augment.normalize,
+                          seed=seed, shuffle=False, drop_last=False)
+        titles = [ds.classes[int(y)] for y in sample.y]
+        for name, ld in (("samples.png", plain), ("samples_augmented.png", aug)):
+            xb, _ = next(iter(ld))
+            shown = (xb * std.view(1, -1, 1, 1) + st.mean.view(1, -1, 1, 1)).clamp(0, 1)
+            plot_image_grid(shown, titles, out / name, cols=per_class,
+                            suptitle="training samples" + (" after augmentation" if "aug" in name else ""))
+        info["pictures"] = [str(out / "samples.png"), str(out / "samples_augmented.png")]
+    return info
+
+
+def format_data(info: dict) -> str:
+    lines = [
+        f"{info['dataset']}: train {info['splits']['train']}, val {info['splits']['val']}, test {info['splits']['test']}; "
+        f"{len(info['classes'])} classes; images {info['channels']}x{info['image_size']}x{info['image_size']} (stored at {info['stored_size']})",
+        "per-channel mean " + ", ".join(f"{v:.4f}" for v in info["mean"]) + "; std " + ", ".join(f"{v:.4f}" for v in info["std"]),
+        "after normalisation (sample): mean " + ", ".join(f"{v:+.3f}" for v in info["normalized_mean_sample"])
+        + "; std " + ", ".join(f"{v:.3f}" for v in info["normalized_std_sample"]),
+        "PCA colour eigenvalues " + ", ".join(f"{v:.5f}" for v in info["pca_eigenvalues"]),
+        f"{'class':<16}" + "".join(f"{s:>8}" for s in info["counts"]),
+    ]
+    for k, c in enumerate(info["classes"]):
+        lines.append(f"{c:<16}" + "".join(f"{info['counts'][s][k]:>8}" for s in info["counts"]))
+    if info["skipped_files"]:
+        lines.append(f"skipped unreadable files: {info['skipped_files']}")
+    return "\n".join(lines)

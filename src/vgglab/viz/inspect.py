@@ -1,0 +1,147 @@
+"""Looking inside a VGG: activation maps, first-layer filters and Grad-CAM, by stable layer names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import VgglabError
+from ..models import VGG
+from ..strict import _suggest
+from .plots import _save, _to_hwc, plt
+
+
+def check_layers(model: VGG, names: list[str]) -> list[str]:
+    valid = model.layer_names()
+    for n in names:
+        if n not in valid:
+            raise VgglabError(f"unknown layer {n!r}{_suggest(n, valid)}; `vgglab summary` lists the layer names, e.g. {', '.join(valid[:4])}")
+    return names
+
+
+def default_layers(model: VGG) -> list[str]:
+    """The last ReLU of every block: what each stage of the network responds to."""
+    out = []
+    for bname, block in model.features.named_children():
+        relus = [n for n, m in block.named_children() if isinstance(m, nn.ReLU)]
+        out.append(f"features.{bname}.{relus[-1]}")
+    return out
+
+
+@torch.inference_mode()
+def activations(model: VGG, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers for input ``x`` (cloned: the ReLUs work in place)."""
+    check_layers(model, names)
+    modules = dict(model.named_modules())
+    got: dict[str, torch.Tensor] = {}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: got.__setitem__(n, o.detach().clone())) for n in names]
+    try:
+        model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+def plot_activations(acts: dict[str, torch.Tensor], path: str | Path, channels: int = 16) -> Path:
+    """One row per layer: the first ``channels`` channels of the first image's maps."""
+    fig, axes = plt.subplots(len(acts), channels, figsize=(1.1 * channels, 1.3 * len(acts)), squeeze=False)
+    for r, (name, a) in enumerate(acts.items()):
+        maps = a[0] if a.dim() == 4 else a[0].view(-1, 1, 1)
+        for c in range(channels):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < maps.shape[0]:
+                ax.imshow(maps[c].float().cpu().numpy(), cmap="viridis")
+        axes[r, 0].set_title(f"{name} {tuple(a.shape[1:])}", fontsize=8, loc="left")
+    return _save(fig, path)
+
+
+def plot_filters(model: VGG, path: str | Path, max_filters: int = 64) -> Path:
+    """First-layer 3x3 kernels as tiles (RGB for colour input), each scaled to [0, 1]."""
+    w = model.features.block1.conv1.weight.detach().float().cpu()[:max_filters]
+    lo = w.amin((1, 2, 3), keepdim=True)
+    hi = w.amax((1, 2, 3), keepdim=True)
+    w = (w - lo) / (hi - lo).clamp_min(1e-8)
+    cols = 8
+    rows = -(-len(w) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(w):
+            ax.imshow(_to_hwc(w[i] if w.shape[1] in (1, 3) else w[i, :1]), cmap="gray" if w.shape[1] != 3 else None,
+                      interpolation="nearest", vmin=0, vmax=1)
+    fig.suptitle(f"block1.conv1 filters ({w.shape[1]} input channels)")
+    return _save(fig, path)
+
+
+def last_conv_layer(model: VGG) -> str:
+    """The final block's last ReLU: the conv map Grad-CAM is computed on."""
+    return default_layers(model)[-1]
+
+
+def grad_cam(model: VGG, x: torch.Tensor, target: torch.Tensor | None = None, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM (Selvaraju et al. 2017) heatmaps (N, H, W) in [0, 1] and the classes explained.
+
+    Channel weights are the spatial mean of d(class logit)/d(activation); the map is the ReLU of
+    the weighted channel sum, upsampled to the input size. ``target`` defaults to the prediction.
+    """
+    layer = layer or last_conv_layer(model)
+    module = dict(model.named_modules())[check_layers(model, [layer])[0]]
+    store: dict[str, torch.Tensor] = {}
+    hook = module.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    model.eval()
+    try:
+        with torch.enable_grad():
+            logits = model(x.detach().requires_grad_(False).clone())
+            target = logits.argmax(1) if target is None else target
+            score = logits.gather(1, target[:, None]).sum()
+            grads = torch.autograd.grad(score, store["a"])[0]
+    finally:
+        hook.remove()
+    weights = grads.mean((2, 3), keepdim=True)
+    cam = F.relu((weights * store["a"]).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    cam = cam / cam.flatten(1).amax(1).clamp_min(1e-8)[:, None, None]
+    return cam.detach(), target.detach()
+
+
+def plot_grad_cam(images: torch.Tensor, cams: torch.Tensor, titles: list[str], path: str | Path) -> Path:
+    """Each image (in [0, 1]) and its heatmap overlaid (jet, half transparent)."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2), squeeze=False)
+    for i in range(n):
+        img = _to_hwc(images[i])
+        for ax in axes[:, i]:
+            ax.axis("off")
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        axes[0, i].set_title(titles[i], fontsize=8)
+        axes[1, i].imshow(cams[i].cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    fig.suptitle("Grad-CAM for the predicted class")
+    return _save(fig, path)
+
+
+def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None = None, out: str | Path = "inspect",
+                       device: str = "auto") -> dict[str, Path]:
+    """Activation maps, first-layer filters and Grad-CAM of one image file, as PNGs in ``out``."""
+    from ..evaluate.inference import load_inference
+    from ..evaluate.predict import load_image
+
+    inf = load_inference(checkpoint, device)
+    layers = check_layers(inf.model, layers) if layers else default_layers(inf.model)
+    try:
+        raw = load_image(inf, Path(image))
+    except Exception as exc:
+        raise VgglabError(f"cannot read image {image}: {exc}") from None
+    x = inf.center_crop(inf.normalize(raw))
+    out = Path(out)
+    cams, target = grad_cam(inf.model, x)
+    prob = inf.model(x).float().softmax(1)[0, target[0]].item()
+    return {
+        "activations": plot_activations(activations(inf.model, x, layers), out / "activations.png"),
+        "filters": plot_filters(inf.model, out / "filters.png"),
+        "gradcam": plot_grad_cam(inf.denormalize(x).cpu(), cams, [f"{inf.classes[target[0]]} {100 * prob:.0f}%"], out / "gradcam.png"),
+    }
