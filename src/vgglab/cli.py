@@ -48,7 +48,12 @@ def _cmd_train(args) -> int:
 
     if args.config is None and args.resume is None:
         raise VgglabError("train needs --config FILE (see configs/) or --resume RUN_DIR")
-    fit(args.config, args.set, out=args.out, resume=args.resume)
+    overrides = list(args.set)
+    if args.init_from:
+        overrides.append(f"train.init_from={args.init_from}")
+    if args.init_mode:
+        overrides.append(f"train.init_mode={args.init_mode}")
+    fit(args.config, overrides, out=args.out, resume=args.resume)
     return 0
 
 
@@ -128,6 +133,27 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_features(args) -> int:
+    import numpy as np
+
+    from .export import extract_features
+
+    feats = extract_features(args.checkpoint, args.split, args.layer, args.data_root)
+    out = args.out
+    np.savez(out, **feats)
+    print(f"wrote {out}: features {feats['features'].shape}, labels {feats['labels'].shape}, {len(feats['classes'])} classes")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_model
+
+    r = export_model(args.checkpoint, args.format, args.out, data_root=args.data_root)
+    opset = f", opset {r['opset']}" if r["opset"] else ""
+    print(f"wrote {r['path']} ({r['format']}{opset}); parity on {', '.join(r['checked'])}: max |diff| {r['max_abs_diff']:.2e} in logits")
+    return 0
+
+
 def _shipped_config(name: str):
     """The demo's recipe ships inside the package, so the demo works from any folder."""
     from importlib import resources
@@ -162,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
     p.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>); must be new or empty")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    p.add_argument("--init-from", metavar="PATH", help="initial weights: a vgglab run/checkpoint, .safetensors or torchvision .pth")
+    p.add_argument("--init-mode", choices=["exact", "features", "cross-geometry", "shallow-to-deep"])
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="offline demo: train a small VGG on scikit-learn's digits (about a minute)")
@@ -212,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("features", help="embeddings of a split as .npz (features, labels, classes)")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--layer", help="a layer name (spatially averaged); default: the penultimate embedding")
+    p.add_argument("--data-root")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("export", help="ONNX / TorchScript / safetensors, checked against PyTorch")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("--out", help="output file (default: next to the checkpoint)")
+    p.add_argument("--data-root")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

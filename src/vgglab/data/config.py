@@ -41,6 +41,8 @@ class AugmentConfig:
     flip: bool = True  # random horizontal flip
     pca_std: float = 0.0  # sigma of AlexNet/VGG PCA colour noise; 0 disables (0.1 is the paper's)
     normalize: str = "standardize"  # standardize: (x - mean) / std; subtract_mean: x - mean (the paper)
+    mean: list | None = None  # per-channel, [0, 1] scale; None: the training images' own
+    std: list | None = None  # e.g. ImageNet's for a model pretrained on ImageNet
 
     def __post_init__(self):
         _choice("augment", "crop", self.crop, ("pad", "resized", "none"))

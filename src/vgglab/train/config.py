@@ -42,6 +42,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     no_decay_bn_bias: bool = False  # exempt BatchNorm parameters and biases from weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
+    head_lr_mult: float = 1.0  # the head's learning rate is lr * head_lr_mult
 
     def __post_init__(self):
         _choice("optim", "name", self.name, ("sgd", "adamw"))
@@ -79,6 +80,12 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # e.g. 0.999: evaluate and save an exponential moving average
     threads: int | None = None  # torch intra-op threads; None: torch's default
+    init_from: str | None = None  # a vgglab run/checkpoint, a .safetensors file or a torchvision VGG .pth
+    init_mode: str = "exact"  # exact, features, cross-geometry, shallow-to-deep
+    init_match: str = "paper"  # shallow-to-deep: paper (first four convs + FC layers) or all (every conv whose shape agrees)
+    init_fold_fc6: bool = False  # cross-geometry: sum an ImageNet FC6 over its 7x7 taps for a 1x1 target map
+    freeze: list = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
+    unfreeze_after: int | None = None  # epochs; then the frozen parts train too
 
     def __post_init__(self):
         _choice("train", "precision", self.precision, ("fp32", "bf16", "fp16"))
@@ -86,6 +93,10 @@ class TrainConfig:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _choice("train", "init_mode", self.init_mode, ("exact", "features", "cross-geometry", "shallow-to-deep"))
+        _choice("train", "init_match", self.init_match, ("paper", "all"))
+        if isinstance(self.freeze, str):
+            self.freeze = [self.freeze]
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -64,10 +65,37 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
     return model
 
 
+def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
+    """Modules named by ``train.freeze``: "features", "head", "block3" or "features.block3"."""
+    blocks = dict(model.features.named_children())
+    out = []
+    for n in names:
+        short = n.removeprefix("features.")
+        if n == "features":
+            out.append(model.features)
+        elif n == "head":
+            out.append(model.head)
+        elif short in blocks:
+            out.append(blocks[short])
+        else:
+            raise ConfigError(f"train.freeze: unknown part {n!r}; valid: features, head, {', '.join(blocks)}")
+    return out
+
+
+def set_frozen(modules: list[nn.Module], frozen: bool) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(not frozen)
+
+
 def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp32", label_smoothing=0.0,
-                    grad_clip=None, scaler=None, ema=None, on_step=None) -> dict:
-    """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples."""
+                    grad_clip=None, scaler=None, ema=None, on_step=None, frozen=()) -> dict:
+    """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples.
+
+    ``frozen`` modules stay in eval mode (BatchNorm keeps its running statistics)."""
     model.train()
+    for m in frozen:
+        m.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
@@ -174,7 +202,19 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         _check_resumable(ckpt, model, ds.classes)
     if resume is None:
         run_dir = new_run_dir(out, cfg.name)
+        if tc.init_from:
+            from .transfer import init_from
+
+            report = init_from(model, tc.init_from, tc.init_mode, tc.init_match, tc.init_fold_fc6)
+            (run_dir / "init_report.txt").write_text(report.format() + "\n")
+            log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")
     save_config(cfg, run_dir / "config.yaml")
+    aug = cfg.augment
+    if aug.mean is not None or aug.std is not None:  # e.g. ImageNet statistics for a pretrained model
+        ds.stats = dataclasses.replace(
+            ds.stats, mean=torch.tensor(aug.mean, dtype=torch.float32) if aug.mean is not None else ds.stats.mean,
+            std=torch.tensor(aug.std, dtype=torch.float32) if aug.std is not None else ds.stats.std)
+    frozen = frozen_modules(model, tc.freeze)
     channels_last = tc.channels_last if tc.channels_last is not None else (device.type == "cuda" or tc.precision == "bf16")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
@@ -219,6 +259,9 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     mode = progress_mode(cfg.log.progress)
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         train_loader.set_epoch(epoch)
+        still_frozen = frozen if tc.unfreeze_after is None or epoch <= tc.unfreeze_after else []
+        set_frozen(frozen, True)
+        set_frozen([m for m in frozen if m not in still_frozen], False)
         t0 = time.perf_counter()
         bar = _bar(mode, len(train_loader), f"epoch {epoch}/{tc.epochs}")
         on_step = None
@@ -230,7 +273,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         lr = schedule.lr
         try:
             tr = train_one_epoch(step_model, train_loader, optimizer, schedule, device=device, precision=tc.precision,
-                                 label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip, scaler=scaler, ema=ema, on_step=on_step)
+                                 label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip, scaler=scaler, ema=ema, on_step=on_step,
+                                 frozen=still_frozen)
         except TrainingDiverged as exc:
             kept = f"the last good checkpoint is {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists() else "no checkpoint was written"
             raise TrainingDiverged(f"epoch {epoch}: {exc}; {kept}. Lower optim.lr or set train.grad_clip") from None

@@ -11,16 +11,19 @@ from .config import OptimConfig, ScheduleConfig
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """One group, or two when BatchNorm parameters and biases are exempt from weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not cfg.no_decay_bn_bias:
-        return [{"params": params, "weight_decay": cfg.weight_decay}]
-    no_decay = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
-    return [
-        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
-    ]
+    """Groups by weight decay (BatchNorm and biases exempt when asked) and by learning rate
+    (the head at ``lr * head_lr_mult``). Frozen parameters are included: they have no gradient,
+    so SGD/AdamW leave them alone, and they train once unfrozen."""
+    no_decay = set()
+    if cfg.no_decay_bn_bias:
+        no_decay = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        lr = cfg.lr * (cfg.head_lr_mult if name.startswith("head.") else 1.0)
+        wd = 0.0 if id(p) in no_decay else cfg.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -1,0 +1,137 @@
+"""Export a trained model (ONNX, TorchScript, safetensors) and check the export against PyTorch.
+
+Every export is written to a temporary file, run on random and (when the run's dataset is at
+hand) real inputs, compared with the PyTorch model, and only then renamed into place: an
+export whose logits differ by more than ``tolerance`` is an error and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import VgglabError
+from .evaluate.inference import Inference, load_inference
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
+ONNX_OPSET = 18
+
+
+def _metadata(inf: Inference) -> dict:
+    ck = inf.checkpoint
+    return {"classes": inf.classes, "image_size": inf.image_size, "eval_resize": inf.eval_resize,
+            "normalization": ck["normalization"], "model_config": ck["model_config"]}
+
+
+def _inputs(inf: Inference, data_root: str | None) -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    c, s = inf.in_chans, inf.image_size
+    inputs = [("random", torch.randn(3, c, s, s, generator=g))]
+    try:
+        split, _ = inf.load_split("test", data_root)
+        inputs.append(("real", inf.center_crop(inf.normalize(split.x[:8])).cpu()))
+    except VgglabError:
+        pass  # the run's dataset is not here: random inputs only (said in the report)
+    return inputs
+
+
+def _run_exported(fmt: str, path: str, x: torch.Tensor, inf: Inference) -> torch.Tensor:
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return torch.from_numpy(sess.run(None, {name: x.numpy().astype(np.float32)})[0])
+    if fmt == "torchscript":
+        return torch.jit.load(path, map_location="cpu")(x)
+    from safetensors.torch import load_file
+
+    from .models import create_model_from_spec
+
+    model = create_model_from_spec(inf.checkpoint["model_config"]).eval()
+    model.load_state_dict(load_file(path))
+    return model(x)
+
+
+def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root: str | None = None, tolerance: float = 1e-4) -> dict:
+    """Export, check parity, and return ``{"path", "format", "max_abs_diff", "checked", "opset"}``."""
+    if fmt not in FORMATS:
+        raise VgglabError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    inf = load_inference(checkpoint, "cpu")
+    model = inf.model.eval()
+    src = Path(checkpoint)
+    # default: RUN_DIR/export/, never over the run's own model.safetensors
+    out = Path(out) if out else (src if src.is_dir() else src.parent) / "export" / f"model{FORMATS[fmt]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(2, inf.in_chans, inf.image_size, inf.image_size)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=FORMATS[fmt], dir=out.parent)
+    os.close(fd)
+    result = {"format": fmt, "opset": None}
+    try:
+        if fmt == "onnx":
+            try:
+                import onnx  # noqa: F401
+                import onnxruntime  # noqa: F401
+                import onnxscript  # noqa: F401
+            except ImportError:
+                raise VgglabError("ONNX export needs the export extra: pip install 'vgglab[export]'") from None
+            batch = torch.export.Dim("batch", min=1)
+            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
+                              dynamic_shapes={"x": {0: batch}}, opset_version=ONNX_OPSET, dynamo=True)
+            result["opset"] = ONNX_OPSET
+        elif fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example)
+            traced.save(tmp)
+        else:
+            from .train.checkpoint import save_safetensors
+
+            save_safetensors(model, _metadata(inf), tmp)
+        checked, worst = [], 0.0
+        with torch.inference_mode():
+            for name, x in _inputs(inf, data_root):
+                diff = (_run_exported(fmt, tmp, x, inf).float() - model(x).float()).abs().max().item()
+                worst = max(worst, diff)
+                checked.append(f"{name} x{len(x)}")
+        if not worst <= tolerance:
+            raise VgglabError(f"{fmt} export differs from the PyTorch model by {worst:.2e} in logits (> {tolerance:g}); nothing was written")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    result.update(path=str(out), max_abs_diff=worst, checked=checked)
+    return result
+
+
+def extract_features(checkpoint, split: str = "test", layer: str | None = None, data_root: str | None = None,
+                     batch_size: int = 250) -> dict:
+    """Embeddings of a split: pre-logits, or any named layer's output averaged over space."""
+    from .viz.inspect import check_layers
+
+    inf = load_inference(checkpoint, "auto")
+    data, _ = inf.load_split(split, data_root)
+    model = inf.model
+    if layer:
+        check_layers(model, [layer])
+        module = dict(model.named_modules())[layer]
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(data), batch_size):
+            x = inf.center_crop(inf.normalize(data.x[i:i + batch_size]))
+            if layer:
+                got = {}
+                h = module.register_forward_hook(lambda m, a, o: got.__setitem__("o", o.clone()))
+                try:
+                    model(x)
+                finally:
+                    h.remove()
+                f = got["o"]
+                f = f.mean((2, 3)) if f.dim() == 4 else f
+            else:
+                f = model.forward_head(model.forward_features(x), pre_logits=True)
+            feats.append(f.float().cpu())
+    return {"features": torch.cat(feats).numpy(), "labels": data.y.numpy(), "classes": np.array(inf.classes)}

@@ -1,0 +1,184 @@
+"""Initialising a model from other weights: a vgglab run/checkpoint, safetensors or torchvision.
+
+Modes: ``exact`` (same architecture, every tensor), ``features`` (the conv part; the head starts
+fresh), ``cross-geometry`` (conv part exactly; head tensors only where shapes agree, optionally
+folding an ImageNet FC6 over its 7x7 taps for a target that sees a 1x1 map) and
+``shallow-to-deep`` (Simonyan & Zisserman, sec. 3.1: a deeper configuration from a shallower one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import VgglabError
+from ..models import VGG, create_model, key_mapping
+from ..models.spec import VGGConfig
+
+INIT_MODES = ("exact", "features", "cross-geometry", "shallow-to-deep")
+_CONV_KEY = re.compile(r"^features\.block(\d+)\.(conv|bn)(\d+)\.(.+)$")
+
+
+class TransferError(VgglabError):
+    pass
+
+
+@dataclass
+class TransferReport:
+    matched: list[tuple[str, tuple]] = field(default_factory=list)
+    reshaped: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    skipped: list[tuple[str, tuple, tuple | None]] = field(default_factory=list)  # source key, its shape, target's
+    new: list[tuple[str, tuple]] = field(default_factory=list)  # target keys left at their fresh init
+
+    def format(self) -> str:
+        lines = [f"init: {len(self.matched)} tensors matched, {len(self.reshaped)} reshaped, "
+                 f"{len(self.skipped)} skipped, {len(self.new)} new"]
+        lines += [f"  matched  {k} {list(s)}" for k, s in self.matched]
+        lines += [f"  reshaped {k} {list(a)} -> {list(b)}" for k, a, b in self.reshaped]
+        lines += [f"  skipped  {k} {list(a)}" + (f" (target {list(b)})" if b else " (no such layer)") for k, a, b in self.skipped]
+        lines += [f"  new      {k} {list(s)}" for k, s in self.new]
+        return "\n".join(lines)
+
+
+def _torchvision_config(sd: dict) -> VGGConfig:
+    """The registered VGG whose torchvision layout this state_dict has."""
+    convs = [k for k in sd if k.startswith("features.") and k.endswith(".weight") and sd[k].dim() == 4]
+    bn = any(k.endswith("running_mean") for k in sd)
+    depth = {8: "vgg11", 10: "vgg13", 13: "vgg16", 16: "vgg19"}.get(len(convs))
+    if depth is None:
+        raise TransferError(f"the torchvision file has {len(convs)} conv layers; expected a VGG-11/13/16/19")
+    classes = sd["classifier.6.weight"].shape[0] if "classifier.6.weight" in sd else 1000
+    with torch.device("meta"):
+        return create_model(f"{depth}{'_bn' if bn else ''}", num_classes=classes).config
+
+
+def read_source(path: str | Path) -> tuple[dict[str, torch.Tensor], VGGConfig]:
+    """State dict in vgglab's layer names, and the source model's config."""
+    from ..train.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_dir() or path.suffix in (".pt",):
+        ckpt = load_checkpoint(path)
+        return ckpt["model"], VGGConfig.from_dict(ckpt["model_config"])
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        if not path.is_file():
+            raise TransferError(f"init source not found: {path}")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+        if "model_config" not in meta:
+            raise TransferError(f"{path} has no vgglab metadata (model_config); export it with `vgglab export --format safetensors`")
+        return sd, VGGConfig.from_dict(json.loads(meta["model_config"]))
+    if not path.is_file():
+        raise TransferError(f"init source not found: {path}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TransferError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} (files are loaded with weights_only=True)") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not any(k.startswith("features.0.") for k in sd):
+        raise TransferError(f"{path} is neither a vgglab checkpoint nor a torchvision VGG state_dict")
+    cfg = _torchvision_config(sd)
+    with torch.device("meta"):
+        inverse = {tv: ours for ours, tv in key_mapping(VGG(cfg)).items()}
+    unknown = sorted(set(sd) - set(inverse))
+    if unknown:
+        raise TransferError(f"{path}: keys not in a torchvision {cfg.name}: {', '.join(unknown[:6])}")
+    return {inverse[k]: v for k, v in sd.items()}, cfg
+
+
+def _conv_position(key: str) -> tuple[int, int, str, str] | None:
+    m = _CONV_KEY.match(key)
+    return (int(m[1]), int(m[3]), m[2], m[4]) if m else None
+
+
+def _first_convs(cfg: VGGConfig, n: int) -> set[tuple[int, int]]:
+    """(block, position) of the first ``n`` convs, in forward order."""
+    out = []
+    for b, block in enumerate(cfg.blocks, start=1):
+        for i in range(1, len(block.convs) + 1):
+            out.append((b, i))
+    return set(out[:n])
+
+
+def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig, mode: str,
+             match: str = "paper", fold_fc6: bool = False) -> TransferReport:
+    """Copy what ``mode`` allows from ``source`` into ``model``; return what happened to each tensor."""
+    if mode not in INIT_MODES:
+        raise TransferError(f"unknown init mode {mode!r}; valid: {', '.join(INIT_MODES)}")
+    target = model.state_dict()
+    report = TransferReport()
+    plan: dict[str, torch.Tensor] = {}
+
+    def take(src_key, dst_key, tensor):
+        plan[dst_key] = tensor
+        report.matched.append((dst_key, tuple(tensor.shape)))
+
+    if mode == "exact":
+        problems = [k for k in set(target) | set(source) if k not in source or k not in target or source[k].shape != target[k].shape]
+        if problems:
+            raise TransferError("exact init needs the same architecture; these differ: " + ", ".join(
+                f"{k} {list(source[k].shape) if k in source else 'missing'} vs {list(target[k].shape) if k in target else 'missing'}"
+                for k in sorted(problems)[:8]))
+        for k in target:
+            take(k, k, source[k])
+    elif mode == "shallow-to-deep":
+        allowed = _first_convs(source_cfg, 4) if match == "paper" else None
+        for k, v in source.items():
+            pos = _conv_position(k)
+            if pos is not None:
+                if allowed is not None and (pos[0], pos[1]) not in allowed:
+                    report.skipped.append((k, tuple(v.shape), tuple(target[k].shape) if k in target else None))
+                    continue
+            elif not k.startswith("head."):
+                report.skipped.append((k, tuple(v.shape), None))
+                continue
+            if k in target and target[k].shape == v.shape:
+                take(k, k, v)
+            else:
+                report.skipped.append((k, tuple(v.shape), tuple(target[k].shape) if k in target else None))
+    else:  # features, cross-geometry
+        for k, v in source.items():
+            if k.startswith("features."):
+                if k not in target or target[k].shape != v.shape:
+                    raise TransferError(f"{mode} init needs the same conv configuration; {k} is {list(v.shape)} in the source "
+                                        f"but {list(target[k].shape) if k in target else 'absent'} in {model.config.name}")
+                take(k, k, v)
+            elif mode == "cross-geometry" and k in target and target[k].shape == v.shape:
+                take(k, k, v)
+            elif (mode == "cross-geometry" and fold_fc6 and k in ("head.fc1.weight", "head.fc1.bias") and k in target
+                  and source_cfg.head.type == "imagenet"):
+                t = v
+                if k.endswith("weight"):
+                    c = model.num_features
+                    if target[k].shape[1] != c or v.shape[1] != c * source_cfg.head.pool_size ** 2 or v.shape[0] != target[k].shape[0]:
+                        report.skipped.append((k, tuple(v.shape), tuple(target[k].shape)))
+                        continue
+                    # adaptive pooling of a 1x1 map copies it into all 49 cells: FC6 then sums its taps
+                    t = v.view(v.shape[0], c, -1).sum(-1)
+                elif v.shape != target[k].shape:
+                    report.skipped.append((k, tuple(v.shape), tuple(target[k].shape)))
+                    continue
+                plan[k] = t
+                report.reshaped.append((k, tuple(v.shape), tuple(t.shape)))
+            else:
+                report.skipped.append((k, tuple(v.shape), tuple(target[k].shape) if k in target else None))
+    if not plan:
+        raise TransferError(f"{mode} init matched nothing between {source_cfg.name} and {model.config.name}; check the source and mode")
+    report.new = [(k, tuple(v.shape)) for k, v in target.items() if k not in plan]
+    with torch.no_grad():
+        for k, v in plan.items():
+            target[k].copy_(v.to(target[k].dtype))
+    return report
+
+
+def init_from(model: VGG, path: str | Path, mode: str, match: str = "paper", fold_fc6: bool = False) -> TransferReport:
+    source, cfg = read_source(path)
+    return transfer(model, source, cfg, mode, match, fold_fc6)

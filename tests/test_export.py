@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from vgglab import create_model
+from vgglab.cli import main
+from vgglab.errors import VgglabError
+from vgglab.export import export_model, extract_features
+from vgglab.train.checkpoint import save_checkpoint
+
+
+def make_checkpoint(path, name, **options):
+    """A checkpoint of a randomly initialised model, with the metadata a run writes."""
+    torch.manual_seed(0)
+    model = create_model(name, **options).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    cfg = model.config
+    save_checkpoint({
+        "model": model.state_dict(), "ema": None, "model_config": cfg.to_dict(),
+        "classes": [f"c{i}" for i in range(cfg.num_classes)], "image_size": cfg.input_size, "eval_resize": cfg.input_size,
+        "normalization": {"mode": "standardize", "mean": [0.5] * cfg.in_chans, "std": [0.25] * cfg.in_chans},
+        # where the data would be: absent here, so parity runs on random inputs only
+        "config": {"data": {"dataset": "cifar10", "root": str(path.parent / "no-data"), "download": False}},
+        "epoch": 1,
+    }, path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "safetensors"])
+def test_export_parity_vgg16_cifar(tmp_path, fmt):
+    ckpt = make_checkpoint(tmp_path / "best.pt", "vgg16_cifar")
+    r = export_model(ckpt, fmt)
+    assert r["max_abs_diff"] <= 1e-4 and r["checked"] == ["random x3"]
+    assert (tmp_path / "export").is_dir() and r["path"].startswith(str(tmp_path / "export"))
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime as ort
+
+        m = onnx.load(r["path"])
+        assert r["opset"] == 18 and any(o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx"))
+        sess = ort.InferenceSession(r["path"], providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((5, 3, 32, 32), np.float32)})[0]
+        assert out.shape == (5, 10)  # the batch axis is dynamic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_parity_vgg11_bn_imagenet_head(tmp_path, fmt):
+    ckpt = make_checkpoint(tmp_path / "best.pt", "vgg11_bn")
+    r = export_model(ckpt, fmt, tmp_path / f"vgg11_bn.{fmt}")
+    assert r["max_abs_diff"] <= 1e-4
+
+
+def test_export_refuses_a_mismatch_and_writes_nothing(tmp_path, monkeypatch):
+    import vgglab.export as ex
+
+    ckpt = make_checkpoint(tmp_path / "best.pt", "vgg_cifar_i", width=0.25)
+    monkeypatch.setattr(ex, "_run_exported", lambda *a: torch.zeros(3, 10))
+    with pytest.raises(VgglabError, match="differs from the PyTorch model.*nothing was written"):
+        export_model(ckpt, "torchscript", tmp_path / "out.ts.pt")
+    assert not list(tmp_path.glob("*.ts.pt*")) and not list(tmp_path.glob(".out*"))
+
+
+def test_features_and_export_cli_on_a_trained_run(tmp_path, tiny_config, capsys):
+    import vgglab
+
+    tiny_config["train"]["epochs"] = 1
+    run = vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None).run_dir
+    assert main(["features", str(run), "--out", str(tmp_path / "f.npz")]) == 0
+    f = np.load(tmp_path / "f.npz")
+    assert f["features"].shape == (360, 64)  # vgg11_bn at width 1/8, GAP head: 512 / 8 channels
+    assert f["labels"].shape == (360,) and list(f["classes"]) == [str(i) for i in range(10)]
+    layer = extract_features(run, "val", "features.block2.relu1")
+    assert layer["features"].shape == (144, 16)  # 128 / 8 channels, averaged over space
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "safetensors"]) == 0
+    out = capsys.readouterr().out
+    assert "parity on random x3, real x8" in out  # the run's own dataset is at hand here
+    assert (run / "model.safetensors").is_file() and (run / "export" / "model.safetensors").is_file()
