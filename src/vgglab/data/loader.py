@@ -73,12 +73,18 @@ class BatchLoader:
     """Iterate (images float (B, C, size, size), labels (B,)) over a cached uint8 split.
 
     ``augment=None`` gives evaluation batches: center crop, normalisation, fixed order.
+
+    Under data parallelism ``batch_size`` is the global batch: each epoch's order and every
+    sample's augmentation are drawn for the whole dataset from (seed, epoch), and rank ``r``
+    of ``world_size`` takes its slice of each global batch, so a sample is augmented the same
+    whatever the number of processes, and no two ranks see the same sample.
     """
 
     def __init__(
         self, split: Split, batch_size: int, *, image_size: int, stats: PixelStats,
         augment: AugmentConfig | None = None, normalize: str = "standardize", device="cpu",
         seed: int = 0, shuffle: bool | None = None, drop_last: bool | None = None, channels_last: bool = True,
+        rank: int = 0, world_size: int = 1,
     ):
         self.device = torch.device(device)
         self.x = split.x.to(self.device)
@@ -92,6 +98,8 @@ class BatchLoader:
         self.shuffle = augment is not None if shuffle is None else shuffle
         self.drop_last = augment is not None and len(split) > batch_size if drop_last is None else drop_last
         self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = math.ceil(batch_size / world_size)
         std = stats.std if normalize == "standardize" else torch.ones_like(stats.std)
         self._std = std.to(self.device)
         self._stats = _on(stats, self.device)
@@ -107,9 +115,6 @@ class BatchLoader:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    @property
-    def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.y)
 
     def _plan(self):
         """The epoch's order and every sample's augmentation parameters, drawn at once."""
@@ -133,8 +138,13 @@ class BatchLoader:
 
     def __iter__(self):
         plan = self._plan()
+        n = len(self.y)
         for b in range(len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            start = b * self.batch_size + self.rank * self.local_batch
+            end = min(start + self.local_batch, (b + 1) * self.batch_size, n)
+            if end <= start:  # the last evaluation batch may leave a rank nothing
+                continue
+            sl = slice(start, end)
             idx = plan["order"][sl].to(self.device)
             yield self._batch(idx, {k: v[sl].to(self.device) for k, v in plan.items() if k != "order"}), self.y[idx]
 

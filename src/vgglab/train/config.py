@@ -76,6 +76,7 @@ class TrainConfig:
     # 0.95x in fp32 but 1.11x in bf16 (oneDNN/AMX); on CUDA it helps mixed precision.
     channels_last: bool | None = None
     compile: bool = False
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # e.g. 0.999: evaluate and save an exponential moving average

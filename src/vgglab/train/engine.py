@@ -18,6 +18,7 @@ from ..errors import VgglabError
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
+from .distributed import DistInfo, all_sum, barrier, broadcast_object, per_rank_batch, setup
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, new_run_dir, progress_mode
 
@@ -127,22 +128,29 @@ def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp
         seen += n
         if on_step is not None:
             on_step(loss_sum.item() / seen, correct.item() / seen, seen)
+    loss_sum, correct, seen_t = all_sum(loss_sum, correct, torch.tensor(seen, device=device))  # over all ranks
+    seen = int(seen_t.item())
     return {"loss": loss_sum.item() / seen, "top1": correct.item() / seen, "n": seen}
 
 
 @torch.inference_mode()
 def evaluate(model, loader, *, device, precision="fp32") -> dict:
-    """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``."""
+    """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``.
+
+    Under torchrun each rank evaluates its shard and the sums are all-reduced, which gives
+    exactly the single-process numbers."""
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = 0
+    n = torch.zeros((), device=device, dtype=torch.int64)
     for x, y in loader:
         with autocast(device, precision):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
+    loss_sum, correct, n = all_sum(loss_sum, correct, n)
+    n = int(n.item())
     return {"loss": loss_sum.item() / max(n, 1), "top1": correct.item() / max(n, 1), "n": n}
 
 
@@ -189,7 +197,13 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         cfg = load_config(config, overrides)
         ckpt = None
     tc = cfg.train
-    device = resolve_device(tc.device)
+    info, device_name = setup(tc.device)
+    if not info.is_main:
+        log = _quiet
+    device = resolve_device(device_name)
+    if tc.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn: PyTorch's SyncBatchNorm is CUDA-only; set it false on CPU (each process then keeps its own BatchNorm statistics)")
+    per_rank_batch(cfg.data.batch_size, info)
     if tc.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision fp16 needs CUDA (its grad scaler is CUDA-only); use bf16 on CPU")
     if tc.threads:
@@ -198,17 +212,21 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
 
     ds = load_dataset(cfg.data)
     model = build_model_for(cfg, ds)
+    if tc.sync_bn and info.enabled:  # same parameter names, so checkpoints stay interchangeable
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if ckpt is not None:
         _check_resumable(ckpt, model, ds.classes)
     if resume is None:
-        run_dir = new_run_dir(out, cfg.name)
+        run_dir = broadcast_object(new_run_dir(out, cfg.name) if info.is_main else None, info)
         if tc.init_from:
             from .transfer import init_from
 
             report = init_from(model, tc.init_from, tc.init_mode, tc.init_match, tc.init_fold_fc6)
-            (run_dir / "init_report.txt").write_text(report.format() + "\n")
+            if info.is_main:
+                (run_dir / "init_report.txt").write_text(report.format() + "\n")
             log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")
-    save_config(cfg, run_dir / "config.yaml")
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
     aug = cfg.augment
     if aug.mean is not None or aug.std is not None:  # e.g. ImageNet statistics for a pretrained model
         ds.stats = dataclasses.replace(
@@ -220,8 +238,10 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     model = model.to(device, memory_format=memory_format)
 
     train_loader = BatchLoader(ds.train, cfg.data.batch_size, image_size=ds.image_size, stats=ds.stats, augment=cfg.augment,
-                               normalize=cfg.augment.normalize, device=device, seed=tc.seed, channels_last=channels_last)
-    eval_kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device, channels_last=channels_last)
+                               normalize=cfg.augment.normalize, device=device, seed=tc.seed, channels_last=channels_last,
+                               rank=info.rank, world_size=info.world_size)
+    eval_kw = dict(image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, device=device,
+                   channels_last=channels_last, rank=info.rank, world_size=info.world_size)
     val_loader = BatchLoader(ds.val, cfg.data.eval_batch_size, **eval_kw) if ds.val is not None else None
     has_val = val_loader is not None
     optimizer = build_optimizer(model, cfg.optim)
@@ -230,7 +250,6 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     if tc.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
     scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-    step_model = torch.compile(model) if tc.compile else model
     metrics_log = MetricsLog(run_dir / "metrics.csv")
 
     start_epoch, step, best = 0, 0, {"value": None, "epoch": None}
@@ -244,10 +263,11 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
             scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         start_epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best"]
-        metrics_log.truncate(start_epoch)
+        if info.is_main:
+            metrics_log.truncate(start_epoch)
         log(f"resuming {run_dir} after epoch {start_epoch}")
 
-    writer = _tensorboard(cfg, run_dir)
+    writer = _tensorboard(cfg, run_dir) if info.is_main else None
     meta = {
         "classes": ds.classes, "image_size": ds.image_size, "eval_resize": ds.store_size, "model_config": model.config.to_dict(),
         "normalization": {"mode": cfg.augment.normalize, "mean": ds.stats.mean.tolist(), "std": ds.stats.std.tolist()},
@@ -256,12 +276,16 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         f"{cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / test {len(ds.test)} "
         f"(data ready in {ds.load_seconds:.1f}s) -> {run_dir}")
 
-    mode = progress_mode(cfg.log.progress)
+    mode = progress_mode(cfg.log.progress) if info.is_main else "none"
+    step_model, wrapped_for = None, None
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         train_loader.set_epoch(epoch)
         still_frozen = frozen if tc.unfreeze_after is None or epoch <= tc.unfreeze_after else []
         set_frozen(frozen, True)
         set_frozen([m for m in frozen if m not in still_frozen], False)
+        if wrapped_for is None or len(wrapped_for) != len(still_frozen):
+            # DDP registers the parameters that need gradients when it is built: rebuild after unfreezing
+            step_model, wrapped_for = _wrap(model, info, device, tc.compile), list(still_frozen)
         t0 = time.perf_counter()
         bar = _bar(mode, len(train_loader), f"epoch {epoch}/{tc.epochs}")
         on_step = None
@@ -300,11 +324,12 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
             "rng": _rng_state(), "epoch": epoch, "step": step, "best": best, "config": cfg.to_dict(),
             "metrics": row,
         }
-        save_checkpoint(state, run_dir / "last.pt")
-        if improved:
-            save_checkpoint(state, run_dir / "best.pt")
-            save_safetensors(eval_model, {**meta, "epoch": epoch}, run_dir / "model.safetensors")
-        metrics_log.append(row)
+        if info.is_main:  # one write per save, by rank 0
+            save_checkpoint(state, run_dir / "last.pt")
+            if improved:
+                save_checkpoint(state, run_dir / "best.pt")
+                save_safetensors(eval_model, {**meta, "epoch": epoch}, run_dir / "model.safetensors")
+            metrics_log.append(row)
         if writer is not None:
             for k, v in row.items():
                 if k != "epoch" and v is not None:
@@ -315,10 +340,11 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
                 f"lr {lr:.3g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s")
     if writer is not None:
         writer.close()
-    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log))
+    barrier(info)  # best.pt is written before any rank reads it
+    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main))
 
 
-def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print) -> dict:
+def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True) -> dict:
     """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once."""
     from .checkpoint import model_from_checkpoint
 
@@ -332,11 +358,26 @@ def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print) -> 
         result.update(val_loss=va["loss"], val_top1=va["top1"])
     te = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
     result.update(test_loss=te["loss"], test_top1=te["top1"], test_n=te["n"])
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2))
+    if write:
+        (run_dir / "results.json").write_text(json.dumps(result, indent=2))
     if "val_top1" in result:
         log(f"best epoch {result['best_epoch']}: val top-1: {100 * result['val_top1']:.2f}%")
     log(f"test top-1: {100 * result['test_top1']:.2f}%")
     return result
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0: they train and stay silent."""
+
+
+def _wrap(model: VGG, info: DistInfo, device: torch.device, compile_: bool):
+    """The module the training steps call: DDP under torchrun, optionally compiled."""
+    wrapped = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(wrapped) if compile_ else wrapped
 
 
 def _bar(mode: str, total: int, desc: str):
