@@ -27,7 +27,7 @@ def train_steps(model, ds, steps: int, batch: int, seed: int, lr: float) -> list
     from vgglab.data.config import AugmentConfig
     from vgglab.data.sources import Split
     from vgglab.train.config import OptimConfig, ScheduleConfig
-    from vgglab.train.engine import train_one_epoch
+    from vgglab.train.loop import train_one_epoch
     from vgglab.train.optim import Schedule, build_optimizer
 
     g = torch.Generator().manual_seed(1234)  # the same images and order for every arm and seed

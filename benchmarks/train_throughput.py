@@ -123,7 +123,7 @@ def arm_vgglab(data_root: str, steps: int, warmup: int, precision: str, channels
     from vgglab.data.config import AugmentConfig
     from vgglab.data.sources import Split
     from vgglab.train.config import ScheduleConfig
-    from vgglab.train.engine import train_one_epoch
+    from vgglab.train.loop import train_one_epoch
     from vgglab.train.optim import Schedule
 
     ds = _dataset(data_root)

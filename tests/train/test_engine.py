@@ -12,6 +12,7 @@ import yaml
 
 import vgglab
 import vgglab.train.engine as engine
+import vgglab.train.loop as loop
 from vgglab.cli import main
 from vgglab.errors import VgglabError
 from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -103,15 +104,15 @@ def test_no_validation_split_monitors_training_loss(tmp_path, tiny_config, monke
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, tiny_config, monkeypatch):
     calls = {"n": 0}
-    real = engine.F.cross_entropy
+    real = loop.F.cross_entropy
 
     def poisoned(logits, y, **kw):
         calls["n"] += 1
         out = real(logits, y, **kw)
         return out * float("nan") if calls["n"] > 12 and logits.requires_grad else out
 
-    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
-    with pytest.raises(engine.TrainingDiverged, match=r"epoch 2: loss became nan.*last good checkpoint is .*last.pt"):
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    with pytest.raises(loop.TrainingDiverged, match=r"epoch 2: loss became nan.*last good checkpoint is .*last.pt"):
         vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
 

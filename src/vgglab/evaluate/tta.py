@@ -42,7 +42,7 @@ def dense_head(model: VGG) -> nn.Sequential:
     c = model.num_features
     layers: list[nn.Module] = []
     first = True
-    for name, layer in model.head.named_children():
+    for layer in model.head.children():
         if isinstance(layer, nn.Linear):
             w, b = layer.weight.detach(), layer.bias.detach()
             if first and cfg.head.type == "imagenet":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -10,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import BatchLoader, Dataset, load_dataset
@@ -18,13 +16,10 @@ from ..errors import VgglabError
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
-from .distributed import DistInfo, all_sum, barrier, broadcast_object, per_rank_batch, setup
+from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
+from .loop import TrainingDiverged, evaluate, frozen_modules, set_frozen, train_one_epoch
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, new_run_dir, progress_mode
-
-
-class TrainingDiverged(VgglabError):
-    pass
 
 
 @dataclass
@@ -42,13 +37,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def build_model_for(cfg: Config, ds: Dataset) -> VGG:
     """The configured model, sized for the dataset (classes, channels, input size) unless set."""
     fitted = {"num_classes": ds.num_classes, "in_chans": ds.in_chans, "input_size": ds.image_size}
@@ -64,94 +52,6 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
             f"{ds.num_classes} / {ds.in_chans}: remove model.options.num_classes/in_chans to size it from the data"
         )
     return model
-
-
-def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
-    """Modules named by ``train.freeze``: "features", "head", "block3" or "features.block3"."""
-    blocks = dict(model.features.named_children())
-    out = []
-    for n in names:
-        short = n.removeprefix("features.")
-        if n == "features":
-            out.append(model.features)
-        elif n == "head":
-            out.append(model.head)
-        elif short in blocks:
-            out.append(blocks[short])
-        else:
-            raise ConfigError(f"train.freeze: unknown part {n!r}; valid: features, head, {', '.join(blocks)}")
-    return out
-
-
-def set_frozen(modules: list[nn.Module], frozen: bool) -> None:
-    for m in modules:
-        for p in m.parameters():
-            p.requires_grad_(not frozen)
-
-
-def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp32", label_smoothing=0.0,
-                    grad_clip=None, scaler=None, ema=None, on_step=None, frozen=()) -> dict:
-    """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples.
-
-    ``frozen`` modules stay in eval mode (BatchNorm keeps its running statistics)."""
-    model.train()
-    for m in frozen:
-        m.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    for step, (x, y) in enumerate(loader):
-        with autocast(device, precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at batch {step}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-        schedule.step_batch()
-        if ema is not None:
-            ema.update_parameters(model)
-        n = len(y)
-        loss_sum += loss.detach() * n
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += n
-        if on_step is not None:
-            on_step(loss_sum.item() / seen, correct.item() / seen, seen)
-    loss_sum, correct, seen_t = all_sum(loss_sum, correct, torch.tensor(seen, device=device))  # over all ranks
-    seen = int(seen_t.item())
-    return {"loss": loss_sum.item() / seen, "top1": correct.item() / seen, "n": seen}
-
-
-@torch.inference_mode()
-def evaluate(model, loader, *, device, precision="fp32") -> dict:
-    """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``.
-
-    Under torchrun each rank evaluates its shard and the sums are all-reduced, which gives
-    exactly the single-process numbers."""
-    model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = torch.zeros((), device=device, dtype=torch.int64)
-    for x, y in loader:
-        with autocast(device, precision):
-            logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        n += len(y)
-    loss_sum, correct, n = all_sum(loss_sum, correct, n)
-    n = int(n.item())
-    return {"loss": loss_sum.item() / max(n, 1), "top1": correct.item() / max(n, 1), "n": n}
 
 
 def _rng_state() -> dict:
