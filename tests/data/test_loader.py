@@ -100,3 +100,25 @@ def test_resized_crop_and_sizes():
     assert x.shape == (8, 3, 32, 32) and torch.isfinite(x).all()
     with pytest.raises(ValueError, match="larger than the cached images"):
         BatchLoader(split, 8, image_size=48, stats=_stats())
+
+
+def test_alternating_flip_flips_the_complementary_half_every_other_epoch():
+    n = 200
+    x = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    x[..., 3] = 255  # a bright right column: after a flip it is on the left
+    split = Split(x, torch.arange(n))
+    aug = AugmentConfig(crop="none", flip=True, flip_mode="alternate")
+    st = PixelStats(torch.zeros(1), torch.ones(1), torch.zeros(1), torch.eye(1))
+    loader = BatchLoader(split, 50, image_size=4, stats=st, augment=aug, seed=3, normalize="subtract_mean")
+
+    def flipped_ids(epoch):
+        loader.set_epoch(epoch)
+        out = set()
+        for x, y in loader:
+            out |= {int(i) for i in y[x[:, 0, 0, 0] > x[:, 0, 0, 3]]}
+        return out
+
+    e0, e1, e2 = flipped_ids(0), flipped_ids(1), flipped_ids(2)
+    assert 70 < len(e0) < 130
+    assert e1 == set(range(n)) - e0  # exactly the other half
+    assert e2 == e0

@@ -269,3 +269,17 @@ def test_cifar10_end_to_end(tmp_path):
     res = vgglab.fit({"name": "cifar_e2e"}, overrides, out=tmp_path / "run")
     assert res.metrics["test_n"] == 10000
     assert res.metrics["test_top1"] > 0.30
+
+
+def test_bn_bias_lr_multiplier_and_frozen_bn_scales(tmp_path, tiny_config):
+    tiny_config["train"].update(epochs=1, freeze_bn_scale=True)
+    tiny_config["optim"]["bn_bias_lr_mult"] = 4.0
+    res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
+    ckpt = load_checkpoint(res.run_dir / "last.pt")
+    bn_weights = [v for k, v in ckpt["model"].items() if ".bn" in k and k.endswith(".weight")]
+    assert bn_weights and all(torch.equal(w, torch.ones_like(w)) for w in bn_weights)
+    assert sorted({g["lr"] for g in ckpt["optimizer"]["param_groups"]}) == pytest.approx([0.05, 0.2])
+    model = model_from_checkpoint(ckpt)
+    n_bn_bias = sum(m.bias.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    group = next(g for g in ckpt["optimizer"]["param_groups"] if g["lr"] == pytest.approx(0.2))
+    assert len(group["params"]) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) and n_bn_bias > 0

@@ -39,6 +39,9 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.35, 1.0)  # crop: resized, fraction of the image area
     ratio: tuple[float, float] = (0.75, 1.3333)  # crop: resized, aspect ratio range
     flip: bool = True  # random horizontal flip
+    # random: each sample flipped with p 0.5 every epoch. alternate (Jordan 2024, "94% on CIFAR-10
+    # in 3.29 seconds"): a seeded random half in even epochs, exactly the other half in odd ones.
+    flip_mode: str = "random"
     pca_std: float = 0.0  # sigma of AlexNet/VGG PCA colour noise; 0 disables (0.1 is the paper's)
     normalize: str = "standardize"  # standardize: (x - mean) / std; subtract_mean: x - mean (the paper)
     mean: list | None = None  # per-channel, [0, 1] scale; None: the training images' own
@@ -48,6 +51,7 @@ class AugmentConfig:
         _choice("augment", "crop", self.crop, ("pad", "resized", "none"))
         _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
         _choice("augment", "normalize", self.normalize, ("standardize", "subtract_mean"))
+        _choice("augment", "flip_mode", self.flip_mode, ("random", "alternate"))
         self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
         if self.padding < 0 or self.pca_std < 0:
             raise ConfigError("augment.padding and augment.pca_std must be >= 0")

@@ -131,7 +131,14 @@ class BatchLoader:
             plan["offsets"] = torch.randint(0, span, (n, 2), generator=g)
         elif aug.crop == "resized":
             plan["boxes"] = resized_crop_boxes(n, store, aug.scale, aug.ratio, g)
-        plan["flips"] = (torch.rand(n, generator=g) < 0.5) if aug.flip else torch.zeros(n, dtype=torch.bool)
+        if not aug.flip:
+            plan["flips"] = torch.zeros(n, dtype=torch.bool)
+        elif aug.flip_mode == "alternate":
+            # keyed by sample, not by position: one fixed half per seed, complemented every other epoch
+            half = torch.rand(n, generator=torch.Generator().manual_seed(self.seed)) < 0.5
+            plan["flips"] = (half ^ bool(self.epoch % 2))[order]
+        else:
+            plan["flips"] = torch.rand(n, generator=g) < 0.5
         if aug.pca_std > 0:
             plan["alpha"] = torch.randn(n, self.x.shape[1], generator=g) * aug.pca_std
         return plan

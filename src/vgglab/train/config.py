@@ -43,6 +43,7 @@ class OptimConfig:
     no_decay_bn_bias: bool = False  # exempt BatchNorm parameters and biases from weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
     head_lr_mult: float = 1.0  # the head's learning rate is lr * head_lr_mult
+    bn_bias_lr_mult: float = 1.0  # BatchNorm biases learn at lr * bn_bias_lr_mult (speed-run recipes use ~64)
 
     def __post_init__(self):
         _choice("optim", "name", self.name, ("sgd", "adamw"))
@@ -87,6 +88,7 @@ class TrainConfig:
     init_fold_fc6: bool = False  # cross-geometry: sum an ImageNet FC6 over its 7x7 taps for a 1x1 target map
     freeze: list = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
     unfreeze_after: int | None = None  # epochs; then the frozen parts train too
+    freeze_bn_scale: bool = False  # BatchNorm weights stay at 1 (only the biases train)
 
     def __post_init__(self):
         _choice("train", "precision", self.precision, ("fp32", "bf16", "fp16"))

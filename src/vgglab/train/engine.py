@@ -17,7 +17,7 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
 from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
-from .loop import TrainingDiverged, evaluate, frozen_modules, set_frozen, train_one_epoch
+from .loop import TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, new_run_dir, progress_mode
 
@@ -183,6 +183,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         still_frozen = frozen if tc.unfreeze_after is None or epoch <= tc.unfreeze_after else []
         set_frozen(frozen, True)
         set_frozen([m for m in frozen if m not in still_frozen], False)
+        if tc.freeze_bn_scale:
+            freeze_bn_scales(model)
         if wrapped_for is None or len(wrapped_for) != len(still_frozen):
             # DDP registers the parameters that need gradients when it is built: rebuild after unfreezing
             step_model, wrapped_for = _wrap(model, info, device, tc.compile), list(still_frozen)

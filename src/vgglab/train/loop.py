@@ -42,6 +42,13 @@ def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
     return out
 
 
+def freeze_bn_scales(model: nn.Module) -> None:
+    """Keep every BatchNorm weight (scale) fixed; its bias still trains."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+            m.weight.requires_grad_(False)
+
+
 def set_frozen(modules: list[nn.Module], frozen: bool) -> None:
     for m in modules:
         for p in m.parameters():

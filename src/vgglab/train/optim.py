@@ -14,13 +14,14 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Groups by weight decay (BatchNorm and biases exempt when asked) and by learning rate
     (the head at ``lr * head_lr_mult``). Frozen parameters are included: they have no gradient,
     so SGD/AdamW leave them alone, and they train once unfrozen."""
+    bn_bias = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
     no_decay = set()
     if cfg.no_decay_bn_bias:
         no_decay = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
         no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
-        lr = cfg.lr * (cfg.head_lr_mult if name.startswith("head.") else 1.0)
+        lr = cfg.lr * (cfg.head_lr_mult if name.startswith("head.") else 1.0) * (cfg.bn_bias_lr_mult if id(p) in bn_bias else 1.0)
         wd = 0.0 if id(p) in no_decay else cfg.weight_decay
         groups.setdefault((lr, wd), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
