@@ -66,13 +66,14 @@ def _cmd_demo(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .evaluate import format_metrics
-    from .evaluate.run import evaluate_checkpoint
+    from .evaluate.run import default_out, evaluate_checkpoint
 
     scales = [int(v) for v in args.scales.split(",")] if args.scales else None
-    m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=args.out,
+    out = args.out or default_out(args.checkpoint)
+    m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out,
                             data_root=args.data_root, shift=args.tta_shift, scales=scales, device=args.device)
     print(format_metrics(m))
-    print(f"wrote {m['_out']}")
+    print(f"wrote {out}")
     return 0
 
 

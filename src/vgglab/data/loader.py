@@ -91,7 +91,6 @@ class BatchLoader:
         self.y = split.y.to(self.device)
         self.batch_size = batch_size
         self.image_size = image_size
-        self.stats = stats
         self.augment = augment
         self.seed = seed
         self.epoch = 0

@@ -20,7 +20,8 @@ def default_out(checkpoint: str | Path) -> Path:
 def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", topk: int = 5, out=None,
                         data_root: str | None = None, shift: int = 1, scales: list[int] | None = None,
                         device: str = "auto", pictures: bool = True) -> dict:
-    """Evaluate a run or checkpoint on a split; writes ``eval.json`` (+ PNGs) into ``out``."""
+    """Evaluate a run or checkpoint on a split; writes ``eval.json`` (+ PNGs) into ``out``
+    (default :func:`default_out`) and returns the same metrics."""
     if tta not in TTA_MODES:
         raise VgglabError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     if not 1 <= topk <= 5:
@@ -40,11 +41,5 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
         sample = slice(0, min(len(data), 2000))
         shown = inf.denormalize(inf.center_crop(inf.normalize(data.x[sample]))).cpu()
         plot_predictions(shown, data.y[sample], probs[sample], inf.classes, out / "predictions.png")
-    metrics["_probs"] = probs
-    metrics["_out"] = str(out)
     return metrics
-
-
-def public(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not k.startswith("_")}
 

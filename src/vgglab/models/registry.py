@@ -6,7 +6,7 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass
 
-from .spec import HEAD_DEFAULTS, BlockSpec, ConvSpec, HeadSpec, SpecError, VGGConfig, _suggest
+from .spec import BlockSpec, ConvSpec, HeadSpec, SpecError, VGGConfig, _suggest, parse_head
 from .vgg import VGG
 
 
@@ -115,14 +115,9 @@ def model_config(name: str, **options) -> VGGConfig:
         if key not in MODEL_OPTIONS:
             raise SpecError(f"unknown model option {key!r}{_suggest(key, MODEL_OPTIONS)}; valid: {', '.join(MODEL_OPTIONS)}")
     head = cfg.head
-    if options.get("head") is not None:
-        h = options["head"]
-        if isinstance(h, str):
-            if h not in HEAD_DEFAULTS:
-                raise SpecError(f"unknown head {h!r}{_suggest(h, HEAD_DEFAULTS)}; valid: {', '.join(HEAD_DEFAULTS)}")
-            head = HEAD_DEFAULTS[h] if h != head.type else head
-        else:
-            head = VGGConfig.from_dict({"blocks": [[1]], "head": h}).head
+    h = options.get("head")
+    if h is not None and not (isinstance(h, str) and h == head.type):  # same type: keep the model's own head
+        head = parse_head(h)
     head_changes = {k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None}
     if "dropout" in head_changes:
         head_changes["dropout"] = float(head_changes["dropout"])

@@ -115,6 +115,20 @@ HEAD_DEFAULTS = {
 }
 
 
+def parse_head(head: Any, where: str = "head") -> HeadSpec:
+    """A head type name (its defaults) or a mapping (defaults of its ``type`` overridden)."""
+    if isinstance(head, HeadSpec):
+        return head
+    if isinstance(head, str):
+        if head not in HEAD_DEFAULTS:
+            raise SpecError(f"{where}: unknown head {head!r}{_suggest(head, HEAD_TYPES)}; valid: {', '.join(HEAD_TYPES)}")
+        return HEAD_DEFAULTS[head]
+    if isinstance(head, dict):
+        base = HEAD_DEFAULTS.get(head.get("type", "imagenet"), HeadSpec())
+        return strict_init(HeadSpec, {**dataclasses.asdict(base), **head}, where)
+    raise SpecError(f"{where}: expected a head type name or a mapping, got {head!r}")
+
+
 @dataclass(frozen=True)
 class VGGConfig:
     """Everything needed to build (and rebuild from a checkpoint) one VGG network."""
@@ -173,16 +187,7 @@ class VGGConfig:
         if not isinstance(d["blocks"], (list, tuple)):
             raise SpecError(f"{where}.blocks: expected a list, got {d['blocks']!r}")
         d["blocks"] = tuple(BlockSpec.parse(b, f"{where}.blocks[{i}]") for i, b in enumerate(d["blocks"]))
-        head = d.get("head", "imagenet")
-        if isinstance(head, str):
-            if head not in HEAD_DEFAULTS:
-                raise SpecError(f"{where}.head: unknown head {head!r}{_suggest(head, HEAD_TYPES)}; valid: {', '.join(HEAD_TYPES)}")
-            head = HEAD_DEFAULTS[head]
-        elif isinstance(head, dict):
-            base = HEAD_DEFAULTS.get(head.get("type", "imagenet"), HeadSpec())
-            merged = {**dataclasses.asdict(base), **head}
-            head = strict_init(HeadSpec, merged, f"{where}.head")
-        d["head"] = head
+        d["head"] = parse_head(d.get("head", "imagenet"), f"{where}.head")
         return cls(**d)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..evaluate.inference import load_inference
-from ..evaluate.run import evaluate_checkpoint, public
+from ..evaluate.run import evaluate_checkpoint
 from ..models import summarize
 from ..train.checkpoint import resolve_checkpoint
 from .inspect import activations, default_layers, grad_cam, plot_activations, plot_filters, plot_grad_cam
@@ -110,8 +110,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         _table(["class", "accuracy %", "precision %", "recall %", "F1 %", "support"], per_class),
         "<h2>Most confused pairs</h2>",
         _table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in m_none["most_confused"]]),
-        "<h2>Confusion matrix</h2>", _img(Path(m_none["_out"]) / "confusion.png", "confusion matrix"),
-        "<h2>Example predictions</h2>", _img(Path(m_none["_out"]) / "predictions.png", "example predictions"),
+        "<h2>Confusion matrix</h2>", _img(files / "confusion.png", "confusion matrix"),
+        "<h2>Example predictions</h2>", _img(files / "predictions.png", "example predictions"),
         "<h2>Inside the network</h2>",
         "<h3>Activation maps (first test image, first 16 channels of each block's output)</h3>", _img(pictures["activations"], "activation maps"),
         "<h3>First-layer filters</h3>", _img(pictures["filters"], "first-layer filters"),
@@ -120,6 +120,5 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         "<h2>Config</h2>", f"<pre>{html.escape(cfg_text)}</pre>",
         "</body></html>",
     ]
-    out.write_text("\n".join(parts))
-    (files / "eval.json").write_text(json.dumps(public(m_none), indent=1))
+    out.write_text("\n".join(parts))  # eval.json and eval-flip.json are already in the files folder
     return out
