@@ -50,7 +50,9 @@ def test_pre_logits_and_features(name):
         emb = model.forward_head(f, pre_logits=True)
         logits = model.forward_head(f)
         again = model.head.classifier(emb)
-    side = _input_size(name) // 2 ** model.config.num_pools
+        if "scale" in model.head._modules:  # the linear head scales its logits
+            again = model.head.scale(again)
+    side = model.config.feature_side(_input_size(name))
     assert f.shape == (2, model.num_features, side, side)
     assert emb.shape == (2, model.embed_dim)
     assert torch.allclose(again, logits)
@@ -70,8 +72,9 @@ def test_layer_names_are_stable_and_addressable(name):
     with torch.device("meta"):
         model = create_model(name)
     names = model.layer_names()
-    assert names[0] == "features.block1.conv1"
-    assert names[-1] == "head.classifier"
+    first = "features.whiten" if model.config.whiten else "features.block1.conv1"
+    assert names[0] == first
+    assert names[-1] == ("head.scale" if model.config.head.type == "linear" else "head.classifier")
     modules = dict(model.named_modules())
     assert all(n in modules for n in names)
 

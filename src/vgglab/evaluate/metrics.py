@@ -15,7 +15,7 @@ from .tta import dense_head, tta_probs
 def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size: int = 250, shift: int = 1,
                   scales: list[int] | None = None) -> torch.Tensor:
     """Probabilities (N, classes) for every image of a cached uint8 split."""
-    dense = dense_head(inf.model) if tta == "dense" else None
+    dense = dense_head(inf.model) if tta == "dense" and inf.model.config.head.type != "linear" else None
     out = []
     for start in range(0, len(split), batch_size):
         x = inf.normalize(split.x[start:start + batch_size])

@@ -38,7 +38,9 @@ def dense_head(model: VGG) -> nn.Sequential:
     pool-then-FC is one conv). Later FC layers become 1x1 convs; BatchNorm1d acts per channel.
     """
     cfg = model.config
-    side = cfg.input_size // 2**cfg.num_pools  # training-size feature map
+    if cfg.head.type == "linear":
+        raise VgglabError("the 'linear' head max-pools globally, so it needs no dense rewrite: call dense_logits")
+    side = cfg.feature_side()  # training-size feature map
     c = model.num_features
     layers: list[nn.Module] = []
     first = True
@@ -71,8 +73,10 @@ def dense_head(model: VGG) -> nn.Sequential:
 @torch.inference_mode()
 def dense_logits(model: VGG, x: torch.Tensor, head: nn.Sequential | None = None) -> torch.Tensor:
     """Class logits of the uncropped image: the dense head's spatial map, averaged over space."""
-    head = head if head is not None else dense_head(model)
     f = model.features(x)
+    if model.config.head.type == "linear":  # a global max-pool already takes any map size
+        return model.forward_head(f)
+    head = head if head is not None else dense_head(model)
     k = head[0].kernel_size
     if f.shape[-2] < k[0] or f.shape[-1] < k[1]:
         raise VgglabError(f"dense evaluation needs images at least as large as the training size ({model.config.input_size}px)")
@@ -114,5 +118,6 @@ def tta_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift:
         probs = [dense_logits(model, resize_shorter(x, s), dense).float().softmax(1) for s in (scales or [x.shape[-1]])]
     else:
         side = round(image_size * 256 / 224)
-        probs = [model(v.contiguous()).float().softmax(1) for v in _views(x, mode, image_size, shift, side)]
+        fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        probs = [model(v.contiguous(memory_format=fmt)).float().softmax(1) for v in _views(x, mode, image_size, shift, side)]
     return torch.stack(probs).mean(0)

@@ -85,13 +85,32 @@ def _register_family() -> None:
             ),
             f"the PyTorch guide's CIFAR-10 Model {roman.upper()} (plain conv3-ReLU, FC-1024 x{n_hidden})",
         )
+    register_model(
+        "vgg_fast",
+        VGGConfig(
+            blocks=_blocks([[64, 64], [256, 256], [256, 256]]),
+            head=HeadSpec("linear", num_hidden=0, scale=1 / 9),
+            num_classes=10,
+            input_size=32,
+            batch_norm=True,
+            init="dirac",
+            whiten=2,
+            pool_first=True,
+            activation="gelu",
+            conv_bias=False,
+            bn_momentum=0.4,
+            bn_eps=1e-12,
+        ),
+        "speed-run VGG for CIFAR (Jordan 2024): 2x2 patch whitening, 3 blocks conv-pool-BN-GELU + conv-BN-GELU, linear head",
+    )
 
 
 _register_family()
 
 # Options ``create_model`` accepts; each maps onto a VGGConfig or HeadSpec field.
-_CONFIG_OPTIONS = ("num_classes", "in_chans", "input_size", "batch_norm", "lrn", "width", "init")
-_HEAD_OPTIONS = ("dropout", "hidden", "num_hidden", "pool_size")
+_CONFIG_OPTIONS = ("num_classes", "in_chans", "input_size", "batch_norm", "lrn", "width", "init", "blocks", "whiten",
+                   "whiten_eps", "pool_first", "activation", "conv_bias", "bn_momentum", "bn_eps")
+_HEAD_OPTIONS = ("dropout", "hidden", "num_hidden", "pool_size", "scale")
 MODEL_OPTIONS = _CONFIG_OPTIONS + ("head",) + _HEAD_OPTIONS
 
 
@@ -119,12 +138,19 @@ def model_config(name: str, **options) -> VGGConfig:
     if h is not None and not (isinstance(h, str) and h == head.type):  # same type: keep the model's own head
         head = parse_head(h)
     head_changes = {k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None}
-    if "dropout" in head_changes:
-        head_changes["dropout"] = float(head_changes["dropout"])
+    for key in ("dropout", "scale"):
+        if key in head_changes:
+            head_changes[key] = float(head_changes[key])
     head = dataclasses.replace(head, **head_changes)
     changes = {k: options[k] for k in _CONFIG_OPTIONS if options.get(k) is not None}
-    if "width" in changes:
-        changes["width"] = float(changes["width"])
+    for key in ("width", "whiten_eps", "bn_momentum", "bn_eps"):
+        if key in changes:
+            changes[key] = float(changes[key])
+    if "blocks" in changes:  # depths and widths: a list of blocks, each a list of conv widths
+        blocks = changes["blocks"]
+        if not isinstance(blocks, (list, tuple)):
+            raise SpecError(f"model option blocks: expected a list of blocks (each a list of conv widths), got {blocks!r}")
+        changes["blocks"] = tuple(BlockSpec.parse(b, f"blocks[{i}]") for i, b in enumerate(blocks))
     return dataclasses.replace(cfg, head=head, **changes)
 
 

@@ -15,8 +15,9 @@ from ..errors import VgglabError
 from ..strict import _suggest
 from ..strict import strict_init as _strict_init
 
-HEAD_TYPES = ("imagenet", "cifar", "gap")
-INIT_MODES = ("kaiming", "paper")
+HEAD_TYPES = ("imagenet", "cifar", "gap", "linear")
+INIT_MODES = ("kaiming", "paper", "dirac")
+ACTIVATIONS = ("relu", "gelu")
 POOL_TYPES = ("max", "none")
 
 
@@ -91,6 +92,8 @@ class HeadSpec:
     ``cifar``: flatten the final map as it is (its size computed from ``input_size``), then
     ``num_hidden`` FC-``hidden`` (+BatchNorm1d when the model uses BatchNorm)+ReLU+Dropout.
     ``gap``: global average pool and one Linear.
+    ``linear``: global max-pool, one bias-free Linear and a fixed output ``scale`` (the
+    speed-run networks' head: with the scale, the logits start small whatever the width).
     """
 
     type: str = "imagenet"
@@ -98,6 +101,7 @@ class HeadSpec:
     num_hidden: int = 2
     dropout: float = 0.5
     pool_size: int = 7  # imagenet head only: the adaptive pool's output side
+    scale: float = 1.0  # linear head only: logits = scale * (W x)
 
     def __post_init__(self):
         if self.type not in HEAD_TYPES:
@@ -106,12 +110,17 @@ class HeadSpec:
             raise SpecError(f"head sizes must be positive: hidden={self.hidden}, num_hidden={self.num_hidden}, pool_size={self.pool_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise SpecError(f"head dropout must be in [0, 1), got {self.dropout}")
+        if not self.scale > 0:
+            raise SpecError(f"head scale must be positive, got {self.scale}")
+        if self.scale != 1.0 and self.type != "linear":
+            raise SpecError(f"head scale applies to the 'linear' head only (this head is {self.type!r}); remove it")
 
 
 HEAD_DEFAULTS = {
     "imagenet": HeadSpec("imagenet", hidden=4096, num_hidden=2),
     "cifar": HeadSpec("cifar", hidden=512, num_hidden=2),
     "gap": HeadSpec("gap", num_hidden=0),
+    "linear": HeadSpec("linear", num_hidden=0),
 }
 
 
@@ -141,7 +150,15 @@ class VGGConfig:
     batch_norm: bool = False
     lrn: bool = False  # local response normalisation after the first conv (config A-LRN)
     width: float = 1.0  # multiplier for every conv width
-    init: str = "kaiming"  # kaiming: He-normal convs; paper: N(0, 0.01) everywhere
+    init: str = "kaiming"  # kaiming: He-normal convs; paper: N(0, 0.01) everywhere; dirac: see VGG.reset_parameters
+    # The speed-run layout (Page 2018; Jordan 2024), all off by default:
+    whiten: int = 0  # side of a frozen patch-whitening first layer (2 in vgg_fast); 0: none
+    whiten_eps: float = 5e-4  # added to the patch covariance's eigenvalues before whitening
+    pool_first: bool = False  # pool right after each block's first conv (conv-pool-BN-act), on 1/4 of the pixels
+    activation: str = "relu"  # relu or gelu
+    conv_bias: bool = True  # False for convs followed by BatchNorm, which cancels a bias anyway
+    bn_momentum: float = 0.1  # PyTorch convention: weight of the new batch in the running statistics
+    bn_eps: float = 1e-5
     name: str = "custom"
 
     def __post_init__(self):
@@ -153,6 +170,12 @@ class VGGConfig:
             raise SpecError(f"width must be positive, got {self.width}")
         if self.init not in INIT_MODES:
             raise SpecError(f"init must be one of {INIT_MODES}, got {self.init!r}")
+        if self.activation not in ACTIVATIONS:
+            raise SpecError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.whiten < 0 or self.whiten_eps <= 0:
+            raise SpecError(f"whiten must be >= 0 (0: no whitening layer) and whiten_eps > 0, got {self.whiten}, {self.whiten_eps}")
+        if not 0.0 <= self.bn_momentum <= 1.0 or self.bn_eps <= 0:
+            raise SpecError(f"bn_momentum must be in [0, 1] and bn_eps > 0, got {self.bn_momentum}, {self.bn_eps}")
         if self.lrn and self.batch_norm:
             raise SpecError("lrn and batch_norm are alternatives: set only one of them")
         if self.input_size < self.min_input_size:
@@ -167,7 +190,17 @@ class VGGConfig:
 
     @property
     def min_input_size(self) -> int:
-        return 2**self.num_pools
+        return 2**self.num_pools + max(self.whiten - 1, 0)
+
+    @property
+    def whiten_channels(self) -> int:
+        """The whitening layer's outputs: every eigen-direction of a patch, with both signs."""
+        return 2 * self.in_chans * self.whiten**2
+
+    def feature_side(self, side: int | None = None) -> int:
+        """Side of the last conv map for an input of ``side`` (default ``input_size``)."""
+        side = self.input_size if side is None else side
+        return (side - max(self.whiten - 1, 0)) // 2**self.num_pools
 
     def scaled(self, channels: int) -> int:
         return max(1, int(round(channels * self.width)))

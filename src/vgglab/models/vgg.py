@@ -6,28 +6,99 @@ import dataclasses
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .spec import SpecError, VGGConfig
 
 
+class PatchWhitening(nn.Module):
+    """A first layer that whitens every ``kernel`` x ``kernel`` patch (Page 2018; Jordan 2024).
+
+    Its filters are the eigenvectors of the training patches' covariance, each divided by the
+    square root of its eigenvalue, once with each sign (so a ReLU/GELU after it loses nothing).
+    The filters are a buffer, never trained; the bias is a parameter. :meth:`fit` sets both from
+    training images; until then the filters pass the patch's pixels through unchanged.
+    """
+
+    def __init__(self, in_chans: int, kernel: int, eps: float):
+        super().__init__()
+        self.kernel, self.eps = kernel, eps
+        dim = in_chans * kernel * kernel
+        self.register_buffer("weight", torch.zeros(2 * dim, in_chans, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(2 * dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        dim = self.weight.shape[0] // 2
+        eye = torch.eye(dim).view(self.weight[:dim].shape)
+        with torch.no_grad():
+            self.weight.copy_(torch.cat([eye, -eye]))
+            self.bias.zero_()
+
+    def patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> every patch flattened as the filters are, (N * H' * W', C * k * k)."""
+        k, c = self.kernel, images.shape[1]
+        p = images.unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H', W', k, k)
+        return p.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> None:
+        """Whiten the patches of ``images`` (normalised floats, as the model will see them):
+        afterwards the first half of the outputs has zero mean and identity covariance on them."""
+        x = self.patches(images.double())
+        mean = x.mean(0)
+        cov = torch.cov(x.T)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        w = eigvecs.T / (eigvals.clamp_min(0) + self.eps).sqrt()[:, None]  # rows whiten
+        b = -(w @ mean)
+        self.weight.copy_(torch.cat([w, -w]).view(self.weight.shape).to(self.weight))
+        self.bias.copy_(torch.cat([b, -b]).to(self.bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, kernel_size={self.kernel}, frozen filters"
+
+
+class Scale(nn.Module):
+    """Multiply by a fixed number (the ``linear`` head's output scale)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+    def extra_repr(self) -> str:
+        return f"{self.scale:g}"
+
+
 def _block_modules(cfg: VGGConfig, block_index: int, in_ch: int) -> tuple[nn.Sequential, int]:
-    """Modules of one block with stable names: conv1, bn1, relu1, [lrn], conv2, ..., pool."""
+    """Modules of one block with stable names: conv1, bn1, relu1, [lrn], conv2, ..., pool.
+
+    With ``pool_first`` the pool comes right after conv1 (conv1, pool, bn1, relu1, conv2, ...);
+    the activation is named after its kind (``gelu1`` with ``activation: gelu``)."""
     block = cfg.blocks[block_index]
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    pool = nn.MaxPool2d(kernel_size=2, stride=2) if block.pool == "max" else None
     for i, conv in enumerate(block.convs, start=1):
         out_ch = cfg.scaled(conv.out_channels)
         pad = conv.kernel_size // 2
-        layers[f"conv{i}"] = nn.Conv2d(in_ch, out_ch, conv.kernel_size, padding=pad)
+        layers[f"conv{i}"] = nn.Conv2d(in_ch, out_ch, conv.kernel_size, padding=pad, bias=cfg.conv_bias)
+        if pool is not None and cfg.pool_first and i == 1:
+            layers["pool"] = pool
         if cfg.batch_norm:
-            layers[f"bn{i}"] = nn.BatchNorm2d(out_ch)
-        layers[f"relu{i}"] = nn.ReLU(inplace=True)
+            layers[f"bn{i}"] = nn.BatchNorm2d(out_ch, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+        layers[f"{cfg.activation}{i}"] = nn.GELU() if cfg.activation == "gelu" else nn.ReLU(inplace=True)
         if cfg.lrn and block_index == 0 and i == 1:
             # AlexNet's constants, which the VGG paper reuses for configuration A-LRN.
             layers["lrn"] = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
         in_ch = out_ch
-    if block.pool == "max":
-        layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+    if pool is not None and "pool" not in layers:
+        layers["pool"] = pool
     return nn.Sequential(layers), in_ch
 
 
@@ -39,14 +110,17 @@ def _head_modules(cfg: VGGConfig, in_ch: int) -> tuple[nn.Sequential, int]:
         layers["pool"] = nn.AdaptiveAvgPool2d(head.pool_size)
         features = in_ch * head.pool_size**2
     elif head.type == "cifar":
-        side = cfg.input_size // 2**cfg.num_pools
+        side = cfg.feature_side()
         features = in_ch * side * side  # computed from the input size, never hard-coded
+    elif head.type == "linear":
+        layers["pool"] = nn.AdaptiveMaxPool2d(1)
+        features = in_ch
     else:  # gap
         layers["pool"] = nn.AdaptiveAvgPool2d(1)
         features = in_ch
     layers["flatten"] = nn.Flatten(1)
     hidden_bn = head.type == "cifar" and cfg.batch_norm
-    n_hidden = 0 if head.type == "gap" else head.num_hidden
+    n_hidden = 0 if head.type in ("gap", "linear") else head.num_hidden
     for i in range(1, n_hidden + 1):
         layers[f"fc{i}"] = nn.Linear(features, head.hidden)
         if hidden_bn:
@@ -54,7 +128,9 @@ def _head_modules(cfg: VGGConfig, in_ch: int) -> tuple[nn.Sequential, int]:
         layers[f"relu{i}"] = nn.ReLU(inplace=True)
         layers[f"drop{i}"] = nn.Dropout(head.dropout)
         features = head.hidden
-    layers["classifier"] = nn.Linear(features, cfg.num_classes)
+    layers["classifier"] = nn.Linear(features, cfg.num_classes, bias=head.type != "linear")
+    if head.type == "linear":
+        layers["scale"] = Scale(head.scale)
     return nn.Sequential(layers), features
 
 
@@ -71,6 +147,9 @@ class VGG(nn.Module):
         self.config = config
         blocks: "OrderedDict[str, nn.Module]" = OrderedDict()
         ch = config.in_chans
+        if config.whiten:
+            blocks["whiten"] = PatchWhitening(ch, config.whiten, config.whiten_eps)
+            ch = config.whiten_channels
         for b in range(len(config.blocks)):
             blocks[f"block{b + 1}"], ch = _block_modules(config, b, ch)
         self.features = nn.Sequential(blocks)
@@ -80,17 +159,32 @@ class VGG(nn.Module):
 
     # -- construction -------------------------------------------------------------------
     def reset_parameters(self) -> None:
+        """kaiming / paper as documented on ``VGGConfig.init``. ``dirac`` (the speed-run init):
+        PyTorch's default init for every layer, then each conv's first ``in_channels`` filters
+        set to the identity, so at the start every conv passes its input through (plus noise)."""
         paper = self.config.init == "paper"
+        if self.config.init == "dirac":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, PatchWhitening)):
+                    m.reset_parameters()
+                if isinstance(m, nn.Conv2d):
+                    with torch.no_grad():
+                        nn.init.dirac_(m.weight[: m.in_channels])
+            return
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, PatchWhitening):
+                m.reset_parameters()
+            elif isinstance(m, nn.Conv2d):
                 if paper:
                     nn.init.normal_(m.weight, 0.0, 0.01)
                 else:
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -98,9 +192,10 @@ class VGG(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the class layer (fresh N(0, 0.01) weights) for a new number of classes."""
         old = self.head.classifier
-        new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device, old.weight.dtype)
         nn.init.normal_(new.weight, 0.0, 0.01)
-        nn.init.zeros_(new.bias)
+        if new.bias is not None:
+            nn.init.zeros_(new.bias)
         self.head.classifier = new
         self.config = dataclasses.replace(self.config, num_classes=num_classes)
 

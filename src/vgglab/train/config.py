@@ -44,12 +44,20 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
     head_lr_mult: float = 1.0  # the head's learning rate is lr * head_lr_mult
     bn_bias_lr_mult: float = 1.0  # BatchNorm biases learn at lr * bn_bias_lr_mult (speed-run recipes use ~64)
+    # decoupled (sgd): lr is the steady-state step per 1024 samples (momentum's gain 1/(1 - momentum)
+    # divided out) and weight_decay the fraction the weights shrink per 1024 samples at full lr, so
+    # neither changes meaning with batch_size, momentum or the lr multipliers. See optim.param_groups.
+    decoupled: bool = False
 
     def __post_init__(self):
         _choice("optim", "name", self.name, ("sgd", "adamw"))
         self.betas = tuple(self.betas)
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.decoupled and self.name != "sgd":
+            raise ConfigError("optim.decoupled applies to sgd only (AdamW's weight decay is already decoupled); set it false")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass
@@ -62,9 +70,13 @@ class ScheduleConfig:
     step_size: int = 30  # step, epochs
     gamma: float = 0.1  # step
     warmup_epochs: float = 0.0  # cosine, linear
+    warmup_start: float = 0.0  # cosine, linear: warmup rises linearly from this fraction of the peak lr
+    end_factor: float | None = None  # cosine, linear: final lr as a fraction of the peak (default min_lr / lr)
 
     def __post_init__(self):
         _choice("schedule", "name", self.name, ("plateau", "step", "cosine", "linear", "none"))
+        if not 0.0 <= self.warmup_start <= 1.0 or (self.end_factor is not None and not 0.0 <= self.end_factor <= 1.0):
+            raise ConfigError(f"schedule.warmup_start and end_factor are fractions of the peak lr in [0, 1], got {self.warmup_start}, {self.end_factor}")
 
 
 @dataclass
@@ -89,6 +101,13 @@ class TrainConfig:
     freeze: list = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
     unfreeze_after: int | None = None  # epochs; then the frozen parts train too
     freeze_bn_scale: bool = False  # BatchNorm weights stay at 1 (only the biases train)
+    # Lookahead (Zhang et al. 2019) as the speed-run recipes use it: every ``lookahead_every`` steps the
+    # weights move to an average that trails them, ema <- d * ema + (1 - d) * w, then w <- ema, with
+    # d = lookahead_decay * (step / total_steps) ** lookahead_power; training ends on the average. 0: off.
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.95**5
+    lookahead_power: float = 3.0
+    test_tta: str = "none"  # the final test also reports top-1 under this TTA (none, flip, flip-translate)
 
     def __post_init__(self):
         _choice("train", "precision", self.precision, ("fp32", "bf16", "fp16"))
@@ -102,6 +121,11 @@ class TrainConfig:
             self.freeze = [self.freeze]
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.lookahead_every < 0 or not 0.0 <= self.lookahead_decay < 1.0:
+            raise ConfigError(f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}")
+        if self.lookahead_every and self.ema_decay:
+            raise ConfigError("train.lookahead_every and train.ema_decay are two kinds of weight averaging: set only one")
+        _choice("train", "test_tta", self.test_tta, ("none", "flip", "flip-translate"))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
 from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
-from .loop import TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
+from .loop import Lookahead, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, new_run_dir, progress_mode
 
@@ -132,6 +132,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         ds.stats = dataclasses.replace(
             ds.stats, mean=torch.tensor(aug.mean, dtype=torch.float32) if aug.mean is not None else ds.stats.mean,
             std=torch.tensor(aug.std, dtype=torch.float32) if aug.std is not None else ds.stats.std)
+    if resume is None and not tc.init_from and model.config.whiten:
+        fit_whitening(model, ds, cfg)
     frozen = frozen_modules(model, tc.freeze)
     channels_last = tc.channels_last if tc.channels_last is not None else (device.type == "cuda" or tc.precision == "bf16")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -144,8 +146,11 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
                    channels_last=channels_last, rank=info.rank, world_size=info.world_size)
     val_loader = BatchLoader(ds.val, cfg.data.eval_batch_size, **eval_kw) if ds.val is not None else None
     has_val = val_loader is not None
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size)
     schedule = Schedule(optimizer, cfg.schedule, len(train_loader), tc.epochs, "max" if has_val else "min")
+    lookahead = None
+    if tc.lookahead_every:
+        lookahead = Lookahead(model, tc.lookahead_every, tc.lookahead_decay, tc.lookahead_power, len(train_loader) * tc.epochs)
     ema = None
     if tc.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
@@ -159,6 +164,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         schedule.load_state_dict(ckpt["schedule"])
         if ema is not None and ckpt.get("ema_full"):
             ema.load_state_dict(ckpt["ema_full"])
+        if lookahead is not None and ckpt.get("lookahead"):
+            lookahead.load_state_dict(ckpt["lookahead"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
@@ -199,8 +206,10 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         lr = schedule.lr
         try:
             tr = train_one_epoch(step_model, train_loader, optimizer, schedule, device=device, precision=tc.precision,
-                                 label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip, scaler=scaler, ema=ema, on_step=on_step,
-                                 frozen=still_frozen)
+                                 label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip, scaler=scaler, ema=ema,
+                                 lookahead=lookahead, on_step=on_step, frozen=still_frozen)
+            if lookahead is not None and epoch == tc.epochs:
+                lookahead.finish()
         except TrainingDiverged as exc:
             kept = f"the last good checkpoint is {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists() else "no checkpoint was written"
             raise TrainingDiverged(f"epoch {epoch}: {exc}; {kept}. Lower optim.lr or set train.grad_clip") from None
@@ -222,6 +231,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         state = {
             **meta, "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
             "ema_full": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+            "lookahead": lookahead.state_dict() if lookahead is not None else None,
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": _rng_state(), "epoch": epoch, "step": step, "best": best, "config": cfg.to_dict(),
             "metrics": row,
@@ -246,8 +256,16 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main))
 
 
+def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
+    """Set the patch-whitening layer from the first ``n`` training images, normalised as training sees them."""
+    loader = BatchLoader(ds.train, n, image_size=ds.image_size, stats=ds.stats, normalize=cfg.augment.normalize, channels_last=False)
+    images, _ = next(iter(loader))
+    model.features.whiten.fit(images)
+
+
 def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True) -> dict:
-    """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once."""
+    """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once
+    (on the test split also with ``train.test_tta`` when set)."""
     from .checkpoint import model_from_checkpoint
 
     device, precision = kw["device"], cfg.train.precision
@@ -260,11 +278,15 @@ def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, wri
         result.update(val_loss=va["loss"], val_top1=va["top1"])
     te = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
     result.update(test_loss=te["loss"], test_top1=te["top1"], test_n=te["n"])
+    tta = cfg.train.test_tta
+    if tta != "none":
+        result[f"test_top1_{tta}"] = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device,
+                                              precision=precision, tta=tta)["top1"]
     if write:
         (run_dir / "results.json").write_text(json.dumps(result, indent=2))
     if "val_top1" in result:
         log(f"best epoch {result['best_epoch']}: val top-1: {100 * result['val_top1']:.2f}%")
-    log(f"test top-1: {100 * result['test_top1']:.2f}%")
+    log(f"test top-1: {100 * result['test_top1']:.2f}%" + (f", with TTA {tta}: {100 * result[f'test_top1_{tta}']:.2f}%" if tta != "none" else ""))
     return result
 
 

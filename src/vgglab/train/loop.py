@@ -55,8 +55,50 @@ def set_frozen(modules: list[nn.Module], frozen: bool) -> None:
             p.requires_grad_(not frozen)
 
 
+class Lookahead:
+    """Weight averaging with periodic reset (Zhang et al. 2019, in the form the CIFAR-10 speed
+    runs use): every ``every`` steps, ``avg <- d * avg + (1 - d) * w`` and then ``w <- avg``, with
+    ``d = decay * (step / total_steps) ** power`` ramping up from 0, over every floating-point
+    tensor of the state dict (BatchNorm running statistics too). :meth:`finish` ends on the average.
+    """
+
+    def __init__(self, model: nn.Module, every: int, decay: float, power: float, total_steps: int):
+        self.model = model  # the bare model (not its DDP / compiled wrapper), so state-dict keys agree
+        self.every, self.decay, self.power, self.total = every, decay, power, max(1, total_steps)
+        self.step = 0
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def weight(self, step: int) -> float:
+        """The average's weight ``d`` at optimizer step ``step``."""
+        return self.decay * (step / self.total) ** self.power
+
+    @torch.no_grad()
+    def _sync(self, d: float) -> None:
+        state = self.model.state_dict()
+        for k, avg in self.avg.items():
+            avg.lerp_(state[k], 1.0 - d)
+            state[k].copy_(avg)
+
+    def after_step(self) -> None:
+        self.step += 1
+        if self.step % self.every == 0:
+            self._sync(self.weight(self.step))
+
+    def finish(self) -> None:
+        """Set the weights to the average (the last update of training)."""
+        self._sync(1.0)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "avg": self.avg}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        for k, v in state["avg"].items():
+            self.avg[k].copy_(v)
+
+
 def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp32", label_smoothing=0.0,
-                    grad_clip=None, scaler=None, ema=None, on_step=None, frozen=()) -> dict:
+                    grad_clip=None, scaler=None, ema=None, lookahead=None, on_step=None, frozen=()) -> dict:
     """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples.
 
     ``frozen`` modules stay in eval mode (BatchNorm keeps its running statistics)."""
@@ -88,6 +130,8 @@ def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp
         schedule.step_batch()
         if ema is not None:
             ema.update_parameters(model)
+        if lookahead is not None:
+            lookahead.after_step()
         n = len(y)
         loss_sum += loss.detach() * n
         correct += (logits.detach().argmax(1) == y).sum()
@@ -100,18 +144,24 @@ def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp
 
 
 @torch.inference_mode()
-def evaluate(model, loader, *, device, precision="fp32") -> dict:
-    """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``.
+def evaluate(model, loader, *, device, precision="fp32", tta="none") -> dict:
+    """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``;
+    with ``tta`` (see ``vgglab.evaluate.tta``) of its views' averaged probabilities.
 
     Under torchrun each rank evaluates its shard and the sums are all-reduced, which gives
     exactly the single-process numbers."""
+    from ..evaluate.tta import tta_probs
+
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     n = torch.zeros((), device=device, dtype=torch.int64)
     for x, y in loader:
         with autocast(device, precision):
-            logits = model(x).float()
+            if tta == "none":
+                logits = model(x).float()
+            else:  # log of the mean probability: argmax and cross-entropy as for logits
+                logits = tta_probs(model, x, tta, x.shape[-1]).clamp_min(1e-12).log()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         n += len(y)

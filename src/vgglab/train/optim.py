@@ -10,10 +10,18 @@ from torch import nn
 from .config import OptimConfig, ScheduleConfig
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> list[dict]:
     """Groups by weight decay (BatchNorm and biases exempt when asked) and by learning rate
     (the head at ``lr * head_lr_mult``). Frozen parameters are included: they have no gradient,
-    so SGD/AdamW leave them alone, and they train once unfrozen."""
+    so SGD/AdamW leave them alone, and they train once unfrozen.
+
+    With ``cfg.decoupled`` a group meant to learn at rate ``r`` gets PyTorch's
+    ``lr = r * (1 - momentum) * batch_size / 1024``: for a steady gradient, Nesterov/heavy-ball
+    momentum multiplies steps by 1 / (1 - momentum), and a batch of B samples takes B / 1024 of
+    a 1024-sample step. Its weight decay is ``weight_decay / r``, so that lr * decay, the fraction
+    the weights shrink per 1024 samples, is ``weight_decay`` whatever r, B and momentum are.
+    (The idea and the 1024-sample unit follow Jordan 2024, "94% on CIFAR-10 in 3.29 seconds".)
+    """
     bn_bias = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
     no_decay = set()
     if cfg.no_decay_bn_bias:
@@ -23,12 +31,15 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for name, p in model.named_parameters():
         lr = cfg.lr * (cfg.head_lr_mult if name.startswith("head.") else 1.0) * (cfg.bn_bias_lr_mult if id(p) in bn_bias else 1.0)
         wd = 0.0 if id(p) in no_decay else cfg.weight_decay
+        if cfg.decoupled:
+            lr, wd = lr * (1.0 - cfg.momentum) * batch_size / 1024, wd / lr
         groups.setdefault((lr, wd), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> torch.optim.Optimizer:
+    """``batch_size`` is the global batch (it matters only with ``cfg.decoupled``)."""
+    groups = param_groups(model, cfg, batch_size)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
@@ -55,11 +66,11 @@ class Schedule:
             total = max(1, steps_per_epoch * epochs)
             warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
             base = optimizer.param_groups[0]["lr"]
-            floor = cfg.min_lr / base
+            floor = cfg.end_factor if cfg.end_factor is not None else cfg.min_lr / base
 
             def factor(step: int) -> float:
                 if step < warmup:
-                    return (step + 1) / warmup
+                    return cfg.warmup_start + (1 - cfg.warmup_start) * (step + 1) / warmup
                 if cfg.name == "step":
                     return max(floor, cfg.gamma ** (step // steps_per_epoch // cfg.step_size))
                 t = min(1.0, (step - warmup) / max(1, total - warmup))

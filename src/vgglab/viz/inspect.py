@@ -23,11 +23,12 @@ def check_layers(model: VGG, names: list[str]) -> list[str]:
 
 
 def default_layers(model: VGG) -> list[str]:
-    """The last ReLU of every block: what each stage of the network responds to."""
+    """The last activation (ReLU/GELU) of every block: what each stage of the network responds to."""
     out = []
     for bname, block in model.features.named_children():
-        relus = [n for n, m in block.named_children() if isinstance(m, nn.ReLU)]
-        out.append(f"features.{bname}.{relus[-1]}")
+        acts = [n for n, m in block.named_children() if isinstance(m, (nn.ReLU, nn.GELU))]
+        if acts:  # a whitening layer has none
+            out.append(f"features.{bname}.{acts[-1]}")
     return out
 
 
@@ -61,8 +62,11 @@ def plot_activations(acts: dict[str, torch.Tensor], path: str | Path, channels: 
 
 
 def plot_filters(model: VGG, path: str | Path, max_filters: int = 64) -> Path:
-    """First-layer 3x3 kernels as tiles (RGB for colour input), each scaled to [0, 1]."""
-    w = model.features.block1.conv1.weight.detach().float().cpu()[:max_filters]
+    """First-layer kernels as tiles (RGB for colour input), each scaled to [0, 1]: the 3x3 convs
+    of block1.conv1, or the patch-whitening filters when the model starts with them."""
+    first = model.features.whiten if model.config.whiten else model.features.block1.conv1
+    name = "whiten" if model.config.whiten else "block1.conv1"
+    w = first.weight.detach().float().cpu()[:max_filters]
     lo = w.amin((1, 2, 3), keepdim=True)
     hi = w.amax((1, 2, 3), keepdim=True)
     w = (w - lo) / (hi - lo).clamp_min(1e-8)
@@ -74,7 +78,7 @@ def plot_filters(model: VGG, path: str | Path, max_filters: int = 64) -> Path:
         if i < len(w):
             ax.imshow(_to_hwc(w[i] if w.shape[1] in (1, 3) else w[i, :1]), cmap="gray" if w.shape[1] != 3 else None,
                       interpolation="nearest", vmin=0, vmax=1)
-    fig.suptitle(f"block1.conv1 filters ({w.shape[1]} input channels)")
+    fig.suptitle(f"{name} filters ({w.shape[1]} input channels)")
     return _save(fig, path)
 
 

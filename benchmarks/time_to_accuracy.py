@@ -1,0 +1,185 @@
+"""Time to accuracy: a recipe trained end to end, timed by the wall clock, recorded per run.
+
+    python benchmarks/time_to_accuracy.py --config configs/fast_cifar10.yaml --data-root PATH [--seeds 3]
+    python benchmarks/time_to_accuracy.py --config configs/fast_cifar10_short.yaml --data-root PATH \\
+        --seeds 2 --ablation no-whitening          # one technique switched off (see ABLATIONS)
+    python benchmarks/time_to_accuracy.py --table  # the README's tables, from every record
+
+Each run is ``vgglab.fit`` with ``train.seed`` set, from the start of training to the end of
+the final test (plain and with the recipe's ``train.test_tta``), with the dataset already in
+vgglab's cache (it is loaded once before the clock starts). Minutes here are wall-clock on the
+machine the run was on, which is the point of this benchmark (and the one exception to
+vgglab's "ratios, not absolute times"): run it alone on the machine.
+
+Every run writes ``benchmarks/results/time_to_accuracy/<recipe>[-<ablation>]-seed<N>-<time>.json``
+with ``recipe, config_sha256, seed, commit, minutes, top1, top1_tta, images_per_s, cpu``
+(accuracies as fractions) and a few more keys; the records are small and committed, so runs
+from different sessions add up. ``--table`` summarises them (mean +- sample std per recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "time_to_accuracy"
+
+# The four techniques expected to matter most, each switched off by config overrides.
+ABLATIONS = {
+    "no-whitening": ["model.options.whiten=0"],  # a plain 3-channel input to the first conv
+    "no-bn-bias-lr": ["optim.bn_bias_lr_mult=1.0"],  # BatchNorm biases at the base learning rate
+    "no-dirac": ["model.options.init=kaiming"],  # He-normal convs instead of identity init
+    "no-label-smoothing": ["train.label_smoothing=0.0"],
+}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def git_commit() -> str:
+    """HEAD, with ``+dirty`` when the package, configs or this script differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "configs", "benchmarks/time_to_accuracy.py"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep: Path | None) -> dict:
+    """One timed training run; returns its record (without the recipe's identity)."""
+    from vgglab.train import fit
+    from vgglab.train.run import MetricsLog
+
+    run_dir = Path(tempfile.mkdtemp(prefix="tta-run-")) if keep is None else keep
+    sets = [*overrides, f"data.root={data_root}", f"train.seed={seed}", "log.progress=line"]
+    t0 = time.perf_counter()
+    result = fit(config, sets, out=run_dir / "run")
+    minutes = (time.perf_counter() - t0) / 60
+    rows = MetricsLog(result.run_dir / "metrics.csv").rows()
+    seconds = sum(float(r["seconds"]) for r in rows)
+    images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in rows)
+    tta_keys = [k for k in result.metrics if k.startswith("test_top1_")]
+    record = {
+        "seed": seed, "minutes": round(minutes, 3), "top1": result.metrics["test_top1"],
+        "top1_tta": result.metrics[tta_keys[0]] if tta_keys else None, "tta": tta_keys[0][len("test_top1_"):] if tta_keys else None,
+        "images_per_s": round(images / seconds, 1), "train_minutes": round(seconds / 60, 3), "epochs": len(rows),
+    }
+    if keep is None:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return record
+
+
+def summarise(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    mean = statistics.fmean(values) * scale
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: one row per recipe (and ablation), mean ± sample std over its runs."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["recipe"], r.get("ablation") or "")].append(r)
+    lines = ["| recipe | switched off | runs | top-1 with TTA (%) | top-1 (%) | minutes (max) | images/s |",
+             "|---|---|---|---|---|---|---|"]
+    for (recipe, ablation), rs in sorted(groups.items()):
+        tta = [r["top1_tta"] for r in rs if r.get("top1_tta") is not None]
+        minutes = [r["minutes"] for r in rs]
+        lines.append(
+            f"| {recipe} | {ablation or '-'} | {len(rs)} | {summarise(tta) if tta else '-'} | {summarise([r['top1'] for r in rs])} | "
+            f"{statistics.fmean(minutes):.1f} ({max(minutes):.1f}) | {statistics.fmean(r['images_per_s'] for r in rs):.0f} |")
+    return "\n".join(lines)
+
+
+def load_records(folder: Path = RESULTS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", help="a recipe, e.g. configs/fast_cifar10.yaml")
+    ap.add_argument("--data-root", help="the CIFAR-10 folder or archive (as data.root)")
+    ap.add_argument("--seeds", type=int, default=1, help="number of runs, seeds first-seed .. first-seed + N - 1")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--ablation", choices=sorted(ABLATIONS), help="switch one technique off")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides (recorded)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON records")
+    ap.add_argument("--keep-runs", type=Path, help="keep the run directories under this folder (default: deleted)")
+    ap.add_argument("--table", action="store_true", help="print the summary table of every record and exit")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table(load_records(args.results)))
+        return 0
+    if not args.config or not args.data_root:
+        ap.error("--config and --data-root are required (or --table)")
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from vgglab.data import load_dataset
+    from vgglab.train.config import load_config
+
+    overrides = [*(ABLATIONS[args.ablation] if args.ablation else []), *args.set]
+    cfg = load_config(args.config, overrides)  # the recipe as run, before data root and seed: its hash names it
+    sha = cfg.sha256()
+    ds = load_dataset(load_config(cfg, [f"data.root={args.data_root}"]).data)  # decode + cache outside the clock
+    print(f"{cfg.name}{' without ' + args.ablation if args.ablation else ''}: {len(ds.train)} training images cached; "
+          f"config sha256 {sha[:12]}", flush=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        keep = args.keep_runs / f"{cfg.name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}" if args.keep_runs else None
+        rec = run_once(args.config, overrides, seed, args.data_root, keep)
+        rec = {"recipe": cfg.name, "ablation": args.ablation, "overrides": overrides, "config_sha256": sha,
+               "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **rec}
+        stem = f"{cfg.name}{'-' + args.ablation if args.ablation else ''}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        (args.results / f"{stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
+        records.append(rec)
+        tta = f", {100 * rec['top1_tta']:.2f} % with TTA" if rec["top1_tta"] is not None else ""
+        print(f"seed {seed}: {rec['minutes']:.1f} min, test top-1 {100 * rec['top1']:.2f} %{tta}, "
+              f"{rec['images_per_s']:.0f} training images/s", flush=True)
+    if len(records) > 1:
+        tta = [r["top1_tta"] for r in records if r["top1_tta"] is not None]
+        print(f"mean ± std over {len(records)} seeds: top-1 {summarise([r['top1'] for r in records])} %"
+              + (f", with TTA {summarise(tta)} %" if tta else "")
+              + f", minutes {summarise([r['minutes'] for r in records], 1.0, 1)}")
+    return 0
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
