@@ -100,15 +100,17 @@ class _Batches:
         yield self.x, self.y
 
 
-def test_evaluate_with_tta_averages_the_probabilities_of_the_views():
+@pytest.mark.parametrize("mode, shifts", [("flip-translate", [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]),
+                                          ("flip-shift", [(0, 0), (-1, -1), (1, 1)])])
+def test_evaluate_with_tta_averages_the_probabilities_of_the_views(mode, shifts):
     torch.manual_seed(0)
     model = create_model("vgg_fast", width=0.125).eval()
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     with torch.no_grad():
         p = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        views = [p[..., 1 + dy:33 + dy, 1 + dx:33 + dx] for dy, dx in [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]]
+        views = [p[..., 1 + dy:33 + dy, 1 + dx:33 + dx] for dy, dx in shifts]
         probs = torch.stack([model(v).softmax(1) for v in views] + [model(v.flip(3)).softmax(1) for v in views]).mean(0)
-    got = evaluate(model, _Batches(x, y), device=torch.device("cpu"), tta="flip-translate")
+    got = evaluate(model, _Batches(x, y), device=torch.device("cpu"), tta=mode)
     assert got["top1"] == pytest.approx((probs.argmax(1) == y).float().mean().item())
     assert got["loss"] == pytest.approx(F.nll_loss(probs.log(), y).item(), rel=1e-4)
 

@@ -2,7 +2,9 @@
 
 ``none``: the center crop. ``flip``: it and its mirror (the VGG paper, the tutorial).
 ``flip-translate``: the center crop shifted by ``shift`` pixels up, down, left and right
-(reflect padding) plus unshifted, each also mirrored: 10 views. ``multicrop``: the image resized
+(reflect padding) plus unshifted, each also mirrored: 10 views. ``flip-shift``: the cheaper
+6-view version the CIFAR-10 speed runs use (Jordan 2024): unshifted, shifted by ``shift`` pixels
+diagonally up-left and down-right, each also mirrored. ``multicrop``: the image resized
 to 256/224 of the input side, a 3x3 grid of crops, each also mirrored: 18 views (the paper's
 multi-crop evaluation, with a smaller grid). ``dense``: the paper's fully-convolutional
 evaluation (see :func:`dense_logits`) on the uncropped image at each of ``scales``.
@@ -18,7 +20,7 @@ from ..errors import VgglabError
 from ..models import VGG
 from .inference import resize_shorter
 
-TTA_MODES = ("none", "flip", "flip-translate", "multicrop", "dense")
+TTA_MODES = ("none", "flip", "flip-translate", "flip-shift", "multicrop", "dense")
 
 
 def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -92,9 +94,10 @@ def _views(x: torch.Tensor, mode: str, size: int, shift: int, multicrop_side: in
     elif mode == "flip":
         yield center
         yield center.flip(3)
-    elif mode == "flip-translate":
+    elif mode in ("flip-translate", "flip-shift"):
         p = F.pad(center, (shift,) * 4, mode="reflect")
-        for dy, dx in [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]:
+        offsets = [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)] if mode == "flip-translate" else [(0, 0), (-shift, -shift), (shift, shift)]
+        for dy, dx in offsets:
             v = p[..., shift + dy:shift + dy + size, shift + dx:shift + dx + size]
             yield v
             yield v.flip(3)

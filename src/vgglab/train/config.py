@@ -107,7 +107,7 @@ class TrainConfig:
     lookahead_every: int = 0
     lookahead_decay: float = 0.95**5
     lookahead_power: float = 3.0
-    test_tta: str = "none"  # the final test also reports top-1 under this TTA (none, flip, flip-translate)
+    test_tta: str = "none"  # the final test also reports top-1 under this TTA (none, flip, flip-shift, flip-translate)
 
     def __post_init__(self):
         _choice("train", "precision", self.precision, ("fp32", "bf16", "fp16"))
@@ -125,7 +125,7 @@ class TrainConfig:
             raise ConfigError(f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}")
         if self.lookahead_every and self.ema_decay:
             raise ConfigError("train.lookahead_every and train.ema_decay are two kinds of weight averaging: set only one")
-        _choice("train", "test_tta", self.test_tta, ("none", "flip", "flip-translate"))
+        _choice("train", "test_tta", self.test_tta, ("none", "flip", "flip-shift", "flip-translate"))
 
 
 @dataclass
