@@ -62,6 +62,15 @@ def test_vgg_fast_layout_dirac_init_and_scaled_linear_head():
     assert torch.allclose(model.forward_head(f), head.classifier(f.amax((2, 3))) / 9, atol=1e-6)
 
 
+def test_whitening_is_followed_by_the_activation_and_counts_in_the_receptive_field():
+    from vgglab.models import summarize
+
+    model = create_model("vgg_fast")
+    assert list(model.features._modules)[:3] == ["whiten", "whiten_gelu", "block1"]
+    rf = {layer["name"]: layer["receptive_field"] for layer in summarize(model)["layers"]}
+    assert rf["features.whiten"] == 2 and rf["features.block1.conv1"] == 4  # 2x2 patches, then a 3x3 conv
+
+
 def test_vgg_fast_takes_any_input_size_and_counts_the_whitening_in_the_minimum():
     model = create_model("vgg_fast", width=0.25).eval()
     assert model.config.min_input_size == 9  # three 2x2 pools after a 2x2 valid conv

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .vgg import VGG
+from .vgg import VGG, PatchWhitening
 
 
 def _geometry(module: nn.Module) -> tuple[int, int] | None:
@@ -15,6 +15,8 @@ def _geometry(module: nn.Module) -> tuple[int, int] | None:
         k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
         s = module.stride if isinstance(module.stride, int) else module.stride[0]
         return k, s
+    if isinstance(module, PatchWhitening):  # a frozen 'valid' conv, stride 1
+        return module.kernel, 1
     return None
 
 

@@ -76,6 +76,10 @@ class Scale(nn.Module):
         return f"{self.scale:g}"
 
 
+def _activation(cfg: VGGConfig) -> nn.Module:
+    return nn.GELU() if cfg.activation == "gelu" else nn.ReLU(inplace=True)
+
+
 def _block_modules(cfg: VGGConfig, block_index: int, in_ch: int) -> tuple[nn.Sequential, int]:
     """Modules of one block with stable names: conv1, bn1, relu1, [lrn], conv2, ..., pool.
 
@@ -92,7 +96,7 @@ def _block_modules(cfg: VGGConfig, block_index: int, in_ch: int) -> tuple[nn.Seq
             layers["pool"] = pool
         if cfg.batch_norm:
             layers[f"bn{i}"] = nn.BatchNorm2d(out_ch, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
-        layers[f"{cfg.activation}{i}"] = nn.GELU() if cfg.activation == "gelu" else nn.ReLU(inplace=True)
+        layers[f"{cfg.activation}{i}"] = _activation(cfg)
         if cfg.lrn and block_index == 0 and i == 1:
             # AlexNet's constants, which the VGG paper reuses for configuration A-LRN.
             layers["lrn"] = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
@@ -147,8 +151,9 @@ class VGG(nn.Module):
         self.config = config
         blocks: "OrderedDict[str, nn.Module]" = OrderedDict()
         ch = config.in_chans
-        if config.whiten:
+        if config.whiten:  # whitening, then the activation (which the +/- filter pairs make lossless)
             blocks["whiten"] = PatchWhitening(ch, config.whiten, config.whiten_eps)
+            blocks[f"whiten_{config.activation}"] = _activation(config)
             ch = config.whiten_channels
         for b in range(len(config.blocks)):
             blocks[f"block{b + 1}"], ch = _block_modules(config, b, ch)
