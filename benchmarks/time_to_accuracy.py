@@ -15,6 +15,7 @@ Every run writes ``benchmarks/results/time_to_accuracy/<recipe>[-<ablation>]-see
 with ``recipe, config_sha256, seed, commit, minutes, top1, top1_tta, images_per_s, cpu``
 (accuracies as fractions) and a few more keys; the records are small and committed, so runs
 from different sessions add up. ``--table`` summarises them (mean +- sample std per recipe).
+Records of a recipe whose code has since changed are moved to ``superseded/`` (kept, not tabled).
 """
 
 from __future__ import annotations
