@@ -166,7 +166,7 @@ class VGG(nn.Module):
     def reset_parameters(self) -> None:
         """kaiming / paper as documented on ``VGGConfig.init``. ``dirac`` (the speed-run init):
         PyTorch's default init for every layer, then each conv's first ``in_channels`` filters
-        set to the identity, so at the start every conv passes its input through (plus noise)."""
+        set exactly to the identity, so at the start each conv passes its input through on those outputs."""
         paper = self.config.init == "paper"
         if self.config.init == "dirac":
             for m in self.modules():
