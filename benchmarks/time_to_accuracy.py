@@ -68,6 +68,7 @@ def git_commit() -> str:
 def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep: Path | None) -> dict:
     """One timed training run; returns its record (without the recipe's identity)."""
     from vgglab.train import fit
+    from vgglab.train.config import load_config
     from vgglab.train.run import MetricsLog
 
     run_dir = Path(tempfile.mkdtemp(prefix="tta-run-")) if keep is None else keep
@@ -76,6 +77,7 @@ def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep:
     result = fit(config, sets, out=run_dir / "run")
     minutes = (time.perf_counter() - t0) / 60
     rows = MetricsLog(result.run_dir / "metrics.csv").rows()
+    resolved = load_config(result.run_dir / "config.yaml").resolved or {}
     seconds = sum(float(r["seconds"]) for r in rows)
     images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in rows)
     tta_keys = [k for k in result.metrics if k.startswith("test_top1_")]
@@ -83,6 +85,7 @@ def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep:
         "seed": seed, "minutes": round(minutes, 3), "top1": result.metrics["test_top1"],
         "top1_tta": result.metrics[tta_keys[0]] if tta_keys else None, "tta": tta_keys[0][len("test_top1_"):] if tta_keys else None,
         "images_per_s": round(images / seconds, 1), "train_minutes": round(seconds / 60, 3), "epochs": len(rows),
+        "precision": resolved.get("precision"), "channels_last": resolved.get("channels_last"),
     }
     if keep is None:
         import shutil
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
         keep = args.keep_runs / f"{cfg.name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}" if args.keep_runs else None
         rec = run_once(args.config, overrides, seed, args.data_root, keep)
         rec = {"recipe": cfg.name, "ablation": args.ablation, "overrides": overrides, "config_sha256": sha,
-               "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(),
+               "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(), **_machine(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **rec}
         stem = f"{cfg.name}{'-' + args.ablation if args.ablation else ''}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         (args.results / f"{stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
@@ -168,6 +171,14 @@ def main(argv=None) -> int:
               + (f", with TTA {summarise(tta)} %" if tta else "")
               + f", minutes {summarise([r['minutes'] for r in records], 1.0, 1)}")
     return 0
+
+
+def _machine() -> dict:
+    """The CPU's capability and bf16 support and the GPU, which decide what auto picks and how fast it runs."""
+    from vgglab.train.speed import machine_info
+
+    info = machine_info()
+    return {k: info[k] for k in ("cpu_capability", "native_bf16", "gpu")}
 
 
 def _torch_version() -> str:

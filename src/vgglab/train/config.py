@@ -79,16 +79,24 @@ class ScheduleConfig:
             raise ConfigError(f"schedule.warmup_start and end_factor are fractions of the peak lr in [0, 1], got {self.warmup_start}, {self.end_factor}")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
     seed: int = 0
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
-    precision: str = "fp32"  # fp32, bf16 (autocast, CPU and CUDA), fp16 (autocast + grad scaler, CUDA)
-    # None: when it pays. On this 2-core CPU (benchmarks/cpu_settings.py) channels_last measured
-    # 0.95x in fp32 but 1.11x in bf16 (oneDNN/AMX); on CUDA it helps mixed precision.
-    channels_last: bool | None = None
-    compile: bool = False
+    # auto: decided on the machine that runs (vgglab.train.speed): on CUDA bf16 (else fp16); on a CPU
+    # bf16 only with native support and where a probe measures it faster, else fp32. Or pin one of
+    # fp32, bf16 (autocast, CPU and CUDA), fp16 (autocast + grad scaler, CUDA).
+    precision: str = "auto"
+    # auto: on for CUDA; on a CPU whichever layout the probe measures faster (it measured 0.95x on
+    # one 2-core Xeon and 1.22x on a 2-core EPYC in fp32). true / false pin it.
+    channels_last: bool | str | None = "auto"
+    # torch.compile for training and evaluation: false, true (default mode), reduce-overhead (CUDA
+    # graphs: pays where steps are launch-bound, as small CIFAR models on a big GPU), max-autotune
+    compile: bool | str = False
     sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
@@ -110,7 +118,15 @@ class TrainConfig:
     test_tta: str = "none"  # the final test also reports top-1 under this TTA (none, flip, flip-shift, flip-translate)
 
     def __post_init__(self):
-        _choice("train", "precision", self.precision, ("fp32", "bf16", "fp16"))
+        _choice("train", "precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        if self.channels_last is None:  # configs written before "auto" existed said null
+            self.channels_last = "auto"
+        if not isinstance(self.channels_last, bool) and self.channels_last != "auto":
+            raise ConfigError(f"train.channels_last must be auto, true or false, got {self.channels_last!r}")
+        if self.compile is True or self.compile is False:
+            pass
+        elif self.compile not in COMPILE_MODES:
+            raise ConfigError(f"train.compile must be false, true or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -153,6 +169,9 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # Written by fit, never read from a recipe's meaning: what the auto speed settings resolved to on
+    # the machine that ran (vgglab.train.speed.SpeedChoice), so resume, eval and the report reuse it.
+    resolved: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "Config":
@@ -160,13 +179,17 @@ class Config:
             d = {}
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a mapping at the top level, got {type(d).__name__}")
-        valid = ["name", *SECTIONS]
+        valid = ["name", *SECTIONS, "resolved"]
         for key in d:
             if key not in valid:
                 raise ConfigError(f"{where}: unknown section {key!r}{_suggest(str(key), valid)}; valid: {', '.join(valid)}")
         kwargs: dict[str, Any] = {}
         if "name" in d:
             kwargs["name"] = str(d["name"])
+        if d.get("resolved") is not None:
+            if not isinstance(d["resolved"], dict):
+                raise ConfigError(f"{where}: resolved is written by vgglab (a mapping); delete it to resolve again")
+            kwargs["resolved"] = dict(d["resolved"])
         for key, section in SECTIONS.items():
             try:
                 kwargs[key] = strict_init(section, d.get(key) or {}, f"{where}: {key}")
@@ -180,7 +203,10 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def sha256(self) -> str:
-        return hashlib.sha256(yaml.safe_dump(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """The recipe's identity: every setting, not what auto resolved to on some machine."""
+        d = self.to_dict()
+        d.pop("resolved")
+        return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 
 def _plain(value):

@@ -20,6 +20,7 @@ from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, se
 from .loop import Lookahead, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, new_run_dir, progress_mode
+from .speed import resolve_speed
 
 
 @dataclass
@@ -103,7 +104,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     device = resolve_device(device_name)
     if tc.sync_bn and device.type != "cuda":
         raise ConfigError("train.sync_bn: PyTorch's SyncBatchNorm is CUDA-only; set it false on CPU (each process then keeps its own BatchNorm statistics)")
-    per_rank_batch(cfg.data.batch_size, info)
+    local_batch = per_rank_batch(cfg.data.batch_size, info)
     if tc.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision fp16 needs CUDA (its grad scaler is CUDA-only); use bf16 on CPU")
     if tc.threads:
@@ -125,8 +126,6 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
             if info.is_main:
                 (run_dir / "init_report.txt").write_text(report.format() + "\n")
             log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")
-    if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
     aug = cfg.augment
     if aug.mean is not None or aug.std is not None:  # e.g. ImageNet statistics for a pretrained model
         ds.stats = dataclasses.replace(
@@ -135,7 +134,13 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     if resume is None and not tc.init_from and model.config.whiten:
         fit_whitening(model, ds, cfg)
     frozen = frozen_modules(model, tc.freeze)
-    channels_last = tc.channels_last if tc.channels_last is not None else (device.type == "cuda" or tc.precision == "bf16")
+    # decided once, by rank 0, so that every process trains alike
+    speed = broadcast_object(resolve_speed(tc.precision, tc.channels_last, model, local_batch, device, cache_dir=cfg.data.cache_dir,
+                                           previous=cfg.resolved) if info.is_main else None, info)
+    cfg.resolved = speed.to_dict()
+    precision, channels_last = speed.precision, speed.channels_last
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
 
@@ -154,7 +159,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     ema = None
     if tc.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
-    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     metrics_log = MetricsLog(run_dir / "metrics.csv")
 
     start_epoch, step, best = 0, 0, {"value": None, "epoch": None}
@@ -178,10 +183,14 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     meta = {
         "classes": ds.classes, "image_size": ds.image_size, "eval_resize": ds.store_size, "model_config": model.config.to_dict(),
         "normalization": {"mode": cfg.augment.normalize, "mean": ds.stats.mean.tolist(), "std": ds.stats.std.tolist()},
+        "speed": {"precision_setting": tc.precision, "channels_last_setting": tc.channels_last, **speed.to_dict()},
     }
     log(f"{cfg.name}: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} params) on {device}, "
         f"{cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / test {len(ds.test)} "
         f"(data ready in {ds.load_seconds:.1f}s) -> {run_dir}")
+    log(speed.header(tc.precision, tc.channels_last))
+    if speed.warning:
+        log(speed.warning)
 
     mode = progress_mode(cfg.log.progress) if info.is_main else "none"
     step_model, wrapped_for = None, None
@@ -205,7 +214,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
         lr = schedule.lr
         try:
-            tr = train_one_epoch(step_model, train_loader, optimizer, schedule, device=device, precision=tc.precision,
+            tr = train_one_epoch(step_model, train_loader, optimizer, schedule, device=device, precision=precision,
                                  label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip, scaler=scaler, ema=ema,
                                  lookahead=lookahead, on_step=on_step, frozen=still_frozen)
             if lookahead is not None and epoch == tc.epochs:
@@ -219,7 +228,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         seconds = time.perf_counter() - t0
         step += len(train_loader)
         eval_model = ema.module if ema is not None else model
-        va = evaluate(eval_model, val_loader, device=device, precision=tc.precision) if has_val else None
+        va = evaluate(eval_model, val_loader, device=device, precision=precision) if has_val else None
         # Only validation (or training) metrics drive the schedule and model selection; the test split is untouched.
         monitored = va["top1"] if has_val else tr["loss"]
         schedule.step_epoch(monitored)
@@ -253,7 +262,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     if writer is not None:
         writer.close()
     barrier(info)  # best.pt is written before any rank reads it
-    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main))
+    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main, precision=precision))
 
 
 def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
@@ -263,12 +272,12 @@ def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
     model.features.whiten.fit(images)
 
 
-def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True) -> dict:
+def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True, precision: str = "fp32") -> dict:
     """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once
     (on the test split also with ``train.test_tta`` when set)."""
     from .checkpoint import model_from_checkpoint
 
-    device, precision = kw["device"], cfg.train.precision
+    device = kw["device"]
     ckpt = load_checkpoint(run_dir / "best.pt")
     fmt = torch.channels_last if kw["channels_last"] else torch.contiguous_format
     model = model_from_checkpoint(ckpt).to(device, memory_format=fmt)
