@@ -143,7 +143,9 @@ class BatchLoader:
         return plan
 
     def __iter__(self):
-        plan = self._plan()
+        # drawn on the CPU (the same numbers on every device for a seed), moved to the device once
+        # per epoch without blocking: per-batch slices are then views, with no copies to wait for
+        plan = {k: _to_device(v, self.device) for k, v in self._plan().items()}
         n = len(self.y)
         for b in range(len(self)):
             start = b * self.batch_size + self.rank * self.local_batch
@@ -151,8 +153,8 @@ class BatchLoader:
             if end <= start:  # the last evaluation batch may leave a rank nothing
                 continue
             sl = slice(start, end)
-            idx = plan["order"][sl].to(self.device)
-            yield self._batch(idx, {k: v[sl].to(self.device) for k, v in plan.items() if k != "order"}), self.y[idx]
+            idx = plan["order"][sl]
+            yield self._batch(idx, {k: v[sl] for k, v in plan.items() if k != "order"}), self.y[idx]
 
     def _batch(self, idx: torch.Tensor, p: dict) -> torch.Tensor:
         x = self.x[idx]
@@ -178,6 +180,12 @@ class BatchLoader:
         if "alpha" in p:
             bias = bias + (pca_offsets(p["alpha"], self._stats) / self._std).view(len(idx), -1, 1, 1)
         return x.mul_(self._scale).add_(bias)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _on(stats: PixelStats, device) -> PixelStats:

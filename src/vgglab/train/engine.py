@@ -17,7 +17,7 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
 from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
-from .loop import Lookahead, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
+from .loop import EMA, Lookahead, maybe_compile, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, new_run_dir, progress_mode
 from .speed import resolve_speed
@@ -158,7 +158,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         lookahead = Lookahead(model, tc.lookahead_every, tc.lookahead_decay, tc.lookahead_power, len(train_loader) * tc.epochs)
     ema = None
     if tc.ema_decay:
-        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
+        ema = EMA(model, tc.ema_decay)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     metrics_log = MetricsLog(run_dir / "metrics.csv")
 
@@ -193,7 +193,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         log(speed.warning)
 
     mode = progress_mode(cfg.log.progress) if info.is_main else "none"
-    step_model, wrapped_for = None, None
+    step_model, wrapped_for, compiled_eval = None, None, None
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         train_loader.set_epoch(epoch)
         still_frozen = frozen if tc.unfreeze_after is None or epoch <= tc.unfreeze_after else []
@@ -209,7 +209,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         on_step = None
         if bar is not None:
             def on_step(loss, top1, seen, bar=bar):
-                bar.update(1)
+                bar.update(min(bar.total, -(-seen // train_loader.local_batch)) - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}", top1=f"{100 * top1:.2f}%", lr=f"{schedule.lr:.3g}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
         lr = schedule.lr
@@ -228,11 +228,14 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         seconds = time.perf_counter() - t0
         step += len(train_loader)
         eval_model = ema.module if ema is not None else model
-        va = evaluate(eval_model, val_loader, device=device, precision=precision) if has_val else None
+        if has_val and compiled_eval is None:
+            compiled_eval = maybe_compile(eval_model, tc.compile)
+        va = evaluate(compiled_eval, val_loader, device=device, precision=precision) if has_val else None
         # Only validation (or training) metrics drive the schedule and model selection; the test split is untouched.
         monitored = va["top1"] if has_val else tr["loss"]
         schedule.step_epoch(monitored)
-        improved = best["value"] is None or (monitored > best["value"] if has_val else monitored < best["value"])
+        # with a validation split the best epoch on it is selected (best.pt); without one, the last (last.pt)
+        improved = (best["value"] is None or monitored > best["value"]) if has_val else epoch == tc.epochs
         if improved:
             best = {"value": monitored, "epoch": epoch}
         row = {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va and va["loss"],
@@ -248,7 +251,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         if info.is_main:  # one write per save, by rank 0
             save_checkpoint(state, run_dir / "last.pt")
             if improved:
-                save_checkpoint(state, run_dir / "best.pt")
+                if has_val:
+                    save_checkpoint(state, run_dir / "best.pt")
                 save_safetensors(eval_model, {**meta, "epoch": epoch}, run_dir / "model.safetensors")
             metrics_log.append(row)
         if writer is not None:
@@ -261,8 +265,10 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
                 f"lr {lr:.3g}  {row['images_per_s']:.0f} img/s  {seconds:.1f}s")
     if writer is not None:
         writer.close()
-    barrier(info)  # best.pt is written before any rank reads it
-    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main, precision=precision))
+    barrier(info)  # the selected checkpoint is written before any rank reads it
+    selected = run_dir / ("best.pt" if has_val else "last.pt")
+    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main, precision=precision,
+                                         checkpoint=selected))
 
 
 def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
@@ -272,15 +278,16 @@ def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
     model.features.whiten.fit(images)
 
 
-def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True, precision: str = "fp32") -> dict:
-    """Evaluate the selected (best-on-validation) checkpoint on the validation and test splits, once
-    (on the test split also with ``train.test_tta`` when set)."""
+def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True, precision: str = "fp32",
+               checkpoint: Path | None = None) -> dict:
+    """Evaluate the selected checkpoint (best on validation, else the last) on the validation and
+    test splits, once (on the test split also with ``train.test_tta`` when set)."""
     from .checkpoint import model_from_checkpoint
 
     device = kw["device"]
-    ckpt = load_checkpoint(run_dir / "best.pt")
+    ckpt = load_checkpoint(checkpoint or run_dir)
     fmt = torch.channels_last if kw["channels_last"] else torch.contiguous_format
-    model = model_from_checkpoint(ckpt).to(device, memory_format=fmt)
+    model = maybe_compile(model_from_checkpoint(ckpt).to(device, memory_format=fmt), cfg.train.compile)
     result = {"best_epoch": ckpt["epoch"]}
     if ds.val is not None:
         va = evaluate(model, BatchLoader(ds.val, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
@@ -303,14 +310,14 @@ def _quiet(*args, **kwargs) -> None:
     """The log of ranks other than 0: they train and stay silent."""
 
 
-def _wrap(model: VGG, info: DistInfo, device: torch.device, compile_: bool):
+def _wrap(model: VGG, info: DistInfo, device: torch.device, compile_: bool | str):
     """The module the training steps call: DDP under torchrun, optionally compiled."""
     wrapped = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(wrapped) if compile_ else wrapped
+    return maybe_compile(wrapped, compile_)
 
 
 def _bar(mode: str, total: int, desc: str):

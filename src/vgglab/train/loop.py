@@ -25,6 +25,13 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
+    """``train.compile``: false, true (inductor's default mode), reduce-overhead or max-autotune."""
+    if setting is False:
+        return module
+    return torch.compile(module, mode=None if setting in (True, "default") else setting)
+
+
 def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
     """Modules named by ``train.freeze``: "features", "head", "block3" or "features.block3"."""
     blocks = dict(model.features.named_children())
@@ -97,23 +104,33 @@ class Lookahead:
             self.avg[k].copy_(v)
 
 
+CHECK_EVERY = 100  # steps between host reads of the non-finite-loss flag (each read waits for the device)
+PROGRESS_EVERY = 10  # steps between progress callbacks (each reads two device sums)
+
+
 def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp32", label_smoothing=0.0,
-                    grad_clip=None, scaler=None, ema=None, lookahead=None, on_step=None, frozen=()) -> dict:
+                    grad_clip=None, scaler=None, ema=None, lookahead=None, on_step=None, frozen=(),
+                    check_every=CHECK_EVERY, progress_every=PROGRESS_EVERY) -> dict:
     """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples.
 
+    Nothing is read back to the host per step, so a CUDA device runs ahead of Python: the loss and
+    accuracy sums stay on the device, a non-finite loss is flagged there (its first batch index
+    kept) and raised every ``check_every`` steps and at the end, and ``on_step(loss, top1, seen)``
+    (running means) is called every ``progress_every`` steps and after the last one.
     ``frozen`` modules stay in eval mode (BatchNorm keeps its running statistics)."""
     model.train()
     for m in frozen:
         m.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # batch index of the first non-finite loss
     seen = 0
+    step = -1
     for step, (x, y) in enumerate(loader):
         with autocast(device, precision):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at batch {step}")
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -136,11 +153,62 @@ def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp
         loss_sum += loss.detach() * n
         correct += (logits.detach().argmax(1) == y).sum()
         seen += n
-        if on_step is not None:
-            on_step(loss_sum.item() / seen, correct.item() / seen, seen)
+        if (step + 1) % check_every == 0:
+            _raise_if_diverged(first_bad)
+        if on_step is not None and (step + 1) % progress_every == 0:
+            on_step(*_means(loss_sum, correct, seen), seen)
+    _raise_if_diverged(first_bad)
+    if on_step is not None and (step + 1) % progress_every:
+        on_step(*_means(loss_sum, correct, seen), seen)
     loss_sum, correct, seen_t = all_sum(loss_sum, correct, torch.tensor(seen, device=device))  # over all ranks
-    seen = int(seen_t.item())
-    return {"loss": loss_sum.item() / seen, "top1": correct.item() / seen, "n": seen}
+    stats = torch.stack([loss_sum, correct.double(), seen_t.double()]).tolist()  # one read for all three
+    return {"loss": stats[0] / stats[2], "top1": stats[1] / stats[2], "n": int(stats[2])}
+
+
+def _means(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float]:
+    total, right = torch.stack([loss_sum, correct.double()]).tolist()
+    return total / seen, right / seen
+
+
+def _raise_if_diverged(first_bad: torch.Tensor) -> None:
+    bad = int(first_bad.item())
+    if bad >= 0:
+        raise TrainingDiverged(f"loss became nan or inf at batch {bad}")
+
+
+class EMA(torch.optim.swa_utils.AveragedModel):
+    """An exponential moving average of the weights and buffers, ``avg <- d * avg + (1 - d) * w``:
+    PyTorch's ``AveragedModel`` (same state-dict layout, so checkpoints load either way) with the
+    update count kept on the host, where the parent reads ``n_averaged`` back from the device twice
+    per step."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, use_buffers=True)
+        self.decay = decay
+        self._count = 0
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        import itertools
+
+        mine = list(itertools.chain(self.module.parameters(), self.module.buffers()))
+        theirs = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
+        if self._count == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            floats = [(a, b) for a, b in zip(mine, theirs) if a.is_floating_point()]
+            if floats:
+                torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - self.decay)
+            for a, b in zip(mine, theirs):
+                if not a.is_floating_point():  # BatchNorm's step counter, as AveragedModel's EMA does it
+                    a.copy_(a * self.decay + b * (1.0 - self.decay))
+        self.n_averaged += 1
+        self._count += 1
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._count = int(self.n_averaged)
+        return out
 
 
 @torch.inference_mode()
@@ -166,5 +234,6 @@ def evaluate(model, loader, *, device, precision="fp32", tta="none") -> dict:
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
     loss_sum, correct, n = all_sum(loss_sum, correct, n)
-    n = int(n.item())
-    return {"loss": loss_sum.item() / max(n, 1), "top1": correct.item() / max(n, 1), "n": n}
+    total, right, n = torch.stack([loss_sum, correct.double(), n.double()]).tolist()  # the one read back
+    n = int(n)
+    return {"loss": total / max(n, 1), "top1": right / max(n, 1), "n": n}

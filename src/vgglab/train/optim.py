@@ -40,9 +40,13 @@ def param_groups(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> torch.optim.Optimizer:
     """``batch_size`` is the global batch (it matters only with ``cfg.decoupled``)."""
     groups = param_groups(model, cfg, batch_size)
+    # On CUDA, PyTorch's fused kernels update every parameter in a few launches (the per-tensor
+    # loop is launch-bound for small models); on a CPU the default (foreach where it exists) stays.
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    fast = {"fused": True} if on_cuda else {}
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
 
 
 class Schedule:

@@ -177,7 +177,7 @@ def _ratio_text(rates: dict, a, b) -> str:
 
 def resolve_speed(precision: str, channels_last, model: nn.Module, batch: int, device: torch.device, *,
                   cache_dir=None, previous: dict | None = None, budget_s: float = PROBE_BUDGET_S,
-                  timer=time_arms) -> SpeedChoice:
+                  timer=None) -> SpeedChoice:
     """Resolve ``precision`` (auto, fp32, bf16, fp16) and ``channels_last`` (auto/None, True, False)
     for ``model`` trained at ``batch`` on ``device``. ``previous``: a recorded choice (config.yaml's
     ``resolved``) that is reused as it is when it was made on this same machine."""
@@ -189,7 +189,7 @@ def resolve_speed(precision: str, channels_last, model: nn.Module, batch: int, d
             return prev
     if device.type == "cuda":
         return _resolve_cuda(precision, channels_last, cl_auto, info)
-    return _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, ProbeCache(cache_dir), budget_s, timer)
+    return _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, ProbeCache(cache_dir), budget_s, timer or time_arms)
 
 
 def _resolve_cuda(precision, channels_last, cl_auto, info) -> SpeedChoice:

@@ -1,0 +1,163 @@
+"""train.precision / train.channels_last: auto, resolved from (mocked) hardware facts and probe timings."""
+
+import pytest
+import torch
+import yaml
+
+import vgglab
+import vgglab.train.speed as speed
+from vgglab import create_model
+from vgglab.train.checkpoint import load_checkpoint
+from vgglab.train.config import ConfigError, load_config
+
+CPU = torch.device("cpu")
+
+
+class FakeTimer:
+    """Stands in for the probe: images/s per (precision, channels_last) arm, and the calls made."""
+
+    def __init__(self, rates):
+        self.rates = rates
+        self.calls = []
+
+    def __call__(self, model, arms, batch, device, budget_s):
+        self.calls.append((list(arms), batch))
+        return {a: self.rates[a] for a in arms}
+
+
+@pytest.fixture
+def model():
+    return create_model("vgg11", width=0.125, num_classes=10, input_size=32, head="gap")
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Set the CPU's facts: native bf16 or not, and its capability string."""
+
+    def set_facts(native: bool, capability: str = "AVX2"):
+        monkeypatch.setattr(speed, "native_bf16", lambda: native)
+        monkeypatch.setattr(speed, "cpu_capability", lambda: capability)
+
+    return set_facts
+
+
+def resolve(model, tmp_path, timer, precision="auto", channels_last="auto", batch=128, **kw):
+    return speed.resolve_speed(precision, channels_last, model, batch, CPU, cache_dir=tmp_path, timer=timer, **kw)
+
+
+def test_cpu_without_native_bf16_takes_fp32_and_the_faster_layout(model, machine, tmp_path):
+    machine(native=False, capability="AVX2")
+    timer = FakeTimer({("fp32", False): 59.2, ("fp32", True): 72.2})
+    c = resolve(model, tmp_path, timer)
+    assert (c.precision, c.channels_last) == ("fp32", True)
+    assert timer.calls == [([("fp32", False), ("fp32", True)], 128)]  # bf16 is not even probed
+    header = c.header("auto", "auto")
+    assert "precision auto -> fp32 (no native bf16 on this CPU: AVX2)" in header
+    assert "channels_last auto -> on (1.22x NCHW in the probe)" in header
+    assert c.warning is None
+
+
+def test_cpu_with_native_bf16_takes_bf16_only_where_the_probe_measures_it_faster(model, machine, tmp_path):
+    machine(native=True, capability="AVX512")
+    faster = FakeTimer({("fp32", False): 100.0, ("fp32", True): 95.0, ("bf16", False): 125.0, ("bf16", True): 139.0})
+    c = resolve(model, tmp_path / "a", faster)
+    assert (c.precision, c.channels_last) == ("bf16", True)
+    assert "native bf16 (AVX512), 1.39x fp32" in c.precision_reason
+    slower = FakeTimer({("fp32", False): 100.0, ("fp32", True): 95.0, ("bf16", False): 90.0, ("bf16", True): 99.0})
+    c = resolve(model, tmp_path / "b", slower)
+    assert (c.precision, c.channels_last) == ("fp32", False)
+    assert "only 0.99x fp32" in c.precision_reason and "1.05x channels_last" in c.channels_last_reason
+
+
+def test_pinned_settings_are_used_as_given_without_a_probe(model, machine, tmp_path):
+    machine(native=True)
+    timer = FakeTimer({})
+    c = resolve(model, tmp_path, timer, precision="fp32", channels_last=False)
+    assert (c.precision, c.channels_last) == ("fp32", False) and timer.calls == []
+    assert c.header("fp32", False) == "precision fp32 -> fp32 (set in the config), channels_last false -> off (set in the config)"
+
+
+def test_pinned_bf16_on_emulated_hardware_warns_with_the_measured_slowdown(model, machine, tmp_path):
+    machine(native=False, capability="AVX2")
+    timer = FakeTimer({("fp32", True): 40.0, ("bf16", True): 2.5})
+    c = resolve(model, tmp_path, timer, precision="bf16", channels_last=True)
+    assert c.precision == "bf16"  # pinned: used as given, but said
+    assert c.warning.startswith("warning: train.precision bf16 on a CPU without native bf16 (AVX2)")
+    assert "16.0x slower than fp32" in c.warning and "\n" not in c.warning
+    assert timer.calls == [([("fp32", True), ("bf16", True)], 8)]  # a small batch: emulated steps are slow
+
+
+def test_probe_verdicts_are_cached_per_model_and_batch(model, machine, tmp_path):
+    machine(native=False)
+    timer = FakeTimer({("fp32", False): 50.0, ("fp32", True): 60.0})
+    first = resolve(model, tmp_path, timer)
+    again = resolve(model, tmp_path, timer)
+    assert len(timer.calls) == 1 and (tmp_path / "speed_probe.json").is_file()
+    assert again.channels_last == first.channels_last and "cached probe" in again.channels_last_reason
+    resolve(model, tmp_path, timer, batch=32)  # another batch size is another probe
+    other = create_model("vgg11", width=0.25, num_classes=10, input_size=32, head="gap")
+    resolve(other, tmp_path, timer)  # and so is another model
+    assert [b for _, b in timer.calls] == [128, 32, 128]
+
+
+def test_cuda_takes_bf16_where_supported_else_fp16_and_channels_last(model, monkeypatch, tmp_path):
+    cuda = torch.device("cuda")
+    for supported, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        c = speed.resolve_speed("auto", "auto", model, 512, cuda, cache_dir=tmp_path, timer=FakeTimer({}))
+        assert (c.precision, c.channels_last) == (expected, True)
+
+
+def test_a_recorded_choice_is_reused_on_the_same_machine_only(model, machine, tmp_path):
+    machine(native=False)
+    timer = FakeTimer({("fp32", False): 50.0, ("fp32", True): 60.0})
+    recorded = resolve(model, tmp_path / "a", timer).to_dict()
+    reused = resolve(model, tmp_path / "b", timer, previous=recorded)
+    assert len(timer.calls) == 1 and reused.to_dict() == recorded
+    elsewhere = {**recorded, "machine": {**recorded["machine"], "cpu": "another CPU"}}
+    resolve(model, tmp_path / "c", timer, previous=elsewhere)
+    assert len(timer.calls) == 2
+
+
+def test_the_real_probe_times_each_arm_and_leaves_the_rng_alone(model):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    rates = speed.time_arms(model, [("fp32", False), ("fp32", True)], 8, CPU, budget_s=0.5)
+    assert set(rates) == {("fp32", False), ("fp32", True)} and all(r > 0 for r in rates.values())
+    torch.testing.assert_close(torch.rand(3), expected)
+    assert all(p.grad is None for p in model.parameters())  # the probe trained a copy
+
+
+def test_config_accepts_auto_and_refuses_other_values():
+    cfg = load_config({})
+    assert (cfg.train.precision, cfg.train.channels_last, cfg.train.compile) == ("auto", "auto", False)
+    assert load_config({"train": {"channels_last": None}}).train.channels_last == "auto"  # configs of older runs
+    assert load_config({"train": {"compile": "reduce-overhead"}}).train.compile == "reduce-overhead"
+    with pytest.raises(ConfigError, match="channels_last must be auto, true or false"):
+        load_config({"train": {"channels_last": "fast"}})
+    with pytest.raises(ConfigError, match="train.compile must be false, true or one of default, reduce-overhead, max-autotune"):
+        load_config({"train": {"compile": "turbo"}})
+    assert load_config({"resolved": {"precision": "fp32"}}).sha256() == cfg.sha256()  # the recipe's identity
+
+
+def test_fit_records_the_setting_and_what_it_resolved_to_and_resume_reuses_it(tmp_path, tiny_config, monkeypatch, machine):
+    machine(native=False, capability="AVX2")
+    lines = []
+    res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lines.append)
+    saved = yaml.safe_load((res.run_dir / "config.yaml").read_text())
+    assert saved["train"]["precision"] == "auto" and saved["train"]["channels_last"] == "auto"
+    assert saved["resolved"]["precision"] == "fp32" and isinstance(saved["resolved"]["channels_last"], bool)
+    assert saved["resolved"]["machine"]["cpu_capability"] == "AVX2"
+    ckpt = load_checkpoint(res.run_dir / "last.pt")
+    assert ckpt["speed"]["precision_setting"] == "auto" and ckpt["speed"]["precision"] == "fp32"
+    assert ckpt["speed"]["channels_last"] == saved["resolved"]["channels_last"]
+    assert any(line.startswith("precision auto -> fp32 (no native bf16 on this CPU: AVX2)") for line in lines)
+
+    def no_probe(*a, **k):
+        raise AssertionError("resume probed again instead of reusing the recorded choice")
+
+    monkeypatch.setattr(speed, "time_arms", no_probe)
+    monkeypatch.setattr(speed, "ProbeCache", lambda *a: pytest.fail("resume looked up the probe cache"))
+    again = vgglab.fit(overrides=["train.epochs=3"], resume=res.run_dir, log=lambda *_: None)
+    assert load_checkpoint(again.run_dir / "last.pt")["speed"]["channels_last"] == ckpt["speed"]["channels_last"]
