@@ -3,6 +3,9 @@
 Times SGD steps of a model on random data (batch 128) for fp32/bf16 autocast, NCHW/channels_last
 and optionally torch.compile, all in this one process, interleaved in rounds so that a shared
 machine's drift hits every arm. An absolute time is not a result; the ratio column is.
+The ``auto`` row is what ``train.precision: auto`` / ``train.channels_last: auto`` resolve to
+here (vgglab.train.speed, its probe run afresh), timed as an arm of its own.
+The first line names the machine (CPU, its capability, native bf16 or not, torch).
 
     python benchmarks/cpu_settings.py [--model vgg16_cifar] [--steps 6] [--rounds 2] [--compile]
 """
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
 from vgglab import create_model
+from vgglab.train.speed import machine_label, resolve_speed
 
 
 def make_step(model_name: str, precision: str, channels_last: bool, compile_: bool, batch: int):
@@ -50,24 +55,38 @@ def main() -> None:
     args = ap.parse_args()
     arms = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
     if args.compile:
-        arms += [("fp32", False, True), ("bf16", False, True)]
+        arms += [("fp32", True, True), ("bf16", True, True)]
+    with tempfile.TemporaryDirectory() as fresh:  # a new probe, not an earlier verdict
+        auto = resolve_speed("auto", "auto", create_model(args.model), args.batch, torch.device("cpu"), cache_dir=fresh)
+    print(machine_label(auto.machine))
+    print(f"auto: {auto.header('auto', 'auto')}")
     steps = {a: make_step(args.model, *a, args.batch) for a in arms}
-    for s in steps.values():  # warm up (and compile) outside the timing
-        s()
-        s()
+    steps["auto"] = make_step(args.model, auto.precision, auto.channels_last, False, args.batch)
+    arms.append("auto")
+    # emulated bf16 (no native support) takes ~20x longer per step: one step per round is enough to show it
+    n_steps = {a: 1 if a != "auto" and a[0] == "bf16" and not auto.machine["native_bf16"] else args.steps for a in arms}
+    for a, s in steps.items():  # warm up (and compile) outside the timing
+        for _ in range(min(2, n_steps[a] + 1)):
+            s()
     rates = {a: [] for a in arms}
     for _ in range(args.rounds):
         for a, s in steps.items():
             t = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(n_steps[a]):
                 s()
-            rates[a].append(args.steps * args.batch / (time.perf_counter() - t))
+            rates[a].append(n_steps[a] * args.batch / (time.perf_counter() - t))
     base = statistics.median(rates[arms[0]])
     print(f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    for (p, cl, comp), r in rates.items():
+    for arm, r in rates.items():
         m = statistics.median(r)
-        name = f"{p} {'channels_last' if cl else 'NCHW'}{' compiled' if comp else ''}"
+        if arm == "auto":
+            name = f"auto ({auto.precision} {'channels_last' if auto.channels_last else 'NCHW'})"
+        else:
+            p, cl, comp = arm
+            name = f"{p} {'channels_last' if cl else 'NCHW'}{' compiled' if comp else ''}"
         print(f"{name:<28} {m:8.1f} images/s   ratio {m / base:.2f}")
+    pinned = [statistics.median(r) for a, r in rates.items() if a != "auto" and not a[2]]
+    print(f"auto / fastest pinned eager: {statistics.median(rates['auto']) / max(pinned):.2f}")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,16 @@ Arm (a), the CIFAR-10 notebook's way: a dataset over the decoded uint8 array tha
 image per item (as torchvision's CIFAR10 does), RandomCrop(32, 4) + RandomHorizontalFlip +
 ToTensor + Normalize, a DataLoader with 4 workers, fp32, NCHW, eager.
 Arm (b), vgglab: the cached uint8 tensors, BatchLoader (batched augmentation, no workers) and
-``train_one_epoch`` with the settings given by --precision / --channels-last (default: the
-fastest measured on this CPU, bf16 autocast in channels_last; see benchmarks/cpu_settings.py).
+``train_one_epoch`` with the settings given by --precision / --channels-last / --compile
+(default: auto, as ``vgglab train`` resolves them on this machine; see vgglab.train.speed).
+``--device cuda`` runs both arms on a GPU (the tutorial arm with pinned memory and non-blocking
+copies, fp32, as the tutorial would). The first line printed names the machine.
 
 Each arm runs in its own subprocess, alternating a, b, a, b, ... so drift of a shared machine
 hits both. Prints images/s and the peak resident memory of each arm's whole process tree
 (DataLoader workers included), then, last, ``ratio: X.XX`` (median b / median a).
 
-    python benchmarks/train_throughput.py --data-root /path/to/cifar10 [--steps 30] [--repeats 2]
+    python benchmarks/train_throughput.py --data-root /path/to/cifar10 [--steps 30] [--repeats 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -71,7 +73,14 @@ def _dataset(data_root: str):
     return load_dataset(DataConfig(dataset="cifar10", root=data_root, download=False))
 
 
-def arm_tutorial(data_root: str, steps: int, warmup: int) -> dict:
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def arm_tutorial(data_root: str, steps: int, warmup: int, device: str) -> dict:
     import torch
     from PIL import Image
     from torch.utils.data import DataLoader
@@ -97,25 +106,31 @@ def arm_tutorial(data_root: str, steps: int, warmup: int) -> dict:
             return tf(Image.fromarray(images[i])), labels[i]
 
     torch.manual_seed(0)
-    loader = DataLoader(PILDataset(), batch_size=BATCH, shuffle=True, num_workers=4, drop_last=True)
-    model = create_model("vgg16_cifar")
+    cuda = device.startswith("cuda")
+    # on a GPU as the tutorial would run it: pinned batches copied without blocking
+    loader = DataLoader(PILDataset(), batch_size=BATCH, shuffle=True, num_workers=4, drop_last=True, pin_memory=cuda)
+    model = create_model("vgg16_cifar").to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
-    times = []
     with PeakRSS() as mem:
         for i, (x, y) in enumerate(loader):
+            if i == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = criterion(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            times.append(time.perf_counter())
             if i + 1 == warmup + steps:
                 break
-    return {"images_per_s": steps * BATCH / (times[-1] - times[warmup - 1]), "peak_rss_mb": mem.peak / 2**20}
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    return {"images_per_s": steps * BATCH / seconds, "peak_rss_mb": mem.peak / 2**20}
 
 
-def arm_vgglab(data_root: str, steps: int, warmup: int, precision: str, channels_last: bool) -> dict:
+def arm_vgglab(data_root: str, steps: int, warmup: int, device: str, precision: str, channels_last: bool, compile_) -> dict:
     import torch
 
     from vgglab import create_model
@@ -123,24 +138,34 @@ def arm_vgglab(data_root: str, steps: int, warmup: int, precision: str, channels
     from vgglab.data.config import AugmentConfig
     from vgglab.data.sources import Split
     from vgglab.train.config import ScheduleConfig
-    from vgglab.train.loop import train_one_epoch
-    from vgglab.train.optim import Schedule
+    from vgglab.train.loop import maybe_compile, train_one_epoch
+    from vgglab.train.optim import Schedule, build_optimizer
+    from vgglab.train.config import OptimConfig
 
     ds = _dataset(data_root)
-    n = (warmup + steps) * BATCH
     torch.manual_seed(0)
-    perm = torch.randperm(len(ds.train))[:n]
-    loader = BatchLoader(Split(ds.train.x[perm], ds.train.y[perm]), BATCH, image_size=32, stats=ds.stats,
-                         augment=AugmentConfig(crop="pad", padding=4, flip=True), channels_last=channels_last)
+    perm = torch.randperm(len(ds.train))[:(warmup + steps) * BATCH]
+    dev = torch.device(device)
+    loaders = [BatchLoader(Split(ds.train.x[part], ds.train.y[part]), BATCH, image_size=32, stats=ds.stats, device=dev,
+                           augment=AugmentConfig(crop="pad", padding=4, flip=True), channels_last=channels_last)
+               for part in (perm[:warmup * BATCH], perm[warmup * BATCH:])]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = create_model("vgg16_cifar").to(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    sched = Schedule(opt, ScheduleConfig(name="none"), len(loader), 1, "max")
-    times = []
+    model = create_model("vgg16_cifar").to(dev, memory_format=fmt)
+    opt = build_optimizer(model, OptimConfig(lr=1e-3, momentum=0.9, weight_decay=5e-4))
+    step_model = maybe_compile(model, compile_)
     with PeakRSS() as mem:
-        train_one_epoch(model, loader, opt, sched, device=torch.device("cpu"), precision=precision,
-                        on_step=lambda *a: times.append(time.perf_counter()))
-    return {"images_per_s": steps * BATCH / (times[-1] - times[warmup - 1]), "peak_rss_mb": mem.peak / 2**20}
+        for i, loader in enumerate(loaders):  # warm-up steps (and compilation), then the timed ones
+            sched = Schedule(opt, ScheduleConfig(name="none"), len(loader), 1, "max")
+            _sync(device)
+            t0 = time.perf_counter()
+            train_one_epoch(step_model, loader, opt, sched, device=dev, precision=precision)
+            _sync(device)
+            seconds = time.perf_counter() - t0
+    return {"images_per_s": steps * BATCH / seconds, "peak_rss_mb": mem.peak / 2**20}
+
+
+def _compile_arg(text: str):
+    return {"false": False, "true": True}.get(text, text)
 
 
 def main() -> None:
@@ -149,25 +174,42 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed steps per run (batch 128)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each arm, alternating")
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="vgglab arm's precision")
-    ap.add_argument("--nchw", dest="channels_last", action="store_false", help="vgglab arm in NCHW instead of channels_last")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]; both arms run there")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="vgglab arm's precision")
+    ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="vgglab arm's memory layout")
+    ap.add_argument("--nchw", dest="channels_last", action="store_const", const="off", help="same as --channels-last off")
+    ap.add_argument("--compile", default="false", choices=["false", "true", "default", "reduce-overhead", "max-autotune"],
+                    help="vgglab arm's train.compile")
     ap.add_argument("--arm", choices=["tutorial", "vgglab"], help=argparse.SUPPRESS)  # child process
     args = ap.parse_args()
     if not args.data_root:
         sys.exit("train_throughput: error: no CIFAR-10: pass --data-root PATH or set VGGLAB_CIFAR10")
     if args.arm == "tutorial":
-        print(json.dumps(arm_tutorial(args.data_root, args.steps, args.warmup)))
+        print(json.dumps(arm_tutorial(args.data_root, args.steps, args.warmup, args.device)))
         return
     if args.arm == "vgglab":
-        print(json.dumps(arm_vgglab(args.data_root, args.steps, args.warmup, args.precision, args.channels_last)))
+        print(json.dumps(arm_vgglab(args.data_root, args.steps, args.warmup, args.device, args.precision,
+                                    args.channels_last == "on", _compile_arg(args.compile))))
         return
 
+    import torch
+
+    from vgglab import create_model
+    from vgglab.train.speed import machine_label, resolve_speed
+
     _dataset(args.data_root)  # decode and cache once, outside the timed runs
+    cl = {"auto": "auto", "on": True, "off": False}[args.channels_last]
+    speed = resolve_speed(args.precision, cl, create_model("vgg16_cifar"), BATCH, torch.device(args.device))
+    print(machine_label(speed.machine))
+    print(f"vgglab arm: {speed.header(args.precision, cl)}, compile {args.compile}", flush=True)
+    if speed.warning:
+        print(speed.warning, flush=True)
     results = {"tutorial": [], "vgglab": []}
     for r in range(args.repeats):
         for arm in ("tutorial", "vgglab"):
             cmd = [sys.executable, __file__, "--arm", arm, "--data-root", args.data_root, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--precision", args.precision] + ([] if args.channels_last else ["--nchw"])
+                   "--warmup", str(args.warmup), "--device", args.device, "--precision", speed.precision,
+                   "--channels-last", "on" if speed.channels_last else "off", "--compile", args.compile]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             res = json.loads(out)
             results[arm].append(res)
@@ -176,8 +218,9 @@ def main() -> None:
     b = statistics.median(x["images_per_s"] for x in results["vgglab"])
     mem_a = max(x["peak_rss_mb"] for x in results["tutorial"])
     mem_b = max(x["peak_rss_mb"] for x in results["vgglab"])
-    print(f"tutorial (PIL + DataLoader x4 workers, fp32 NCHW): {a:.1f} images/s, peak {mem_a:.0f} MB")
-    print(f"vgglab ({args.precision}, {'channels_last' if args.channels_last else 'NCHW'}, batched loader): {b:.1f} images/s, peak {mem_b:.0f} MB")
+    layout = "channels_last" if speed.channels_last else "NCHW"
+    print(f"tutorial (PIL + DataLoader x4 workers, fp32 NCHW, {args.device}): {a:.1f} images/s, peak {mem_a:.0f} MB")
+    print(f"vgglab ({speed.precision}, {layout}, compile {args.compile}, batched loader, {args.device}): {b:.1f} images/s, peak {mem_b:.0f} MB")
     print(f"memory: vgglab/tutorial {mem_b / mem_a:.2f}")
     print(f"ratio: {b / a:.2f}")
 

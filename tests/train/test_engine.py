@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,21 @@ def test_fit_writes_a_complete_run_directory(tmp_path, tiny_config):
     with safe_open(run / "model.safetensors", "pt") as f:
         assert "classes" in f.metadata() and "features.block1.conv1.weight" in f.keys()
     assert 0 < res.metrics["test_top1"] <= 1 and res.metrics["test_n"] == 360
+
+
+def test_without_a_validation_split_the_final_model_is_the_last_one(tmp_path, tiny_config, monkeypatch):
+    tiny_config["data"]["val_size"] = 0
+    tiny_config["train"]["test_tta"] = "flip"
+    saves = []
+    real = engine.save_safetensors
+    monkeypatch.setattr(engine, "save_safetensors", lambda *a, **k: (saves.append(a[-1]), real(*a, **k))[1])
+    res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
+    assert not (res.run_dir / "best.pt").exists() and len(saves) == 1  # written once, after the last epoch
+    assert res.metrics["best_epoch"] == 2 and load_checkpoint(res.run_dir)["epoch"] == 2
+    timings = json.loads((res.run_dir / "results.json").read_text())["timings"]
+    assert {"data", "speed probe", "training", "checkpoints", "final test"} <= set(timings)
+    assert all(v >= 0 for v in timings.values())
+    assert 0 <= res.metrics["test_top1_flip"] <= 1 and 0 <= res.metrics["test_top1"] <= 1
 
 
 def test_existing_run_directory_is_refused(tmp_path, tiny_config):

@@ -117,3 +117,15 @@ def test_the_sync_free_ema_equals_pytorchs_averaged_model():
     restored = loop.EMA(model, 0.9)
     restored.load_state_dict(ref.state_dict())
     assert restored._count == 3
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip-shift", "flip-translate"])
+def test_a_tta_evaluation_also_gives_the_plain_numbers_of_its_first_view(tta):
+    model, _, _, _ = parts(3)
+    data = split(3)
+    loader = BatchLoader(data, BATCH, image_size=32, stats=pixel_stats(data.x))
+    plain = loop.evaluate(model, loader, device=CPU)
+    both = loop.evaluate(model, loader, device=CPU, tta=tta)
+    assert both["plain_top1"] == plain["top1"] and both["n"] == plain["n"]
+    assert both["plain_loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert both["loss"] != pytest.approx(plain["loss"], rel=1e-5)  # the views were averaged

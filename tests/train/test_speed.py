@@ -161,3 +161,18 @@ def test_fit_records_the_setting_and_what_it_resolved_to_and_resume_reuses_it(tm
     monkeypatch.setattr(speed, "ProbeCache", lambda *a: pytest.fail("resume looked up the probe cache"))
     again = vgglab.fit(overrides=["train.epochs=3"], resume=res.run_dir, log=lambda *_: None)
     assert load_checkpoint(again.run_dir / "last.pt")["speed"]["channels_last"] == ckpt["speed"]["channels_last"]
+
+
+def test_eval_reuses_the_recorded_choice_on_the_same_machine_only(tmp_path, tiny_config, machine, monkeypatch):
+    from vgglab.evaluate import inference
+
+    machine(native=False)
+    res = vgglab.fit({**tiny_config, "train": {**tiny_config["train"], "epochs": 1, "channels_last": True}},
+                     out=tmp_path / "run", log=lambda *_: None)
+    inf = inference.load_inference(res.run_dir)
+    assert (inf.precision, inf.channels_last) == ("fp32", True)
+    assert inf.model.features.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    real = speed.machine_info
+    monkeypatch.setattr(speed, "machine_info", lambda: {**real(), "cpu": "another CPU"})
+    inf = inference.load_inference(res.run_dir)
+    assert (inf.precision, inf.channels_last) == ("fp32", False)

@@ -26,6 +26,9 @@ class Inference:
     std: torch.Tensor  # (C,); ones for mean subtraction only
     checkpoint: dict
     device: torch.device
+    # the run's resolved speed settings where it was trained on this same machine, else fp32 / NCHW
+    precision: str = "fp32"
+    channels_last: bool = False
 
     @property
     def in_chans(self) -> int:
@@ -69,8 +72,22 @@ def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema
     norm = ckpt["normalization"]
     mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device)
     std = torch.tensor(norm["std"], dtype=torch.float32, device=device) if norm["mode"] == "standardize" else torch.ones_like(mean)
+    precision, channels_last = recorded_speed(ckpt, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return Inference(model, list(ckpt["classes"]), int(ckpt["image_size"]), int(ckpt.get("eval_resize", ckpt["image_size"])),
-                     mean, std, ckpt, device)
+                     mean, std, ckpt, device, precision, channels_last)
+
+
+def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool]:
+    """The precision and memory layout training resolved to, when this is the machine (and kind of
+    device) it ran on; elsewhere the portable fp32 / NCHW."""
+    from ..train.speed import machine_info, same_machine
+
+    rec = ckpt.get("speed")
+    if not rec or rec.get("device") != device.type or not same_machine(rec.get("machine", {}), machine_info()):
+        return "fp32", False
+    return rec["precision"], bool(rec["channels_last"])
 
 
 def resize_shorter(x: torch.Tensor, side: int) -> torch.Tensor:

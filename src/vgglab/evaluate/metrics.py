@@ -7,6 +7,7 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from ..data.sources import Split
+from ..train.loop import autocast
 from .inference import Inference
 from .tta import dense_head, tta_probs
 
@@ -17,10 +18,13 @@ def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size
     """Probabilities (N, classes) for every image of a cached uint8 split."""
     dense = dense_head(inf.model) if tta == "dense" and inf.model.config.head.type != "linear" else None
     out = []
+    fmt = torch.channels_last if inf.channels_last else torch.contiguous_format
     for start in range(0, len(split), batch_size):
-        x = inf.normalize(split.x[start:start + batch_size])
-        out.append(tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, dense=dense).cpu())
-    return torch.cat(out)
+        x = inf.normalize(split.x[start:start + batch_size]).contiguous(memory_format=fmt)
+        with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
+            probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, dense=dense)
+        out.append(probs.float())
+    return torch.cat(out).cpu()  # one copy back, after the last batch
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:

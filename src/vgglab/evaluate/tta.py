@@ -119,8 +119,14 @@ def tta_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift:
     """Softmax probabilities (N, classes) of normalised full images ``x``, averaged over views."""
     if mode == "dense":
         probs = [dense_logits(model, resize_shorter(x, s), dense).float().softmax(1) for s in (scales or [x.shape[-1]])]
-    else:
-        side = round(image_size * 256 / 224)
-        fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        probs = [model(v.contiguous(memory_format=fmt)).float().softmax(1) for v in _views(x, mode, image_size, shift, side)]
-    return torch.stack(probs).mean(0)
+        return torch.stack(probs).mean(0)
+    return view_probs(model, x, mode, image_size, shift=shift).mean(0)
+
+
+@torch.inference_mode()
+def view_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift: int = 1) -> torch.Tensor:
+    """Softmax probabilities (views, N, classes) of each view of ``mode`` (not dense); for none,
+    flip, flip-shift and flip-translate view 0 is the plain center crop."""
+    side = round(image_size * 256 / 224)
+    fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return torch.stack([model(v.contiguous(memory_format=fmt)).float().softmax(1) for v in _views(x, mode, image_size, shift, side)])

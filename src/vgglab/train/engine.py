@@ -19,7 +19,7 @@ from .config import Config, ConfigError, load_config, save_config
 from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
 from .loop import EMA, Lookahead, maybe_compile, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
 from .optim import Schedule, build_optimizer
-from .run import MetricsLog, new_run_dir, progress_mode
+from .run import MetricsLog, PhaseClock, new_run_dir, progress_mode
 from .speed import resolve_speed
 
 
@@ -111,7 +111,9 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
 
-    ds = load_dataset(cfg.data)
+    clock = PhaseClock()
+    with clock("data"):
+        ds = load_dataset(cfg.data)
     model = build_model_for(cfg, ds)
     if tc.sync_bn and info.enabled:  # same parameter names, so checkpoints stay interchangeable
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -132,11 +134,13 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
             ds.stats, mean=torch.tensor(aug.mean, dtype=torch.float32) if aug.mean is not None else ds.stats.mean,
             std=torch.tensor(aug.std, dtype=torch.float32) if aug.std is not None else ds.stats.std)
     if resume is None and not tc.init_from and model.config.whiten:
-        fit_whitening(model, ds, cfg)
+        with clock("whitening"):
+            fit_whitening(model, ds, cfg)
     frozen = frozen_modules(model, tc.freeze)
     # decided once, by rank 0, so that every process trains alike
-    speed = broadcast_object(resolve_speed(tc.precision, tc.channels_last, model, local_batch, device, cache_dir=cfg.data.cache_dir,
-                                           previous=cfg.resolved) if info.is_main else None, info)
+    with clock("speed probe"):
+        speed = broadcast_object(resolve_speed(tc.precision, tc.channels_last, model, local_batch, device, cache_dir=cfg.data.cache_dir,
+                                               previous=cfg.resolved) if info.is_main else None, info)
     cfg.resolved = speed.to_dict()
     precision, channels_last = speed.precision, speed.channels_last
     if info.is_main:
@@ -183,7 +187,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     meta = {
         "classes": ds.classes, "image_size": ds.image_size, "eval_resize": ds.store_size, "model_config": model.config.to_dict(),
         "normalization": {"mode": cfg.augment.normalize, "mean": ds.stats.mean.tolist(), "std": ds.stats.std.tolist()},
-        "speed": {"precision_setting": tc.precision, "channels_last_setting": tc.channels_last, **speed.to_dict()},
+        "speed": {"precision_setting": tc.precision, "channels_last_setting": tc.channels_last, "device": device.type, **speed.to_dict()},
     }
     log(f"{cfg.name}: {model.config.name} ({sum(p.numel() for p in model.parameters()):,} params) on {device}, "
         f"{cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / test {len(ds.test)} "
@@ -226,11 +230,13 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t0
+        clock.seconds["training"] += seconds
         step += len(train_loader)
         eval_model = ema.module if ema is not None else model
         if has_val and compiled_eval is None:
             compiled_eval = maybe_compile(eval_model, tc.compile)
-        va = evaluate(compiled_eval, val_loader, device=device, precision=precision) if has_val else None
+        with clock("validation"):
+            va = evaluate(compiled_eval, val_loader, device=device, precision=precision) if has_val else None
         # Only validation (or training) metrics drive the schedule and model selection; the test split is untouched.
         monitored = va["top1"] if has_val else tr["loss"]
         schedule.step_epoch(monitored)
@@ -249,11 +255,12 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
             "metrics": row,
         }
         if info.is_main:  # one write per save, by rank 0
-            save_checkpoint(state, run_dir / "last.pt")
-            if improved:
-                if has_val:
-                    save_checkpoint(state, run_dir / "best.pt")
-                save_safetensors(eval_model, {**meta, "epoch": epoch}, run_dir / "model.safetensors")
+            with clock("checkpoints"):
+                save_checkpoint(state, run_dir / "last.pt")
+                if improved:
+                    if has_val:
+                        save_checkpoint(state, run_dir / "best.pt")
+                    save_safetensors(eval_model, {**meta, "epoch": epoch}, run_dir / "model.safetensors")
             metrics_log.append(row)
         if writer is not None:
             for k, v in row.items():
@@ -268,7 +275,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     barrier(info)  # the selected checkpoint is written before any rank reads it
     selected = run_dir / ("best.pt" if has_val else "last.pt")
     return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main, precision=precision,
-                                         checkpoint=selected))
+                                         checkpoint=selected, clock=clock))
 
 
 def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
@@ -279,11 +286,12 @@ def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
 
 
 def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, write: bool = True, precision: str = "fp32",
-               checkpoint: Path | None = None) -> dict:
+               checkpoint: Path | None = None, clock: PhaseClock | None = None) -> dict:
     """Evaluate the selected checkpoint (best on validation, else the last) on the validation and
     test splits, once (on the test split also with ``train.test_tta`` when set)."""
     from .checkpoint import model_from_checkpoint
 
+    t_start = time.perf_counter()
     device = kw["device"]
     ckpt = load_checkpoint(checkpoint or run_dir)
     fmt = torch.channels_last if kw["channels_last"] else torch.contiguous_format
@@ -292,12 +300,17 @@ def final_test(run_dir: Path, ds: Dataset, cfg: Config, kw: dict, log=print, wri
     if ds.val is not None:
         va = evaluate(model, BatchLoader(ds.val, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
         result.update(val_loss=va["loss"], val_top1=va["top1"])
-    te = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device, precision=precision)
-    result.update(test_loss=te["loss"], test_top1=te["top1"], test_n=te["n"])
     tta = cfg.train.test_tta
-    if tta != "none":
-        result[f"test_top1_{tta}"] = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device,
-                                              precision=precision, tta=tta)["top1"]
+    # with TTA one pass gives both: the plain center crop is the TTA's first view
+    te = evaluate(model, BatchLoader(ds.test, cfg.data.eval_batch_size, **kw), device=device, precision=precision, tta=tta)
+    if tta == "none":
+        result.update(test_loss=te["loss"], test_top1=te["top1"], test_n=te["n"])
+    else:
+        result.update(test_loss=te["plain_loss"], test_top1=te["plain_top1"], test_n=te["n"])
+        result[f"test_top1_{tta}"] = te["top1"]
+    if clock is not None:
+        clock.seconds["final test"] += time.perf_counter() - t_start
+        result["timings"] = clock.summary()
     if write:
         (run_dir / "results.json").write_text(json.dumps(result, indent=2))
     if "val_top1" in result:

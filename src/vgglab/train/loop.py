@@ -214,26 +214,30 @@ class EMA(torch.optim.swa_utils.AveragedModel):
 @torch.inference_mode()
 def evaluate(model, loader, *, device, precision="fp32", tta="none") -> dict:
     """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``;
-    with ``tta`` (see ``vgglab.evaluate.tta``) of its views' averaged probabilities.
+    with ``tta`` (none, flip, flip-shift, flip-translate; see ``vgglab.evaluate.tta``) of its views'
+    averaged probabilities, and then also ``plain_loss`` / ``plain_top1`` of the first view (the
+    plain center crop) from the same pass.
 
     Under torchrun each rank evaluates its shard and the sums are all-reduced, which gives
     exactly the single-process numbers."""
-    from ..evaluate.tta import tta_probs
+    from ..evaluate.tta import view_probs
 
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = torch.zeros((), device=device, dtype=torch.int64)
+    sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, correct, n, plain loss, plain correct
     for x, y in loader:
         with autocast(device, precision):
             if tta == "none":
-                logits = model(x).float()
-            else:  # log of the mean probability: argmax and cross-entropy as for logits
-                logits = tta_probs(model, x, tta, x.shape[-1]).clamp_min(1e-12).log()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        n += len(y)
-    loss_sum, correct, n = all_sum(loss_sum, correct, n)
-    total, right, n = torch.stack([loss_sum, correct.double(), n.double()]).tolist()  # the one read back
-    n = int(n)
-    return {"loss": total / max(n, 1), "top1": right / max(n, 1), "n": n}
+                logits = plain = model(x).float()
+            else:  # logs of probabilities: argmax and cross-entropy as for logits
+                probs = view_probs(model, x, tta, x.shape[-1])
+                logits, plain = probs.mean(0).clamp_min(1e-12).log(), probs[0].clamp_min(1e-12).log()
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (logits.argmax(1) == y).sum().double(),
+                             torch.tensor(len(y), dtype=torch.float64, device=device),
+                             F.cross_entropy(plain, y, reduction="sum").double(), (plain.argmax(1) == y).sum().double()])
+    (sums,) = all_sum(sums)
+    total, right, n, plain_total, plain_right = sums.tolist()  # the one read back
+    n = max(int(n), 1)
+    out = {"loss": total / n, "top1": right / n, "n": int(n)}
+    if tta != "none":
+        out.update(plain_loss=plain_total / n, plain_top1=plain_right / n)
+    return out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from ..data.cache import atomic_write
@@ -13,6 +15,26 @@ from ..errors import VgglabError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds", "images_per_s"]
 TIMING_COLUMNS = {"seconds", "images_per_s"}
+
+
+class PhaseClock:
+    """Wall-clock seconds per phase of a run (data, whitening, speed probe, training, validation,
+    checkpoints, final test), written to results.json as ``timings`` to show where a run's time goes
+    outside its epochs."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t
+
+    def summary(self) -> dict:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 def new_run_dir(out: str | Path | None, name: str) -> Path:
