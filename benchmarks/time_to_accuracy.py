@@ -101,18 +101,28 @@ def summarise(values: list[float], scale: float = 100.0, digits: int = 2) -> str
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
+def machine_of(r: dict) -> str:
+    """A short name of the machine a record ran on: GPU, or CPU model + capability (+ native bf16)."""
+    if r.get("gpu"):
+        return r["gpu"]
+    cpu = r.get("cpu", "?").split(" (")[0].replace("(R)", "").replace(" Processor", "")
+    if "cpu_capability" not in r:
+        return cpu
+    return f"{cpu}, {r['cpu_capability']}{', native bf16' if r.get('native_bf16') else ''}"
+
+
 def table(records: list[dict]) -> str:
-    """Markdown: one row per recipe (and ablation), mean ± sample std over its runs."""
+    """Markdown: one row per machine, recipe (and ablation), mean ± sample std over its runs."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r["recipe"], r.get("ablation") or "")].append(r)
-    lines = ["| recipe | switched off | runs | top-1 with TTA (%) | top-1 (%) | minutes (max) | images/s |",
-             "|---|---|---|---|---|---|---|"]
-    for (recipe, ablation), rs in sorted(groups.items()):
+        groups[(machine_of(r), r["recipe"], r.get("ablation") or "")].append(r)
+    lines = ["| machine | recipe | switched off | runs | top-1 with TTA (%) | top-1 (%) | minutes (max) | images/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (machine, recipe, ablation), rs in sorted(groups.items()):
         tta = [r["top1_tta"] for r in rs if r.get("top1_tta") is not None]
         minutes = [r["minutes"] for r in rs]
         lines.append(
-            f"| {recipe} | {ablation or '-'} | {len(rs)} | {summarise(tta) if tta else '-'} | {summarise([r['top1'] for r in rs])} | "
+            f"| {machine} | {recipe} | {ablation or '-'} | {len(rs)} | {summarise(tta) if tta else '-'} | {summarise([r['top1'] for r in rs])} | "
             f"{statistics.fmean(minutes):.1f} ({max(minutes):.1f}) | {statistics.fmean(r['images_per_s'] for r in rs):.0f} |")
     return "\n".join(lines)
 

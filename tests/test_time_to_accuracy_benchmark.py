@@ -58,10 +58,16 @@ def test_each_ablation_changes_one_setting_and_still_builds_a_working_recipe(nam
 def test_table_reports_mean_sample_std_and_worst_time_per_recipe_and_ablation():
     bench = _bench()
     records = [
-        {"recipe": "r", "ablation": None, "top1": 0.90, "top1_tta": 0.91, "minutes": 9.0, "images_per_s": 400},
-        {"recipe": "r", "ablation": None, "top1": 0.92, "top1_tta": 0.93, "minutes": 11.0, "images_per_s": 300},
-        {"recipe": "r", "ablation": "no-dirac", "top1": 0.80, "top1_tta": None, "minutes": 5.0, "images_per_s": 500},
+        {"recipe": "r", "ablation": None, "top1": 0.90, "top1_tta": 0.91, "minutes": 9.0, "images_per_s": 400, **AVX2},
+        {"recipe": "r", "ablation": None, "top1": 0.92, "top1_tta": 0.93, "minutes": 11.0, "images_per_s": 300, **AVX2},
+        {"recipe": "r", "ablation": "no-dirac", "top1": 0.80, "top1_tta": None, "minutes": 5.0, "images_per_s": 500, **AVX2},
+        {"recipe": "r", "ablation": None, "top1": 0.94, "top1_tta": 0.95, "minutes": 1.0, "images_per_s": 9000, **AVX2,
+         "gpu": "NVIDIA H100"},  # another machine: another row
     ]
     rows = bench.table(records).splitlines()
-    assert rows[2] == "| r | - | 2 | 92.00 ± 1.41 | 91.00 ± 1.41 | 10.0 (11.0) | 350 |"
-    assert rows[3] == "| r | no-dirac | 1 | - | 80.00 | 5.0 (5.0) | 500 |"
+    assert rows[2] == "| AMD EPYC, AVX2 | r | - | 2 | 92.00 ± 1.41 | 91.00 ± 1.41 | 10.0 (11.0) | 350 |"
+    assert rows[3] == "| AMD EPYC, AVX2 | r | no-dirac | 1 | - | 80.00 | 5.0 (5.0) | 500 |"
+    assert rows[4] == "| NVIDIA H100 | r | - | 1 | 95.00 | 94.00 | 1.0 (1.0) | 9000 |"
+
+
+AVX2 = {"cpu": "AMD EPYC (2 cores)", "cpu_capability": "AVX2", "native_bf16": False, "gpu": None}
