@@ -53,11 +53,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile arms (slow to compile)")
     args = ap.parse_args()
-    arms = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
-    if args.compile:
-        arms += [("fp32", True, True), ("bf16", True, True)]
     with tempfile.TemporaryDirectory() as fresh:  # a new probe, not an earlier verdict
         auto = resolve_speed("auto", "auto", create_model(args.model), args.batch, torch.device("cpu"), cache_dir=fresh)
+    arms = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
+    if args.compile:  # inductor's CPU code; bf16 only where it is native (emulated it is hopeless anyway)
+        arms += [("fp32", cl, True) for cl in (False, True)] + ([("bf16", True, True)] if auto.machine["native_bf16"] else [])
     print(machine_label(auto.machine))
     print(f"auto: {auto.header('auto', 'auto')}")
     steps = {a: make_step(args.model, *a, args.batch) for a in arms}

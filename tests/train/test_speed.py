@@ -176,3 +176,25 @@ def test_eval_reuses_the_recorded_choice_on_the_same_machine_only(tmp_path, tiny
     monkeypatch.setattr(speed, "machine_info", lambda: {**real(), "cpu": "another CPU"})
     inf = inference.load_inference(res.run_dir)
     assert (inf.precision, inf.channels_last) == ("fp32", False)
+
+
+@pytest.mark.parametrize("setting, mode", [(True, None), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")])
+def test_train_compile_compiles_training_and_evaluation_in_the_given_mode(tmp_path, tiny_config, monkeypatch, setting, mode):
+    compiled = []
+
+    def fake_compile(module, mode=None):
+        compiled.append((type(module).__name__, mode))
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    tiny_config["train"].update(epochs=1, compile=setting)
+    vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
+    # the training step, the validation model and the final test's model, all in one mode
+    assert compiled == [("VGG", mode)] * 3
+
+
+@pytest.mark.slow
+def test_train_compile_really_runs_on_this_machine(tmp_path, tiny_config):
+    tiny_config["train"].update(epochs=1, compile=True)
+    res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
+    assert 0 <= res.metrics["test_top1"] <= 1

@@ -126,9 +126,18 @@ def time_arms(model: nn.Module, arms: list[tuple[str, bool]], batch: int, device
               budget_s: float = PROBE_BUDGET_S, max_rounds: int = 3) -> dict:
     """Images/s of each (precision, channels_last) arm: a warm-up step each, then timed steps in
     interleaved rounds (so a shared machine's drift hits every arm) until the budget is spent;
-    each arm's best step counts. The caller's RNG state is left as it was."""
+    each arm's best step counts. ``batch`` is lowered where a 2-image step says that a full one
+    would not fit the budget (a 224-pixel VGG-16 step of 128 images takes minutes on a laptop CPU).
+    The caller's RNG state is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
+        if budget_s > 0 and batch > 2:
+            calibrate = _probe_step(model, *arms[0], 2, device)
+            calibrate()  # the first step sets up the kernels
+            t = time.perf_counter()
+            calibrate()
+            per_image = (time.perf_counter() - t) / 2
+            batch = max(2, min(batch, int(budget_s / (3 * len(arms) * per_image))))
         steps = {a: _probe_step(model, *a, batch, device) for a in arms}
         t_start = time.perf_counter()
         for s in steps.values():
