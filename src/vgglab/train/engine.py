@@ -17,7 +17,8 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
 from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
-from .loop import EMA, Lookahead, maybe_compile, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, set_frozen, train_one_epoch
+from .loop import (EMA, Lookahead, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, maybe_compile, set_frozen,
+                   train_one_epoch)
 from .optim import Schedule, build_optimizer
 from .run import MetricsLog, PhaseClock, new_run_dir, progress_mode
 from .speed import resolve_speed

@@ -228,15 +228,7 @@ def _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, 
     pb = min(batch, 16 if precision == "bf16" and not native else PROBE_BATCH)
     arms = [(p, cl) for p in precisions for cl in layouts]
     if len(arms) > 1:
-        key = probe_key(info, model, pb, f"arms={arms}")
-        cached = cache.get(key)
-        if cached is None:
-            rates = timer(model, arms, pb, device, budget_s)
-            cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()]})
-            source = "probe"
-        else:
-            rates = {(p, cl): r for p, cl, r in cached["rates"]}
-            source = "cached probe"
+        rates, source = _rates(cache, timer, model, arms, pb, device, info, budget_s)
         best = {p: max((a for a in arms if a[0] == p), key=rates.get) for p in precisions}
         pick = best["fp32"] if "fp32" in best else best[precisions[0]]
         if "bf16" in best and precision == "auto":
@@ -256,17 +248,21 @@ def _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, 
     return choice
 
 
-def _emulated_bf16_warning(model, channels_last, device, info, cache, timer) -> str:
-    """Measured at a small batch: emulated bf16 steps are so slow that a full-size one takes minutes."""
-    batch = 8
-    arms = [("fp32", channels_last), ("bf16", channels_last)]
+def _rates(cache: ProbeCache, timer, model, arms, batch, device, info, budget_s) -> tuple[dict, str]:
+    """Images/s per arm from the cache, else measured by ``timer`` and cached; and which it was."""
     key = probe_key(info, model, batch, f"arms={arms}")
     cached = cache.get(key)
-    if cached is None:
-        rates = timer(model, arms, batch, device, 0.0)
-        cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()]})
-    else:
-        rates = {(p, cl): r for p, cl, r in cached["rates"]}
+    if cached is not None:
+        return {(p, cl): r for p, cl, r in cached["rates"]}, "cached probe"
+    rates = timer(model, arms, batch, device, budget_s)
+    cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()]})
+    return rates, "probe"
+
+
+def _emulated_bf16_warning(model, channels_last, device, info, cache, timer) -> str:
+    """Measured at a small batch: emulated bf16 steps are so slow that a full-size one takes minutes."""
+    arms = [("fp32", channels_last), ("bf16", channels_last)]
+    rates, _ = _rates(cache, timer, model, arms, 8, device, info, 0.0)
     slowdown = rates[arms[0]] / rates[arms[1]]
     return (f"warning: train.precision bf16 on a CPU without native bf16 ({info['cpu_capability']}) is emulated and "
             f"measured {slowdown:.1f}x slower than fp32 here; set train.precision: auto (or fp32)")
