@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import types
+import typing
 from dataclasses import fields
 from typing import Any
 
@@ -35,7 +37,47 @@ def strict_init(cls, data: Any, where: str, error=ConfigError):
                 f"{where}: unknown key {key!r}{_suggest(str(key), valid)}; "
                 f"valid keys: {', '.join(valid)}"
             )
+    hints = typing.get_type_hints(cls)
+    data = {k: _typed(v, hints.get(k, Any), f"{where}.{k}" if where else k, error) for k, v in data.items()}
     return cls(**data)
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+          tuple: "a list", dict: "a mapping"}
+
+
+def _typed(value, hint, where: str, error):
+    """``value`` if it fits the annotation ``hint`` (a YAML string such as "1e-3", which YAML 1.1
+    reads as text, is taken as the number it spells); else one line naming the key and the type."""
+    origin = typing.get_origin(hint)
+    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    kinds = [typing.get_origin(o) or o for o in options if o is not type(None)]
+    if Any in kinds or not all(k in _NAMES for k in kinds):
+        return value  # an annotation this check does not know: the dataclass decides
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        if kind is str and isinstance(value, str):
+            return value
+        if kind in (list, tuple) and isinstance(value, (list, tuple)):
+            return value
+        if kind is dict and isinstance(value, dict):
+            return value
+    if float in kinds and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    wanted = " or ".join(dict.fromkeys(_NAMES[k] for k in kinds))
+    if type(None) in options:
+        wanted += " or null"
+    raise error(f"{where}: expected {wanted}, got {value!r} ({type(value).__name__})")
 
 
 def check_choice(section: str, key: str, value, allowed) -> None:

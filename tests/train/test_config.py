@@ -67,3 +67,24 @@ def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("nope.yaml")
     assert isinstance(Config.from_dict(None), Config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=10.0", "train.epochs: expected an integer, got 10.0 (float)"),
+    ("train.epochs=ten", "train.epochs: expected an integer, got 'ten' (str)"),
+    ("data.batch_size=true", "data.batch_size: expected an integer, got True (bool)"),
+    ("augment.flip=1", "augment.flip: expected true or false, got 1 (int)"),
+    ("optim.lr=fast", "optim.lr: expected a number, got 'fast' (str)"),
+    ("train.grad_clip=[1]", "train.grad_clip: expected a number or null, got [1] (list)"),
+])
+def test_values_of_the_wrong_type_are_one_line_naming_key_and_type(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config({}, [override])
+    assert str(err.value) == f"config: {message}"
+
+
+def test_numbers_yaml_reads_as_text_are_taken_as_numbers():
+    # YAML 1.1 reads 1e-3 (no dot) as a string; for a number-valued key it means the number
+    cfg = load_config({}, ["optim.lr=1e-3", "train.grad_clip=null", "data.val_size=0.1", "train.freeze=features"])
+    assert cfg.optim.lr == 0.001 and cfg.train.grad_clip is None and cfg.data.val_size == 0.1
+    assert cfg.train.freeze == ["features"]

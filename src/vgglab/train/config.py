@@ -106,7 +106,7 @@ class TrainConfig:
     init_mode: str = "exact"  # exact, features, cross-geometry, shallow-to-deep
     init_match: str = "paper"  # shallow-to-deep: paper (first four convs + FC layers) or all (every conv whose shape agrees)
     init_fold_fc6: bool = False  # cross-geometry: sum an ImageNet FC6 over its 7x7 taps for a 1x1 target map
-    freeze: list = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
+    freeze: list | str = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
     unfreeze_after: int | None = None  # epochs; then the frozen parts train too
     freeze_bn_scale: bool = False  # BatchNorm weights stay at 1 (only the biases train)
     # Lookahead (Zhang et al. 2019) as the speed-run recipes use it: every ``lookahead_every`` steps the
