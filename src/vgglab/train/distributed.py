@@ -22,6 +22,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this process group was created by setup(), so teardown() ends it
 
     @property
     def enabled(self) -> bool:
@@ -37,19 +38,24 @@ def setup(device_setting: str) -> tuple[DistInfo, str]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), device_setting
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     cuda = torch.cuda.is_available() and device_setting in ("auto", "cuda") or device_setting.startswith("cuda")
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         # A peer that died leaves the others blocked in a collective: time out instead of hanging.
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=60))
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), owns)
     if cuda:
         torch.cuda.set_device(info.local_rank)
         return info, f"cuda:{info.local_rank}"
     return info, "cpu"
 
 
-def teardown() -> None:
-    if dist.is_initialized():
+def teardown(info: DistInfo) -> None:
+    """End the process group that setup() created, every rank together: a rank that exits while
+    its peers still hold gloo connections to it can abort them ("terminate called without an
+    active exception")."""
+    if info.owns_group and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -16,7 +16,7 @@ from ..errors import VgglabError
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from .checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from .config import Config, ConfigError, load_config, save_config
-from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup
+from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, setup, teardown
 from .loop import (EMA, Lookahead, TrainingDiverged, evaluate, freeze_bn_scales, frozen_modules, maybe_compile, set_frozen,
                    train_one_epoch)
 from .optim import Schedule, build_optimizer
@@ -275,8 +275,9 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
         writer.close()
     barrier(info)  # the selected checkpoint is written before any rank reads it
     selected = run_dir / ("best.pt" if has_val else "last.pt")
-    return FitResult(run_dir, final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main, precision=precision,
-                                         checkpoint=selected, clock=clock))
+    result = final_test(run_dir, ds, cfg, eval_kw, log, write=info.is_main, precision=precision, checkpoint=selected, clock=clock)
+    teardown(info)
+    return FitResult(run_dir, result)
 
 
 def fit_whitening(model: VGG, ds: Dataset, cfg: Config, n: int = 5000) -> None:
