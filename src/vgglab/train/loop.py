@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -189,8 +190,6 @@ class EMA(torch.optim.swa_utils.AveragedModel):
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        import itertools
-
         mine = list(itertools.chain(self.module.parameters(), self.module.buffers()))
         theirs = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
         if self._count == 0:
