@@ -2,11 +2,12 @@
 
 from .errors import VgglabError
 from .models import VGG, SpecError, VGGConfig, create_model, create_model_from_spec, list_models
+from .evaluate.load import RunMeta, load_model
 from .train import Config, fit, load_config
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VGG", "VGGConfig", "SpecError", "VgglabError", "Config", "create_model", "create_model_from_spec",
-    "list_models", "fit", "load_config", "__version__",
+    "list_models", "fit", "load_config", "load_model", "RunMeta", "__version__",
 ]

@@ -95,19 +95,27 @@ def decode_image(path: Path, size: int) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(background, im)  # transparent pixels become white
-        im = im.convert("RGB")
-        w, h = im.size
-        if (w, h) != (size, size):
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8)
+        return square_rgb(im, size)
+
+
+def square_rgb(im, size: int) -> np.ndarray:
+    """A PIL image -> (size, size, 3) uint8: any mode to RGB (transparent pixels white), shorter
+    side to ``size``, center crop."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)  # transparent pixels become white
+    im = im.convert("RGB")
+    w, h = im.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8)
 
 
 def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:

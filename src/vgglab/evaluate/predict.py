@@ -36,10 +36,16 @@ def load_image(inf: Inference, path: Path) -> torch.Tensor:
     the evaluation resize, center crop; the same decoding as the training data."""
     arr = decode_image(path, inf.eval_resize)  # (S, S, 3)
     x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None]  # a writable copy
-    if inf.in_chans == 1:  # ITU-R 601 luma, as PIL's convert("L")
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    return x
+    return to_gray_if(x, inf.in_chans)
+
+
+def to_gray_if(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """uint8 RGB (N, 3, H, W) -> (N, 1, H, W) ITU-R 601 luma (as PIL's convert("L")) for a
+    1-channel model; unchanged otherwise."""
+    if x.shape[1] != 3 or in_chans != 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
 @torch.inference_mode()
