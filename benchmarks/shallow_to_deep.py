@@ -39,7 +39,7 @@ def train_steps(model, ds, steps: int, batch: int, seed: int, lr: float) -> list
     means: list[float] = []
     torch.manual_seed(seed)  # dropout
     train_one_epoch(model, loader, opt, sched, device=torch.device("cpu"), precision="bf16",
-                    on_step=lambda loss, top1, seen: means.append(loss))
+                    on_step=lambda loss, top1, seen: means.append(loss), progress_every=1)  # every step
     # running means -> the loss of each step
     return [m * (i + 1) - (means[i - 1] * i if i else 0.0) for i, m in enumerate(means)]
 
