@@ -14,6 +14,7 @@ from ..data.sources import Split
 from ..errors import VgglabError
 from ..models import VGG
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..train import speed
 
 
 @dataclass
@@ -82,10 +83,8 @@ def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema
 def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool]:
     """The precision and memory layout training resolved to, when this is the machine (and kind of
     device) it ran on; elsewhere the portable fp32 / NCHW."""
-    from ..train.speed import machine_info, same_machine
-
     rec = ckpt.get("speed")
-    if not rec or rec.get("device") != device.type or not same_machine(rec.get("machine", {}), machine_info()):
+    if not rec or rec.get("device") != device.type or not speed.same_machine(rec.get("machine", {}), speed.machine_info()):
         return "fp32", False
     return rec["precision"], bool(rec["channels_last"])
 

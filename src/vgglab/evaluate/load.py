@@ -14,6 +14,7 @@ from ..data.sources import square_rgb
 from ..errors import VgglabError
 from ..models import VGG, create_model_from_spec
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..train.engine import resolve_device
 from .predict import to_gray_if
 
 META_KEYS = ("classes", "image_size", "eval_resize", "model_config", "normalization")
@@ -93,8 +94,6 @@ def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: b
         probs = model(model.preprocess(PIL.Image.open("cat.png"))).softmax(1)
         print(model.meta.classes[probs.argmax()])
     """
-    from ..train.engine import resolve_device
-
     path = Path(path)
     device = resolve_device(str(device))
     if path.suffix == ".safetensors":
