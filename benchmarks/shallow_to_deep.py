@@ -23,22 +23,22 @@ import torch
 
 def train_steps(model, ds, steps: int, batch: int, seed: int, lr: float) -> list[float]:
     """Per-step training losses of ``steps`` SGD steps (the library's loop and loader)."""
-    from vgglab.data import BatchLoader
+    from vgglab.data import BatchLoader, Normalization, Split
     from vgglab.data.config import AugmentConfig
-    from vgglab.data.sources import Split
     from vgglab.train.config import OptimConfig, ScheduleConfig
     from vgglab.train.loop import train_one_epoch
     from vgglab.train.optim import Schedule, build_optimizer
+    from vgglab.train.state import TrainState
 
     g = torch.Generator().manual_seed(1234)  # the same images and order for every arm and seed
     idx = torch.randperm(len(ds.train), generator=g)[: steps * batch]
-    loader = BatchLoader(Split(ds.train.x[idx], ds.train.y[idx]), batch, image_size=32, stats=ds.stats,
-                         augment=AugmentConfig(crop="pad", padding=4, flip=True), seed=1234)
+    loader = BatchLoader(Split(ds.train.x[idx], ds.train.y[idx]), batch, image_size=32, norm=Normalization.of(ds.stats),
+                         augment=AugmentConfig(crop="pad", padding=4, flip=True), shuffle=True, drop_last=True, seed=1234)
     opt = build_optimizer(model, OptimConfig(lr=lr, momentum=0.9, weight_decay=5e-4))
     sched = Schedule(opt, ScheduleConfig(name="none"), len(loader), 1, "max")
     means: list[float] = []
     torch.manual_seed(seed)  # dropout
-    train_one_epoch(model, loader, opt, sched, device=torch.device("cpu"), precision="bf16",
+    train_one_epoch(model, loader, TrainState(model, opt, sched), precision="bf16",
                     on_step=lambda loss, top1, seen: means.append(loss), progress_every=1)  # every step
     # running means -> the loss of each step
     return [m * (i + 1) - (means[i - 1] * i if i else 0.0) for i, m in enumerate(means)]

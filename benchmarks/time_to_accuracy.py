@@ -64,7 +64,7 @@ def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep:
     """One timed training run; returns its record (without the recipe's identity)."""
     from vgglab.train import fit
     from vgglab.train.config import load_config
-    from vgglab.train.run import MetricsLog
+    from vgglab.train.reporter import MetricsLog
 
     run_dir = Path(tempfile.mkdtemp(prefix="tta-run-")) if keep is None else keep
     sets = [*overrides, f"data.root={data_root}", f"train.seed={seed}", "log.progress=line"]

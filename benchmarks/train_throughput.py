@@ -134,20 +134,21 @@ def arm_vgglab(data_root: str, steps: int, warmup: int, device: str, precision: 
     import torch
 
     from vgglab import create_model
-    from vgglab.data import BatchLoader
+    from vgglab.data import BatchLoader, Normalization, Split
     from vgglab.data.config import AugmentConfig
-    from vgglab.data.sources import Split
     from vgglab.train.config import ScheduleConfig
     from vgglab.train.loop import maybe_compile, train_one_epoch
     from vgglab.train.optim import Schedule, build_optimizer
     from vgglab.train.config import OptimConfig
+    from vgglab.train.state import TrainState
 
     ds = _dataset(data_root)
     torch.manual_seed(0)
     perm = torch.randperm(len(ds.train))[:(warmup + steps) * BATCH]
     dev = torch.device(device)
-    loaders = [BatchLoader(Split(ds.train.x[part], ds.train.y[part]), BATCH, image_size=32, stats=ds.stats, device=dev,
-                           augment=AugmentConfig(crop="pad", padding=4, flip=True), channels_last=channels_last)
+    loaders = [BatchLoader(Split(ds.train.x[part], ds.train.y[part]), BATCH, image_size=32, norm=Normalization.of(ds.stats), device=dev,
+                           augment=AugmentConfig(crop="pad", padding=4, flip=True), shuffle=True, drop_last=True,
+                           channels_last=channels_last)
                for part in (perm[:warmup * BATCH], perm[warmup * BATCH:])]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model("vgg16_cifar").to(dev, memory_format=fmt)
@@ -158,7 +159,7 @@ def arm_vgglab(data_root: str, steps: int, warmup: int, device: str, precision: 
             sched = Schedule(opt, ScheduleConfig(name="none"), len(loader), 1, "max")
             _sync(device)
             t0 = time.perf_counter()
-            train_one_epoch(step_model, loader, opt, sched, device=dev, precision=precision)
+            train_one_epoch(step_model, loader, TrainState(model, opt, sched), precision=precision)
             _sync(device)
             seconds = time.perf_counter() - t0
     return {"images_per_s": steps * BATCH / seconds, "peak_rss_mb": mem.peak / 2**20}

@@ -2,7 +2,8 @@
 
 from .errors import VgglabError
 from .models import VGG, SpecError, VGGConfig, create_model, create_model_from_spec, list_models
-from .evaluate.load import RunMeta, load_model
+from .evaluate.load import load_model
+from .runmeta import RunMeta
 from .train import Config, fit, load_config
 
 __version__ = "0.1.0"

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
+from .data.config import DATASETS
+from .data.dataset import SPLITS
+from .data.views import TTA_MODES
 from .errors import VgglabError
+from .export import FORMATS
+from .models.spec import HEAD_TYPES
+from .train.config import TRANSFER_MODES
 
 
 def _cmd_models(args) -> int:
@@ -152,6 +158,8 @@ def _cmd_export(args) -> int:
     r = export_model(args.checkpoint, args.format, args.out, data_root=args.data_root)
     opset = f", opset {r['opset']}" if r["opset"] else ""
     print(f"wrote {r['path']} ({r['format']}{opset}); parity on {', '.join(r['checked'])}: max |diff| {r['max_abs_diff']:.2e} in logits")
+    if r["skipped"]:
+        print(f"note: {r['skipped']}")
     return 0
 
 
@@ -177,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input-size", type=int, help="input side in pixels (default: the model's own)")
     p.add_argument("--num-classes", type=int)
-    p.add_argument("--head", choices=["imagenet", "cifar", "gap"])
+    p.add_argument("--head", choices=HEAD_TYPES)
     p.add_argument("--width", type=float, help="multiplier for every conv width")
     p.add_argument("--in-chans", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -190,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>); must be new or empty")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
     p.add_argument("--init-from", metavar="PATH", help="initial weights: a vgglab run/checkpoint, .safetensors or torchvision .pth")
-    p.add_argument("--init-mode", choices=["exact", "features", "cross-geometry", "shallow-to-deep"])
+    p.add_argument("--init-mode", choices=TRANSFER_MODES)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="offline demo: train a small VGG on scikit-learn's digits (about a minute)")
@@ -200,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="metrics of a trained model on a split, with optional test-time augmentation")
     p.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt file")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"])
-    p.add_argument("--tta", default="none", choices=["none", "flip", "flip-translate", "flip-shift", "multicrop", "dense"])
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--tta", default="none", choices=TTA_MODES)
     p.add_argument("--tta-shift", type=int, default=1, help="pixels, for flip-translate and flip-shift")
     p.add_argument("--scales", help="comma-separated image sides for dense evaluation, e.g. 256,288")
     p.add_argument("--topk", type=int, default=5)
@@ -229,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="look at a dataset: sizes, classes, statistics, sample grids")
     p.add_argument("--config", help="a training recipe; its data and augment sections are used")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder", "digits"])
+    p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--data-root")
     p.add_argument("--out", help="folder for samples.png and samples_augmented.png")
     p.add_argument("--json", action="store_true")
@@ -244,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="embeddings of a split as .npz (features, labels, classes)")
     p.add_argument("checkpoint")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--layer", help="a layer name (spatially averaged); default: the penultimate embedding")
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output .npz file")
@@ -252,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="ONNX / TorchScript / safetensors, checked against PyTorch")
     p.add_argument("checkpoint")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--out", help="output file (default: next to the checkpoint)")
     p.add_argument("--data-root")
     p.set_defaults(func=_cmd_export)

@@ -16,27 +16,24 @@ import torch
 
 from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
+from .models import create_model_from_spec
+from .train.checkpoint import read_safetensors, save_safetensors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
 ONNX_OPSET = 18
 
 
-def _metadata(inf: Inference) -> dict:
-    ck = inf.checkpoint
-    return {"classes": inf.classes, "image_size": inf.image_size, "eval_resize": inf.eval_resize,
-            "normalization": ck["normalization"], "model_config": ck["model_config"]}
-
-
-def _inputs(inf: Inference, data_root: str | None) -> list[tuple[str, torch.Tensor]]:
+def _inputs(inf: Inference, data_root: str | None) -> tuple[list[tuple[str, torch.Tensor]], str | None]:
+    """Random inputs, and 8 test images when the run's dataset is at hand; else why not."""
     g = torch.Generator().manual_seed(0)
     c, s = inf.in_chans, inf.image_size
     inputs = [("random", torch.randn(3, c, s, s, generator=g))]
     try:
         split, _ = inf.load_split("test", data_root)
-        inputs.append(("real", inf.center_crop(inf.normalize(split.x[:8])).cpu()))
-    except VgglabError:
-        pass  # the run's dataset is not here: random inputs only (said in the report)
-    return inputs
+    except VgglabError as exc:
+        return inputs, f"skipped the real-data parity check: {exc} (pass --data-root to include it)"
+    inputs.append(("real", inf.prepare(split.x[:8]).cpu()))
+    return inputs, None
 
 
 def _run_exported(fmt: str, path: str, x: torch.Tensor, inf: Inference) -> torch.Tensor:
@@ -48,17 +45,15 @@ def _run_exported(fmt: str, path: str, x: torch.Tensor, inf: Inference) -> torch
         return torch.from_numpy(sess.run(None, {name: x.numpy().astype(np.float32)})[0])
     if fmt == "torchscript":
         return torch.jit.load(path, map_location="cpu")(x)
-    from safetensors.torch import load_file
-
-    from .models import create_model_from_spec
-
-    model = create_model_from_spec(inf.checkpoint["model_config"]).eval()
-    model.load_state_dict(load_file(path))
+    state, _ = read_safetensors(path)
+    model = create_model_from_spec(inf.meta.model_config).eval()
+    model.load_state_dict(state)
     return model(x)
 
 
 def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root: str | None = None, tolerance: float = 1e-4) -> dict:
-    """Export, check parity, and return ``{"path", "format", "max_abs_diff", "checked", "opset"}``."""
+    """Export, check parity, and return ``{"path", "format", "max_abs_diff", "checked", "opset", "skipped"}``
+    (``skipped``: why the real-data check did not run, else None)."""
     if fmt not in FORMATS:
         raise VgglabError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     inf = load_inference(checkpoint, "cpu")
@@ -88,12 +83,11 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
                 traced = torch.jit.trace(model, example)
             traced.save(tmp)
         else:
-            from .train.checkpoint import save_safetensors
-
-            save_safetensors(model, _metadata(inf), tmp)
+            save_safetensors(model, inf.meta, tmp)
         checked, worst = [], 0.0
+        inputs, result["skipped"] = _inputs(inf, data_root)
         with torch.inference_mode():
-            for name, x in _inputs(inf, data_root):
+            for name, x in inputs:
                 diff = (_run_exported(fmt, tmp, x, inf).float() - model(x).float()).abs().max().item()
                 worst = max(worst, diff)
                 checked.append(f"{name} x{len(x)}")
@@ -121,7 +115,7 @@ def extract_features(checkpoint, split: str = "test", layer: str | None = None, 
     feats = []
     with torch.inference_mode():
         for i in range(0, len(data), batch_size):
-            x = inf.center_crop(inf.normalize(data.x[i:i + batch_size]))
+            x = inf.prepare(data.x[i:i + batch_size])
             if layer:
                 got = {}
                 h = module.register_forward_hook(lambda m, a, o: got.__setitem__("o", o.clone()))

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vgglab.data import BatchLoader, PixelStats, Split, pixel_stats
+from vgglab.data import BatchLoader, Normalization, PixelStats, Split, pixel_stats
 from vgglab.data.loader import crop_flip, pca_offsets
 from vgglab.train.config import AugmentConfig
 
@@ -51,7 +51,8 @@ def _stats(c=3):
 def test_loader_is_deterministic_given_seed_and_epoch_and_covers_every_image():
     split = Split(images(100), torch.arange(100))
     aug = AugmentConfig(crop="pad", padding=4, flip=True, pca_std=0.1)
-    make = lambda seed: BatchLoader(split, 32, image_size=16, stats=_stats(), augment=aug, seed=seed)
+    make = lambda seed: BatchLoader(split, 32, image_size=16, norm=Normalization.of(_stats()), augment=aug, pca=_stats(), seed=seed,
+                                    shuffle=True, drop_last=True)
     a, b, c = make(0), make(0), make(1)
     first = [(x.clone(), y.clone()) for x, y in a]
     assert len(first) == 3  # drop_last for training: 100 // 32
@@ -60,7 +61,7 @@ def test_loader_is_deterministic_given_seed_and_epoch_and_covers_every_image():
     assert not torch.equal(first[0][1], next(iter(c))[1])
     a.set_epoch(1)
     assert not torch.equal(first[0][1], next(iter(a))[1])  # a new order each epoch
-    ev = BatchLoader(split, 32, image_size=16, stats=_stats())
+    ev = BatchLoader(split, 32, image_size=16, norm=Normalization.of(_stats()))
     ys = torch.cat([y for _, y in ev])
     assert torch.equal(ys, torch.arange(100))  # evaluation: every image, in order
 
@@ -68,10 +69,10 @@ def test_loader_is_deterministic_given_seed_and_epoch_and_covers_every_image():
 def test_eval_batches_are_center_crops_normalised():
     split = Split(images(4, s=20), torch.zeros(4, dtype=torch.long))
     st = _stats()
-    x, _ = next(iter(BatchLoader(split, 4, image_size=16, stats=st)))
+    x, _ = next(iter(BatchLoader(split, 4, image_size=16, norm=Normalization.of(st))))
     ref = (split.x[:, :, 2:18, 2:18].float() / 255 - 0.5) / 0.25
     torch.testing.assert_close(x, ref)
-    x, _ = next(iter(BatchLoader(split, 4, image_size=16, stats=st, normalize="subtract_mean")))
+    x, _ = next(iter(BatchLoader(split, 4, image_size=16, norm=Normalization.of(st, AugmentConfig(normalize="subtract_mean")))))
     torch.testing.assert_close(x, split.x[:, :, 2:18, 2:18].float() / 255 - 0.5)
 
 
@@ -83,7 +84,7 @@ def test_pca_colour_shift_has_the_expected_variance():
     n = 4000
     split = Split(torch.full((n, 3, 8, 8), 128, dtype=torch.uint8), torch.zeros(n, dtype=torch.long))
     aug = AugmentConfig(crop="none", flip=False, pca_std=0.1, normalize="subtract_mean")
-    x, _ = next(iter(BatchLoader(split, n, image_size=8, stats=st, augment=aug)))
+    x, _ = next(iter(BatchLoader(split, n, image_size=8, norm=Normalization.of(st, aug), augment=aug, pca=st, shuffle=True, drop_last=True)))
     shift = x.mean((2, 3)) - 128 / 255  # (N, C), constant over each image
     assert torch.allclose(x, x[:, :, :1, :1].expand_as(x), atol=1e-6)  # one offset per image
     expected_var = 0.1**2 * ((st.eigvals[None, :] * eigvecs) ** 2).sum(1)
@@ -96,10 +97,10 @@ def test_pca_colour_shift_has_the_expected_variance():
 def test_resized_crop_and_sizes():
     split = Split(images(8, s=40), torch.zeros(8, dtype=torch.long))
     aug = AugmentConfig(crop="resized", scale=(0.3, 1.0), flip=True)
-    x, _ = next(iter(BatchLoader(split, 8, image_size=32, stats=_stats(), augment=aug)))
+    x, _ = next(iter(BatchLoader(split, 8, image_size=32, norm=Normalization.of(_stats()), augment=aug, shuffle=True, drop_last=True)))
     assert x.shape == (8, 3, 32, 32) and torch.isfinite(x).all()
     with pytest.raises(ValueError, match="larger than the cached images"):
-        BatchLoader(split, 8, image_size=48, stats=_stats())
+        BatchLoader(split, 8, image_size=48, norm=Normalization.of(_stats()))
 
 
 def test_alternating_flip_flips_the_complementary_half_every_other_epoch():
@@ -109,7 +110,8 @@ def test_alternating_flip_flips_the_complementary_half_every_other_epoch():
     split = Split(x, torch.arange(n))
     aug = AugmentConfig(crop="none", flip=True, flip_mode="alternate")
     st = PixelStats(torch.zeros(1), torch.ones(1), torch.zeros(1), torch.eye(1))
-    loader = BatchLoader(split, 50, image_size=4, stats=st, augment=aug, seed=3, normalize="subtract_mean")
+    loader = BatchLoader(split, 50, image_size=4, norm=Normalization.of(st, AugmentConfig(normalize="subtract_mean")), augment=aug, seed=3,
+                         shuffle=True, drop_last=True)
 
     def flipped_ids(epoch):
         loader.set_epoch(epoch)

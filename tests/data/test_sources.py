@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import vgglab.data.dataset as dataset_mod
+import vgglab.data.sources as sources
 from vgglab.data import DataError, load_dataset
 from vgglab.train.config import DataConfig
 
@@ -43,7 +43,7 @@ def test_digits_is_offline_stratified_and_cached(tmp_path, monkeypatch):
     counts = torch.bincount(ds.val.y, minlength=10)
     assert counts.min() >= 13 and counts.max() <= 16  # stratified: ~14 of each digit
     # a second load reads the cache and never decodes
-    monkeypatch.setattr(dataset_mod, "_decode", lambda *a: pytest.fail("decoded twice"))
+    monkeypatch.setattr(sources.DigitsSource, "decode", lambda self: pytest.fail("decoded twice"))
     again = load_dataset(cfg)
     assert torch.equal(again.train.x, ds.train.x) and torch.equal(again.test.y, ds.test.y)
 

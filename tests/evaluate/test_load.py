@@ -15,7 +15,7 @@ def test_a_run_directory_gives_the_selected_model_in_eval_mode_with_its_metadata
     ckpt = load_checkpoint(trained_run / "best.pt")
     assert not model.training
     assert model.meta.classes == tuple(ckpt["classes"]) and model.meta.image_size == ckpt["image_size"]
-    assert model.meta.normalization == ckpt["normalization"]
+    assert model.meta.normalization.to_dict() == ckpt["normalization"]
     ref = model_from_checkpoint(ckpt).eval()
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
@@ -37,13 +37,13 @@ def test_preprocess_matches_how_evaluation_and_predict_prepare_images(trained_ru
     g = torch.Generator().manual_seed(0)
     rgb = torch.randint(0, 256, (3, 50, 70), generator=g, dtype=torch.uint8)
     Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(tmp_path / "photo.png")
-    expected = inf.center_crop(inf.normalize(load_image(inf, tmp_path / "photo.png")))  # what `vgglab predict` feeds
+    expected = inf.prepare(load_image(inf, tmp_path / "photo.png"))  # what `vgglab predict` feeds
     with Image.open(tmp_path / "photo.png") as im:
         got = model.preprocess(im)
     assert got.shape == (1, 1, 32, 32)
     torch.testing.assert_close(got, expected)
     stored = torch.randint(0, 256, (4, 1, model.meta.eval_resize, model.meta.eval_resize), generator=g, dtype=torch.uint8)
-    torch.testing.assert_close(model.preprocess(stored), inf.center_crop(inf.normalize(stored)))  # a cached split's images
+    torch.testing.assert_close(model.preprocess(stored), inf.prepare(stored))  # a cached split's images
     assert model.preprocess(rgb).shape == (1, 1, 32, 32)  # any size, RGB to the model's gray
 
 

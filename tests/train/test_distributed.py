@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from vgglab.data import BatchLoader, PixelStats, Split
+from vgglab.data import BatchLoader, Normalization, PixelStats, Split
 from vgglab.data.config import AugmentConfig
 from vgglab.evaluate.run import evaluate_checkpoint
 from vgglab.train.checkpoint import load_checkpoint
@@ -131,12 +131,13 @@ def test_loader_shards_without_overlap_and_augments_independently_of_world_size(
     split = Split(torch.randint(0, 256, (40, 3, 12, 12), generator=g, dtype=torch.uint8), torch.arange(40))
     stats = PixelStats(torch.full((3,), 0.5), torch.full((3,), 0.25), torch.tensor([0.1, 0.01, 0.001]), torch.eye(3))
     aug = AugmentConfig(crop="pad", padding=2, flip=True, pca_std=0.1)
-    make = lambda rank, world: BatchLoader(split, 8, image_size=12, stats=stats, augment=aug, seed=5, rank=rank, world_size=world)
+    make = lambda rank, world: BatchLoader(split, 8, image_size=12, norm=Normalization.of(stats), augment=aug, pca=stats, seed=5,
+                                          shuffle=True, drop_last=True, shard=(rank, world))
     single = [(x, y) for x, y in make(0, 1)]
     r0, r1 = list(make(0, 2)), list(make(1, 2))
     assert len(r0) == len(r1) == len(single) == 5
     for (x, y), (x0, y0), (x1, y1) in zip(single, r0, r1):
         assert torch.equal(torch.cat([y0, y1]), y) and not set(y0.tolist()) & set(y1.tolist())
         assert torch.equal(torch.cat([x0, x1]), x)  # the same augmentation for the same sample
-    ev = [torch.cat([y for _, y in BatchLoader(split, 16, image_size=12, stats=stats, rank=r, world_size=3)]) for r in range(3)]
+    ev = [torch.cat([y for _, y in BatchLoader(split, 16, image_size=12, norm=Normalization.of(stats), shard=(r, 3))]) for r in range(3)]
     assert sorted(torch.cat(ev).tolist()) == list(range(40))  # evaluation shards cover every image once

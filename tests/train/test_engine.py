@@ -19,7 +19,7 @@ from vgglab.errors import VgglabError
 from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
 from vgglab.train.config import ConfigError
 from vgglab.train.optim import Schedule
-from vgglab.train.run import METRIC_COLUMNS
+from vgglab.train.reporter import METRIC_COLUMNS
 
 from ..conftest import cifar10_root
 
@@ -87,7 +87,7 @@ def test_the_test_split_never_drives_the_schedule(tmp_path, tiny_config, monkeyp
     tiny_config["schedule"] = {"name": "plateau", "patience": 0, "factor": 0.5}
     tiny_config["train"]["epochs"] = 3
     seen, evaluated = [], []
-    real_step, real_eval = Schedule.step_epoch, engine.evaluate
+    real_step, real_eval = Schedule.step_epoch, engine.evaluate_batches
     monkeypatch.setattr(Schedule, "step_epoch", lambda self, m: (seen.append(m), real_step(self, m))[1])
 
     def spy_eval(model, loader, **kw):
@@ -95,7 +95,7 @@ def test_the_test_split_never_drives_the_schedule(tmp_path, tiny_config, monkeyp
         evaluated.append((len(seen), loader.y.shape[0]))
         return out
 
-    monkeypatch.setattr(engine, "evaluate", spy_eval)
+    monkeypatch.setattr(engine, "evaluate_batches", spy_eval)
     res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
     rows = read_metrics(res.run_dir)
     assert seen == pytest.approx([float(r["val_top1"]) for r in rows], abs=1e-6)

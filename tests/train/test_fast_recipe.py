@@ -12,7 +12,7 @@ import vgglab
 from vgglab.models import create_model
 from vgglab.train.checkpoint import load_checkpoint
 from vgglab.train.config import ConfigError, OptimConfig, ScheduleConfig, load_config
-from vgglab.train.loop import Lookahead, evaluate
+from vgglab.train.loop import Lookahead, evaluate_batches
 from vgglab.train.optim import Schedule, param_groups
 
 from ..conftest import cifar10_root
@@ -93,6 +93,8 @@ def test_label_smoothing_is_the_mixture_with_the_uniform_target():
 
 
 class _Batches:
+    device = torch.device("cpu")
+
     def __init__(self, x, y):
         self.x, self.y = x, y
 
@@ -110,7 +112,7 @@ def test_evaluate_with_tta_averages_the_probabilities_of_the_views(mode, shifts)
         p = F.pad(x, (1, 1, 1, 1), mode="reflect")
         views = [p[..., 1 + dy:33 + dy, 1 + dx:33 + dx] for dy, dx in shifts]
         probs = torch.stack([model(v).softmax(1) for v in views] + [model(v.flip(3)).softmax(1) for v in views]).mean(0)
-    got = evaluate(model, _Batches(x, y), device=torch.device("cpu"), tta=mode)
+    got = evaluate_batches(model, _Batches(x, y), tta=mode)
     assert got["top1"] == pytest.approx((probs.argmax(1) == y).float().mean().item())
     assert got["loss"] == pytest.approx(F.nll_loss(probs.log(), y).item(), rel=1e-4)
 

@@ -7,10 +7,11 @@ import torch
 
 import vgglab.train.loop as loop
 from vgglab import create_model
-from vgglab.data import BatchLoader, Split, pixel_stats
+from vgglab.data import BatchLoader, Normalization, Split, pixel_stats
 from vgglab.data.config import AugmentConfig
-from vgglab.train.config import OptimConfig, ScheduleConfig
+from vgglab.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from vgglab.train.optim import Schedule, build_optimizer
+from vgglab.train.state import TrainState
 
 CPU = torch.device("cpu")
 BATCH = 8
@@ -41,16 +42,23 @@ def parts(steps: int, **optim):
     torch.manual_seed(0)
     data = split(steps)
     model = create_model("vgg11_bn", width=0.125, num_classes=10, input_size=32, head="gap")
-    loader = BatchLoader(data, BATCH, image_size=32, stats=pixel_stats(data.x), augment=AugmentConfig(crop="pad", padding=2))
+    stats = pixel_stats(data.x)
+    loader = BatchLoader(data, BATCH, image_size=32, norm=Normalization.of(stats), augment=AugmentConfig(crop="pad", padding=2),
+                         pca=stats, shuffle=True, drop_last=True)
     opt = build_optimizer(model, OptimConfig(lr=0.01, **optim))
     return model, loader, opt, Schedule(opt, ScheduleConfig(name="linear", warmup_epochs=0.5), len(loader), 1, "min")
+
+
+def eval_loader(data: Split) -> BatchLoader:
+    return BatchLoader(data, BATCH, image_size=32, norm=Normalization.of(pixel_stats(data.x)))
 
 
 def epoch_reads(reads, steps: int, **kw) -> int:
     model, loader, opt, sched = parts(steps)
     ema = loop.EMA(model, 0.9) if kw.pop("ema", False) else None
+    train = TrainConfig(**{k: kw.pop(k) for k in ("label_smoothing", "grad_clip") if k in kw})
     before = reads["n"]
-    out = loop.train_one_epoch(model, loader, opt, sched, device=CPU, ema=ema, **kw)
+    out = loop.train_one_epoch(model, loader, TrainState(model, opt, sched, ema=ema), train=train, **kw)
     assert out["n"] == steps * BATCH
     return reads["n"] - before
 
@@ -73,9 +81,9 @@ def test_evaluation_reads_the_device_a_fixed_number_of_times(reads, tta):
     for steps in (2, 7):
         model, _, _, _ = parts(steps)
         data = split(steps)
-        loader = BatchLoader(data, BATCH, image_size=32, stats=pixel_stats(data.x))
+        loader = eval_loader(data)
         before = reads["n"]
-        out = loop.evaluate(model, loader, device=CPU, tta=tta)
+        out = loop.evaluate_batches(model, loader, tta=tta)
         counts.append(reads["n"] - before)
         assert out["n"] == steps * BATCH
     assert counts[0] == counts[1] and counts[0] <= 2
@@ -91,11 +99,11 @@ def test_a_non_finite_loss_is_found_on_the_device_and_named_by_its_batch(monkeyp
 
     monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
     with pytest.raises(loop.TrainingDiverged, match=r"loss became nan or inf at batch 3$"):
-        loop.train_one_epoch(model, loader, opt, sched, device=CPU)
+        loop.train_one_epoch(model, loader, TrainState(model, opt, sched))
     calls["n"] = 0
     model, loader, opt, sched = parts(6)  # the weights above are spoiled by the inf step
     with pytest.raises(loop.TrainingDiverged, match="at batch 3"):  # raised by the periodic check, before the end
-        loop.train_one_epoch(model, loader, opt, sched, device=CPU, check_every=5)
+        loop.train_one_epoch(model, loader, TrainState(model, opt, sched), check_every=5)
     assert calls["n"] == 5
 
 
@@ -123,9 +131,9 @@ def test_the_sync_free_ema_equals_pytorchs_averaged_model():
 def test_a_tta_evaluation_also_gives_the_plain_numbers_of_its_first_view(tta):
     model, _, _, _ = parts(3)
     data = split(3)
-    loader = BatchLoader(data, BATCH, image_size=32, stats=pixel_stats(data.x))
-    plain = loop.evaluate(model, loader, device=CPU)
-    both = loop.evaluate(model, loader, device=CPU, tta=tta)
+    loader = eval_loader(data)
+    plain = loop.evaluate_batches(model, loader)
+    both = loop.evaluate_batches(model, loader, tta=tta)
     assert both["plain_top1"] == plain["top1"] and both["n"] == plain["n"]
     assert both["plain_loss"] == pytest.approx(plain["loss"], rel=1e-5)
     assert both["loss"] != pytest.approx(plain["loss"], rel=1e-5)  # the views were averaged

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..strict import ConfigError, check_choice as _choice
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
+NORMALIZE_MODES = ("standardize", "subtract_mean")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class AugmentConfig:
     def __post_init__(self):
         _choice("augment", "crop", self.crop, ("pad", "resized", "none"))
         _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
-        _choice("augment", "normalize", self.normalize, ("standardize", "subtract_mean"))
+        _choice("augment", "normalize", self.normalize, NORMALIZE_MODES)
         _choice("augment", "flip_mode", self.flip_mode, ("random", "alternate"))
         self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
         if self.padding < 0 or self.pca_std < 0:

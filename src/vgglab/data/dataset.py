@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import DataConfig
-from .cache import cache_root, fingerprint, load_tensors, save_tensors, tree_fingerprint
-from .sources import (
-    DataError, RawData, Split, find_imagefolder, has_cifar_python, image_size_of_tree, is_archive,
-    read_cifar_python, read_digits, read_imagefolder, unpack_archive,
-)
+from .cache import cache_root, load_tensors, save_tensors
+from .config import AugmentConfig, DataConfig
+from .errors import DataError
+from .normalization import Normalization
+from .sources import resolve_source
+from .split import Split
 from .stats import PixelStats, pixel_stats
 
-CACHE_VERSION = 1
-EVAL_RESIZE_RATIO = 256 / 224  # resize-shorter-side then center-crop, as for ImageNet evaluation
+
+SPLITS = ("test", "val", "train")
 
 
 @dataclass
@@ -42,58 +43,15 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def split(self, name: str) -> Split | None:
+        """One of :data:`SPLITS` by name (val is None when the run has no validation split)."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; valid: {', '.join(SPLITS)}")
+        return {"test": self.test, "val": self.val, "train": self.train}[name]
 
-def _resize_split(s: Split, size: int) -> Split:
-    if s.x.shape[-1] == size:
-        return s
-    x = torch.nn.functional.interpolate(s.x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return Split(x.round().clamp(0, 255).to(torch.uint8), s.y)
-
-
-def _resolve(cfg: DataConfig) -> tuple[str, object, int, int]:
-    """(kind, location, image_size, store_size) for the configured source, without decoding."""
-    if cfg.dataset == "digits":
-        size = cfg.image_size or 32
-        return "digits", None, size, size
-    root = Path(cfg.root).expanduser()
-    if is_archive(root):
-        root = unpack_archive(root, cfg.cache_dir)
-    tree = find_imagefolder(root) if root.exists() else None
-    if tree is not None:
-        native = image_size_of_tree(tree)
-        size = cfg.image_size or (native if cfg.dataset != "imagefolder" else min(native, 224))
-        store = size if (cfg.dataset != "imagefolder" or native == size) else round(size * EVAL_RESIZE_RATIO)
-        return "imagefolder", tree, size, store
-    if cfg.dataset in ("cifar10", "cifar100") and (has_cifar_python(root, cfg.dataset) or cfg.download):
-        size = cfg.image_size or 32
-        return "cifar_python", root, size, size
-    how = (
-        "set data.download: true to fetch it, or unpack the archive there" if cfg.dataset != "imagefolder"
-        else "it needs train/<class>/ and test/<class>/ subfolders"
-    )
-    raise DataError(f"{cfg.dataset} dataset not found at {root}: {how}")
-
-
-def _source_key(kind: str, where, cfg: DataConfig, store: int) -> str:
-    if kind == "digits":
-        import sklearn
-
-        return fingerprint(CACHE_VERSION, kind, sklearn.__version__, store)
-    if kind == "imagefolder":
-        return fingerprint(CACHE_VERSION, kind, str(Path(where).resolve()), tree_fingerprint(Path(where)), store)
-    folder = Path(where) / ("cifar-10-batches-py" if cfg.dataset == "cifar10" else "cifar-100-python")
-    files = sorted(folder.glob("*")) if folder.is_dir() else []
-    return fingerprint(CACHE_VERSION, kind, cfg.dataset, str(Path(where).resolve()), [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files], store)
-
-
-def _decode(kind: str, where, cfg: DataConfig, store: int) -> RawData:
-    if kind == "digits":
-        return read_digits(store)
-    if kind == "imagefolder":
-        return read_imagefolder(Path(where), store, cfg.strict)
-    raw = read_cifar_python(Path(where), cfg.dataset, cfg.download)
-    raw.train, raw.test = _resize_split(raw.train, store), _resize_split(raw.test, store)
-    return raw
+    def normalization(self, augment: AugmentConfig | None = None) -> Normalization:
+        """How training feeds these images: their statistics with ``augment``'s mode and overrides."""
+        return Normalization.of(self.stats, augment)
 
 
 def _stratified_split(y: torch.Tensor, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,20 +65,27 @@ def _stratified_split(y: torch.Tensor, n_val: int, seed: int) -> tuple[torch.Ten
     return torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(va))
 
 
+def _read_cache(path: Path) -> dict | None:
+    """The decoded dataset cached at ``path``; a damaged one is reported, then rebuilt, never trusted."""
+    if not path.exists():
+        return None
+    try:
+        return load_tensors(path)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"dataset cache {path} could not be read ({first}); decoding the dataset again to rebuild it", stacklevel=3)
+        return None
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Decode once (then read the cache), carve the validation split, attach statistics."""
     t0 = time.perf_counter()
-    kind, where, size, store = _resolve(cfg)
-    key = _source_key(kind, where, cfg, store)
-    path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{key}.pt"
-    blob = None
-    if path.exists():
-        try:
-            blob = load_tensors(path)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            blob = None
+    source = resolve_source(cfg)
+    size, store = source.image_size, source.store_size
+    path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
+    blob = _read_cache(path)
     if blob is None:
-        raw = _decode(kind, where, cfg, store)
+        raw = source.decode()
         stats = pixel_stats(raw.train.x)
         blob = {
             "classes": raw.classes, "train_x": raw.train.x, "train_y": raw.train.y,

@@ -13,6 +13,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .config import AugmentConfig
+from .normalization import Normalization
 from .sources import Split
 from .stats import PixelStats
 
@@ -72,19 +73,20 @@ def pca_offsets(alpha: torch.Tensor, stats: PixelStats) -> torch.Tensor:
 class BatchLoader:
     """Iterate (images float (B, C, size, size), labels (B,)) over a cached uint8 split.
 
-    ``augment=None`` gives evaluation batches: center crop, normalisation, fixed order.
+    ``augment=None`` gives evaluation batches: center crop and normalisation. ``shuffle`` draws a
+    new order each epoch; ``drop_last`` leaves out a ragged last batch (when there is a full one).
+    ``pca`` holds the colour principal components ``augment.pca_std`` draws noise along.
 
-    Under data parallelism ``batch_size`` is the global batch: each epoch's order and every
-    sample's augmentation are drawn for the whole dataset from (seed, epoch), and rank ``r``
-    of ``world_size`` takes its slice of each global batch, so a sample is augmented the same
-    whatever the number of processes, and no two ranks see the same sample.
+    Under data parallelism ``batch_size`` is the global batch and ``shard`` is (rank, world size):
+    each epoch's order and every sample's augmentation are drawn for the whole dataset from
+    (seed, epoch), and rank ``r`` takes its slice of each global batch, so a sample is augmented
+    the same whatever the number of processes, and no two ranks see the same sample.
     """
 
     def __init__(
-        self, split: Split, batch_size: int, *, image_size: int, stats: PixelStats,
-        augment: AugmentConfig | None = None, normalize: str = "standardize", device="cpu",
-        seed: int = 0, shuffle: bool | None = None, drop_last: bool | None = None, channels_last: bool = True,
-        rank: int = 0, world_size: int = 1,
+        self, split: Split, batch_size: int, *, image_size: int, norm: Normalization, augment: AugmentConfig | None = None,
+        pca: PixelStats | None = None, shuffle: bool = False, drop_last: bool = False, seed: int = 0, device="cpu",
+        channels_last: bool = True, shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
         self.x = split.x.to(self.device)
@@ -94,16 +96,16 @@ class BatchLoader:
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.shuffle = augment is not None if shuffle is None else shuffle
-        self.drop_last = augment is not None and len(split) > batch_size if drop_last is None else drop_last
+        self.shuffle = shuffle
+        self.drop_last = drop_last and len(split) > batch_size
         self.channels_last = channels_last
-        self.rank, self.world_size = rank, world_size
-        self.local_batch = math.ceil(batch_size / world_size)
-        std = stats.std if normalize == "standardize" else torch.ones_like(stats.std)
-        self._std = std.to(self.device)
-        self._stats = _on(stats, self.device)
-        self._scale = (1.0 / (255.0 * std)).to(self.device).view(1, -1, 1, 1)
-        self._bias = (-stats.mean / std).to(self.device).view(1, -1, 1, 1)
+        self.rank, self.world_size = shard
+        self.local_batch = math.ceil(batch_size / self.world_size)
+        if augment is not None and augment.pca_std > 0 and pca is None:
+            raise ValueError("augment.pca_std needs the colour principal components: pass pca=<the training PixelStats>")
+        self._pca = _on(pca, self.device) if pca is not None else None
+        self._std = norm.divisor(self.device)
+        self._scale, self._bias = norm.scale_bias(self.device)
         if image_size > self.x.shape[-1]:
             raise ValueError(f"image_size {image_size} is larger than the cached images ({self.x.shape[-1]})")
 
@@ -113,7 +115,6 @@ class BatchLoader:
     def __len__(self) -> int:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
 
     def _plan(self):
         """The epoch's order and every sample's augmentation parameters, drawn at once."""
@@ -178,7 +179,7 @@ class BatchLoader:
             x = x.contiguous()
         bias = self._bias
         if "alpha" in p:
-            bias = bias + (pca_offsets(p["alpha"], self._stats) / self._std).view(len(idx), -1, 1, 1)
+            bias = bias + (pca_offsets(p["alpha"], self._pca) / self._std).view(len(idx), -1, 1, 1)
         return x.mul_(self._scale).add_(bias)
 
 

@@ -6,25 +6,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..data import Dataset, load_dataset
 from ..data.config import DataConfig
-from ..data.sources import Split
+from ..data.normalization import Normalization
+from ..data.split import Split
+from ..data.views import center_crop
+from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..runmeta import RunMeta
 from ..train import speed
+from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
 
 
 @dataclass
 class Inference:
     model: VGG
-    classes: list[str]
-    image_size: int  # model input side
-    eval_resize: int  # images are resized (shorter side) to this, then center-cropped
-    mean: torch.Tensor  # (C,) [0, 1] scale
-    std: torch.Tensor  # (C,); ones for mean subtraction only
+    meta: RunMeta
     checkpoint: dict
     device: torch.device
     # the run's resolved speed settings where it was trained on this same machine, else fp32 / NCHW
@@ -32,21 +31,38 @@ class Inference:
     channels_last: bool = False
 
     @property
+    def classes(self) -> list[str]:
+        return list(self.meta.classes)
+
+    @property
+    def image_size(self) -> int:
+        """Model input side."""
+        return self.meta.image_size
+
+    @property
+    def eval_resize(self) -> int:
+        """Images are resized (shorter side) to this, then center-cropped."""
+        return self.meta.eval_resize
+
+    @property
+    def norm(self) -> Normalization:
+        return self.meta.normalization
+
+    @property
     def in_chans(self) -> int:
         return self.model.config.in_chans
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored uint8 images (N, C, S, S) -> the model's input: center crop, then normalise, on its device."""
+        return self.norm(center_crop(x, self.image_size), self.device)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> normalised float on the model's device."""
-        x = x.to(self.device).float().div_(255)
-        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+        """uint8 (N, C, H, W) -> normalised float on the model's device, uncropped (for TTA views)."""
+        return self.norm(x, self.device)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float -> [0, 1] images, for display."""
-        return (x * self.std.view(1, -1, 1, 1).to(x.device) + self.mean.view(1, -1, 1, 1).to(x.device)).clamp(0, 1)
-
-    def center_crop(self, x: torch.Tensor) -> torch.Tensor:
-        o = (x.shape[-1] - self.image_size) // 2
-        return x[..., o:o + self.image_size, o:o + self.image_size]
+        return self.norm.invert(x)
 
     def data_config(self, data_root: str | None = None) -> DataConfig:
         d = dict(self.checkpoint["config"]["data"])
@@ -57,7 +73,7 @@ class Inference:
     def load_split(self, split: str, data_root: str | None = None) -> tuple[Split, Dataset]:
         """The run's dataset split (cached uint8), as the model saw its kind during training."""
         ds = load_dataset(self.data_config(data_root))
-        chosen = {"test": ds.test, "val": ds.val, "train": ds.train}[split]
+        chosen = ds.split(split)
         if chosen is None:
             raise VgglabError(f"this run has no {split} split (data.val_size was 0); use --split test")
         if ds.classes != self.classes:
@@ -68,16 +84,12 @@ class Inference:
 def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Inference:
     """A run directory (its best.pt, else last.pt) or a checkpoint file -> ready-to-use model."""
     ckpt = load_checkpoint(path)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    device = resolve_device(device)
     model = model_from_checkpoint(ckpt, use_ema=use_ema).to(device).eval()
-    norm = ckpt["normalization"]
-    mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device)
-    std = torch.tensor(norm["std"], dtype=torch.float32, device=device) if norm["mode"] == "standardize" else torch.ones_like(mean)
     precision, channels_last = recorded_speed(ckpt, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return Inference(model, list(ckpt["classes"]), int(ckpt["image_size"]), int(ckpt.get("eval_resize", ckpt["image_size"])),
-                     mean, std, ckpt, device, precision, channels_last)
+    return Inference(model, meta_of(ckpt), ckpt, device, precision, channels_last)
 
 
 def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool]:
@@ -87,10 +99,3 @@ def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool]:
     if not rec or rec.get("device") != device.type or not speed.same_machine(rec.get("machine", {}), speed.machine_info()):
         return "fp32", False
     return rec["precision"], bool(rec["channels_last"])
-
-
-def resize_shorter(x: torch.Tensor, side: int) -> torch.Tensor:
-    """Bilinear (antialiased) resize of a square batch to ``side`` x ``side``."""
-    if x.shape[-1] == side:
-        return x
-    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from ..data.sources import Split
+from ..data.split import Split
 from ..train.loop import autocast
 from .inference import Inference
 from .tta import dense_head, tta_probs

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.sources import IMAGE_EXTENSIONS, decode_image
+from ..data.imagefolder import IMAGE_EXTENSIONS, decode_image
 from .inference import Inference
 
 
@@ -62,7 +62,7 @@ def predict_files(inf: Inference, paths: list[Path], topk: int = 5) -> list[Pred
         except Exception as exc:  # PIL's many error types for non-images and truncated files
             results.append(Prediction(str(path), error=f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"))
             continue
-        probs = inf.model(inf.center_crop(inf.normalize(x))).float().softmax(1)[0]
+        probs = inf.model(inf.prepare(x)).float().softmax(1)[0]
         p, i = probs.topk(k)
         results.append(Prediction(str(path), [(inf.classes[j], float(q)) for q, j in zip(p, i)]))
     return results

@@ -39,7 +39,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
 
         plot_confusion(metrics["confusion_matrix"], inf.classes, out / "confusion.png")
         sample = slice(0, min(len(data), 2000))
-        shown = inf.denormalize(inf.center_crop(inf.normalize(data.x[sample]))).cpu()
+        shown = inf.denormalize(inf.prepare(data.x[sample])).cpu()
         plot_predictions(shown, data.y[sample], probs[sample], inf.classes, out / "predictions.png")
     return metrics
 

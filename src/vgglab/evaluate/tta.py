@@ -13,14 +13,13 @@ evaluation (see :func:`dense_logits`) on the uncropped image at each of ``scales
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VgglabError
 from ..models import VGG
-from .inference import resize_shorter
+from ..data.views import TTA_MODES, resize_square, view_probs
 
-TTA_MODES = ("none", "flip", "flip-translate", "flip-shift", "multicrop", "dense")
+__all__ = ["TTA_MODES", "dense_head", "dense_logits", "tta_probs"]
 
 
 def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -85,48 +84,11 @@ def dense_logits(model: VGG, x: torch.Tensor, head: nn.Sequential | None = None)
     return head(f).mean((2, 3))
 
 
-def _views(x: torch.Tensor, mode: str, size: int, shift: int, multicrop_side: int):
-    """Yield the views (N, C, size, size) of normalised full images ``x`` for one TTA mode."""
-    o = (x.shape[-1] - size) // 2
-    center = x[..., o:o + size, o:o + size]
-    if mode == "none":
-        yield center
-    elif mode == "flip":
-        yield center
-        yield center.flip(3)
-    elif mode in ("flip-translate", "flip-shift"):
-        p = F.pad(center, (shift,) * 4, mode="reflect")
-        offsets = [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)] if mode == "flip-translate" else [(0, 0), (-shift, -shift), (shift, shift)]
-        for dy, dx in offsets:
-            v = p[..., shift + dy:shift + dy + size, shift + dx:shift + dx + size]
-            yield v
-            yield v.flip(3)
-    elif mode == "multicrop":
-        big = resize_shorter(x, max(multicrop_side, size))
-        span = big.shape[-1] - size
-        for oy in (0, span // 2, span):
-            for ox in (0, span // 2, span):
-                v = big[..., oy:oy + size, ox:ox + size]
-                yield v
-                yield v.flip(3)
-    else:
-        raise VgglabError(f"unknown TTA mode {mode!r}; valid: {', '.join(TTA_MODES)}")
-
-
 @torch.inference_mode()
 def tta_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift: int = 1,
               scales: list[int] | None = None, dense: nn.Sequential | None = None) -> torch.Tensor:
     """Softmax probabilities (N, classes) of normalised full images ``x``, averaged over views."""
     if mode == "dense":
-        probs = [dense_logits(model, resize_shorter(x, s), dense).float().softmax(1) for s in (scales or [x.shape[-1]])]
+        probs = [dense_logits(model, resize_square(x, s), dense).float().softmax(1) for s in (scales or [x.shape[-1]])]
         return torch.stack(probs).mean(0)
     return view_probs(model, x, mode, image_size, shift=shift).mean(0)
-
-
-@torch.inference_mode()
-def view_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift: int = 1) -> torch.Tensor:
-    """Softmax probabilities (views, N, classes) of each view of ``mode`` (not dense); for none,
-    flip, flip-shift and flip-translate view 0 is the plain center crop."""
-    side = round(image_size * 256 / 224)
-    fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return torch.stack([model(v.contiguous(memory_format=fmt)).float().softmax(1) for v in _views(x, mode, image_size, shift, side)])

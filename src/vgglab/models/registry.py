@@ -107,10 +107,11 @@ def _register_family() -> None:
 
 _register_family()
 
-# Options ``create_model`` accepts; each maps onto a VGGConfig or HeadSpec field.
-_CONFIG_OPTIONS = ("num_classes", "in_chans", "input_size", "batch_norm", "lrn", "width", "init", "blocks", "whiten",
-                   "whiten_eps", "pool_first", "activation", "conv_bias", "bn_momentum", "bn_eps")
-_HEAD_OPTIONS = ("dropout", "hidden", "num_hidden", "pool_size", "scale")
+# Options ``create_model`` accepts: every VGGConfig field but the name, the head's type ("head")
+# and every other HeadSpec field, read from the dataclasses so a new field is an option at once.
+_CONFIG_OPTIONS = tuple(f.name for f in dataclasses.fields(VGGConfig) if f.name not in ("head", "name"))
+_HEAD_OPTIONS = tuple(f.name for f in dataclasses.fields(HeadSpec) if f.name != "type")
+_FLOAT_OPTIONS = {f.name for f in (*dataclasses.fields(VGGConfig), *dataclasses.fields(HeadSpec)) if f.type == "float"}
 MODEL_OPTIONS = _CONFIG_OPTIONS + ("head",) + _HEAD_OPTIONS
 
 
@@ -137,15 +138,9 @@ def model_config(name: str, **options) -> VGGConfig:
     h = options.get("head")
     if h is not None and not (isinstance(h, str) and h == head.type):  # same type: keep the model's own head
         head = parse_head(h)
-    head_changes = {k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None}
-    for key in ("dropout", "scale"):
-        if key in head_changes:
-            head_changes[key] = float(head_changes[key])
-    head = dataclasses.replace(head, **head_changes)
+    options = {k: float(v) if k in _FLOAT_OPTIONS and v is not None else v for k, v in options.items()}
+    head = dataclasses.replace(head, **{k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None})
     changes = {k: options[k] for k in _CONFIG_OPTIONS if options.get(k) is not None}
-    for key in ("width", "whiten_eps", "bn_momentum", "bn_eps"):
-        if key in changes:
-            changes[key] = float(changes[key])
     if "blocks" in changes:  # depths and widths: a list of blocks, each a list of conv widths
         blocks = changes["blocks"]
         if not isinstance(blocks, (list, tuple)):

@@ -16,7 +16,7 @@ from ..strict import _suggest
 from ..strict import strict_init as _strict_init
 
 HEAD_TYPES = ("imagenet", "cifar", "gap", "linear")
-INIT_MODES = ("kaiming", "paper", "dirac")
+WEIGHT_INITS = ("kaiming", "paper", "dirac")
 ACTIVATIONS = ("relu", "gelu")
 POOL_TYPES = ("max", "none")
 
@@ -168,8 +168,8 @@ class VGGConfig:
             raise SpecError(f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}")
         if self.width <= 0:
             raise SpecError(f"width must be positive, got {self.width}")
-        if self.init not in INIT_MODES:
-            raise SpecError(f"init must be one of {INIT_MODES}, got {self.init!r}")
+        if self.init not in WEIGHT_INITS:
+            raise SpecError(f"init must be one of {WEIGHT_INITS}, got {self.init!r}")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.whiten < 0 or self.whiten_eps <= 0:

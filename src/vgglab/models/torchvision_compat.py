@@ -11,10 +11,19 @@ import os
 from collections import OrderedDict
 
 import torch
-from torch import nn
 
 from .spec import SpecError
 from .vgg import VGG
+
+
+# torchvision's VGGs by their number of conv layers (Simonyan & Zisserman's configurations A, B, D, E)
+TORCHVISION_DEPTHS = {8: 11, 10: 13, 13: 16, 16: 19}
+
+
+def torchvision_arch(n_convs: int, batch_norm: bool) -> str | None:
+    """The torchvision (and vgglab) model name of a VGG with ``n_convs`` 3x3 convs, or None."""
+    depth = TORCHVISION_DEPTHS.get(n_convs)
+    return None if depth is None else f"vgg{depth}{'_bn' if batch_norm else ''}"
 
 
 def _torchvision_names(model: VGG) -> dict[str, str]:
@@ -95,15 +104,3 @@ def load_torchvision_weights(model: VGG, state_dict_or_path) -> VGG:
         )
     model.load_state_dict(OrderedDict((inverse[k], v) for k, v in sd.items()), strict=True)
     return model
-
-
-def torchvision_builder(model: VGG):
-    """The torchvision constructor with the same architecture as ``model`` (for parity tests)."""
-    import torchvision
-
-    depth = {8: 11, 10: 13, 13: 16, 16: 19}
-    n_convs = sum(isinstance(m, nn.Conv2d) for m in model.features.modules())
-    if n_convs not in depth or any(c.kernel_size == 1 for b in model.config.blocks for c in b.convs):
-        raise SpecError(f"{model.config.name} has no torchvision counterpart")
-    name = f"vgg{depth[n_convs]}{'_bn' if model.config.batch_norm else ''}"
-    return getattr(torchvision.models, name)

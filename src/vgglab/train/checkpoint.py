@@ -10,6 +10,7 @@ import torch
 from ..data.cache import atomic_write
 from ..errors import VgglabError
 from ..models import VGG, create_model_from_spec
+from ..runmeta import RunMeta
 
 FORMAT = "vgglab-checkpoint"
 
@@ -60,10 +61,31 @@ def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> VGG:
     return model
 
 
-def save_safetensors(model: VGG, metadata: dict, path: str | Path) -> None:
-    """Weights plus JSON metadata (class names, normalisation, model config) for sharing."""
+def save_safetensors(model: VGG, meta: RunMeta, path: str | Path, **extra) -> None:
+    """Weights plus the :class:`RunMeta` (and ``extra`` entries, e.g. the epoch) as JSON metadata."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {k: json.dumps(v) for k, v in metadata.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    metadata = {**meta.to_safetensors(), **{k: json.dumps(v) for k, v in extra.items()}}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], RunMeta]:
+    """The state dict and :class:`RunMeta` of a model.safetensors that vgglab wrote."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {path}: {str(exc).splitlines()[0]} (is it a complete .safetensors file?)") from None
+    return state, RunMeta.from_safetensors(raw, str(path))
+
+
+def meta_of(ckpt: dict) -> RunMeta:
+    """The :class:`RunMeta` a checkpoint carries."""
+    return RunMeta.from_mapping(ckpt, ckpt.get("path", "checkpoint"))

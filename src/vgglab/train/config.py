@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..data.config import AugmentConfig, DataConfig
+from ..data.views import TRAIN_TTA_MODES
 from ..errors import VgglabError
 from ..strict import ConfigError, _suggest, strict_init
 from ..strict import check_choice as _choice
@@ -80,6 +81,9 @@ class ScheduleConfig:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# how train.init_from's weights are copied (vgglab.train.transfer); not the model's own weight init
+TRANSFER_MODES = ("exact", "features", "cross-geometry", "shallow-to-deep")
 
 
 @dataclass
@@ -118,7 +122,7 @@ class TrainConfig:
     test_tta: str = "none"  # the final test also reports top-1 under this TTA (none, flip, flip-shift, flip-translate)
 
     def __post_init__(self):
-        _choice("train", "precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("train", "precision", self.precision, PRECISIONS)
         if self.channels_last is None:  # configs written before "auto" existed said null
             self.channels_last = "auto"
         if not isinstance(self.channels_last, bool) and self.channels_last != "auto":
@@ -131,7 +135,7 @@ class TrainConfig:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        _choice("train", "init_mode", self.init_mode, ("exact", "features", "cross-geometry", "shallow-to-deep"))
+        _choice("train", "init_mode", self.init_mode, TRANSFER_MODES)
         _choice("train", "init_match", self.init_match, ("paper", "all"))
         if isinstance(self.freeze, str):
             self.freeze = [self.freeze]
@@ -141,7 +145,7 @@ class TrainConfig:
             raise ConfigError(f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}")
         if self.lookahead_every and self.ema_decay:
             raise ConfigError("train.lookahead_every and train.ema_decay are two kinds of weight averaging: set only one")
-        _choice("train", "test_tta", self.test_tta, ("none", "flip", "flip-shift", "flip-translate"))
+        _choice("train", "test_tta", self.test_tta, TRAIN_TTA_MODES)
 
 
 @dataclass
@@ -273,7 +277,3 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=None
 
 def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def section_fields(section: str) -> list[str]:
-    return [f.name for f in fields(SECTIONS[section])]

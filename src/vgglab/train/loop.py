@@ -1,18 +1,23 @@
-"""The small named steps of training: one epoch, one evaluation, freezing parts of a model."""
+"""The small named steps of training: one epoch, one evaluation, the weight averages."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.views import view_probs
 from ..errors import VgglabError
-from ..models import VGG
-from .config import ConfigError
+from .config import TrainConfig
 from .distributed import all_sum
+
+
+if TYPE_CHECKING:  # annotations only: state.py builds on this module
+    from .state import TrainState
 
 
 class TrainingDiverged(VgglabError):
@@ -31,36 +36,6 @@ def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
     if setting is False:
         return module
     return torch.compile(module, mode=None if setting in (True, "default") else setting)
-
-
-def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
-    """Modules named by ``train.freeze``: "features", "head", "block3" or "features.block3"."""
-    blocks = dict(model.features.named_children())
-    out = []
-    for n in names:
-        short = n.removeprefix("features.")
-        if n == "features":
-            out.append(model.features)
-        elif n == "head":
-            out.append(model.head)
-        elif short in blocks:
-            out.append(blocks[short])
-        else:
-            raise ConfigError(f"train.freeze: unknown part {n!r}; valid: features, head, {', '.join(blocks)}")
-    return out
-
-
-def freeze_bn_scales(model: nn.Module) -> None:
-    """Keep every BatchNorm weight (scale) fixed; its bias still trains."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
-            m.weight.requires_grad_(False)
-
-
-def set_frozen(modules: list[nn.Module], frozen: bool) -> None:
-    for m in modules:
-        for p in m.parameters():
-            p.requires_grad_(not frozen)
 
 
 class Lookahead:
@@ -109,16 +84,19 @@ CHECK_EVERY = 100  # steps between host reads of the non-finite-loss flag (each 
 PROGRESS_EVERY = 10  # steps between progress callbacks (each reads two device sums)
 
 
-def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp32", label_smoothing=0.0,
-                    grad_clip=None, scaler=None, ema=None, lookahead=None, on_step=None, frozen=(),
-                    check_every=CHECK_EVERY, progress_every=PROGRESS_EVERY) -> dict:
-    """One pass over ``loader``; returns mean loss and top-1 (fraction) over the seen samples.
+def train_one_epoch(model, loader, state: TrainState, *, train: TrainConfig | None = None, precision="fp32", on_step=None,
+                    frozen=(), check_every=CHECK_EVERY, progress_every=PROGRESS_EVERY) -> dict:
+    """One pass over ``loader``, stepping ``state`` (its optimiser, schedule, grad scaler and weight
+    averages; ``model`` is ``state.model`` or its DDP / compiled wrapper) with ``train``'s label
+    smoothing and gradient clipping; returns mean loss and top-1 (fraction) over the seen samples.
 
     Nothing is read back to the host per step, so a CUDA device runs ahead of Python: the loss and
     accuracy sums stay on the device, a non-finite loss is flagged there (its first batch index
     kept) and raised every ``check_every`` steps and at the end, and ``on_step(loss, top1, seen)``
     (running means) is called every ``progress_every`` steps and after the last one.
     ``frozen`` modules stay in eval mode (BatchNorm keeps its running statistics)."""
+    tc = train or TrainConfig()
+    device, optimizer, scaler = loader.device, state.optimizer, state.scaler
     model.train()
     for m in frozen:
         m.eval()
@@ -130,26 +108,26 @@ def train_one_epoch(model, loader, optimizer, schedule, *, device, precision="fp
     for step, (x, y) in enumerate(loader):
         with autocast(device, precision):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
-            if grad_clip:
+            if tc.grad_clip:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if tc.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
-        schedule.step_batch()
-        if ema is not None:
-            ema.update_parameters(model)
-        if lookahead is not None:
-            lookahead.after_step()
+        state.schedule.step_batch()
+        if state.ema is not None:
+            state.ema.update_parameters(model)
+        if state.lookahead is not None:
+            state.lookahead.after_step()
         n = len(y)
         loss_sum += loss.detach() * n
         correct += (logits.detach().argmax(1) == y).sum()
@@ -211,16 +189,15 @@ class EMA(torch.optim.swa_utils.AveragedModel):
 
 
 @torch.inference_mode()
-def evaluate(model, loader, *, device, precision="fp32", tta="none") -> dict:
+def evaluate_batches(model, loader, *, precision="fp32", tta="none") -> dict:
     """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``;
     with ``tta`` (none, flip, flip-shift, flip-translate; see ``vgglab.evaluate.tta``) of its views'
     averaged probabilities, and then also ``plain_loss`` / ``plain_top1`` of the first view (the
-    plain center crop) from the same pass.
+    plain center crop) from the same pass. The sums live on ``loader.device``.
 
     Under torchrun each rank evaluates its shard and the sums are all-reduced, which gives
     exactly the single-process numbers."""
-    from ..evaluate.tta import view_probs
-
+    device = loader.device
     model.eval()
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, correct, n, plain loss, plain correct
     for x, y in loader:

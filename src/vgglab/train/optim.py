@@ -54,11 +54,16 @@ class Schedule:
 
     ``plateau`` is the VGG recipe: multiply the LR by ``factor`` when the monitored
     validation accuracy (or, with no validation split, training loss) stops improving.
+    ``optim`` (the recipe's optimiser section) sets the units :attr:`lr` reports in.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int, monitor_mode: str):
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int, monitor_mode: str,
+                 optim: OptimConfig | None = None):
         self.cfg = cfg
         self.optimizer = optimizer
+        # the first group's rate before any scheduling: lr / this is the schedule's current factor
+        self._base = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        self._recipe_lr = optim.lr if optim is not None else self._base
         self.plateau = None
         self.lambda_lr = None
         if cfg.name == "plateau":
@@ -95,7 +100,9 @@ class Schedule:
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The learning rate in the recipe's own units (``optim.lr`` times the schedule's factor),
+        also under ``optim.decoupled``, where PyTorch's rate is rescaled (see param_groups)."""
+        return self._recipe_lr * (self.optimizer.param_groups[0]["lr"] / self._base)
 
     def state_dict(self) -> dict:
         sched = self.plateau or self.lambda_lr

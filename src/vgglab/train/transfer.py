@@ -8,7 +8,6 @@ folding an ImageNet FC6 over its 7x7 taps for a target that sees a 1x1 map) and
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,10 @@ import torch
 from ..errors import VgglabError
 from ..models import VGG, create_model, key_mapping
 from ..models.spec import VGGConfig
+from ..models.torchvision_compat import torchvision_arch
+from .checkpoint import load_checkpoint, read_safetensors
+from .config import TRANSFER_MODES
 
-INIT_MODES = ("exact", "features", "cross-geometry", "shallow-to-deep")
 _CONV_KEY = re.compile(r"^features\.block(\d+)\.(conv|bn)(\d+)\.(.+)$")
 
 
@@ -48,33 +49,25 @@ def _torchvision_config(sd: dict) -> VGGConfig:
     """The registered VGG whose torchvision layout this state_dict has."""
     convs = [k for k in sd if k.startswith("features.") and k.endswith(".weight") and sd[k].dim() == 4]
     bn = any(k.endswith("running_mean") for k in sd)
-    depth = {8: "vgg11", 10: "vgg13", 13: "vgg16", 16: "vgg19"}.get(len(convs))
-    if depth is None:
+    name = torchvision_arch(len(convs), bn)
+    if name is None:
         raise TransferError(f"the torchvision file has {len(convs)} conv layers; expected a VGG-11/13/16/19")
     classes = sd["classifier.6.weight"].shape[0] if "classifier.6.weight" in sd else 1000
     with torch.device("meta"):
-        return create_model(f"{depth}{'_bn' if bn else ''}", num_classes=classes).config
+        return create_model(name, num_classes=classes).config
 
 
 def read_source(path: str | Path) -> tuple[dict[str, torch.Tensor], VGGConfig]:
     """State dict in vgglab's layer names, and the source model's config."""
-    from ..train.checkpoint import load_checkpoint
-
     path = Path(path)
     if path.is_dir() or path.suffix in (".pt",):
         ckpt = load_checkpoint(path)
         return ckpt["model"], VGGConfig.from_dict(ckpt["model_config"])
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         if not path.is_file():
             raise TransferError(f"init source not found: {path}")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-        if "model_config" not in meta:
-            raise TransferError(f"{path} has no vgglab metadata (model_config); export it with `vgglab export --format safetensors`")
-        return sd, VGGConfig.from_dict(json.loads(meta["model_config"]))
+        sd, meta = read_safetensors(path)
+        return sd, VGGConfig.from_dict(meta.model_config)
     if not path.is_file():
         raise TransferError(f"init source not found: {path}")
     try:
@@ -111,8 +104,8 @@ def _first_convs(cfg: VGGConfig, n: int) -> set[tuple[int, int]]:
 def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig, mode: str,
              match: str = "paper", fold_fc6: bool = False) -> TransferReport:
     """Copy what ``mode`` allows from ``source`` into ``model``; return what happened to each tensor."""
-    if mode not in INIT_MODES:
-        raise TransferError(f"unknown init mode {mode!r}; valid: {', '.join(INIT_MODES)}")
+    if mode not in TRANSFER_MODES:
+        raise TransferError(f"unknown init mode {mode!r}; valid: {', '.join(TRANSFER_MODES)}")
     target = model.state_dict()
     report = TransferReport()
     plan: dict[str, torch.Tensor] = {}

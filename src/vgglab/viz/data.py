@@ -13,9 +13,8 @@ from .plots import plot_image_grid
 
 def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | None = None, per_class: int = 8, seed: int = 0) -> dict:
     ds = load_dataset(data)
-    st = ds.stats
-    std = st.std if augment.normalize == "standardize" else torch.ones_like(st.std)
-    loader = BatchLoader(ds.train, min(4096, len(ds.train)), image_size=ds.image_size, stats=st, augment=None, normalize=augment.normalize)
+    st, norm = ds.stats, ds.normalization(augment)
+    loader = BatchLoader(ds.train, min(4096, len(ds.train)), image_size=ds.image_size, norm=norm)
     x, _ = next(iter(loader))
     info = {
         "dataset": data.dataset,
@@ -45,13 +44,12 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
             for k in range(ds.num_classes)
         ])
         sample = ds.train.subset(idx)
-        plain = BatchLoader(sample, len(idx), image_size=ds.image_size, stats=st, normalize=augment.normalize)
-        aug = BatchLoader(sample, len(idx), image_size=ds.image_size, stats=st, augment=augment, normalize=augment.normalize,
-                          seed=seed, shuffle=False, drop_last=False)
+        plain = BatchLoader(sample, len(idx), image_size=ds.image_size, norm=norm)
+        aug = BatchLoader(sample, len(idx), image_size=ds.image_size, norm=norm, augment=augment, pca=st, seed=seed)
         titles = [ds.classes[int(y)] for y in sample.y]
         for name, ld in (("samples.png", plain), ("samples_augmented.png", aug)):
             xb, _ = next(iter(ld))
-            shown = (xb * std.view(1, -1, 1, 1) + st.mean.view(1, -1, 1, 1)).clamp(0, 1)
+            shown = norm.invert(xb)
             plot_image_grid(shown, titles, out / name, cols=per_class,
                             suptitle="training samples" + (" after augmentation" if "aug" in name else ""))
         info["pictures"] = [str(out / "samples.png"), str(out / "samples_augmented.png")]

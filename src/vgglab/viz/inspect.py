@@ -82,8 +82,8 @@ def plot_filters(model: VGG, path: str | Path, max_filters: int = 64) -> Path:
     return _save(fig, path)
 
 
-def last_conv_layer(model: VGG) -> str:
-    """The final block's last ReLU: the conv map Grad-CAM is computed on."""
+def last_activation_name(model: VGG) -> str:
+    """The name of the final block's last activation (its ReLU/GELU output): the conv map Grad-CAM is computed on."""
     return default_layers(model)[-1]
 
 
@@ -93,7 +93,7 @@ def grad_cam(model: VGG, x: torch.Tensor, target: torch.Tensor | None = None, la
     Channel weights are the spatial mean of d(class logit)/d(activation); the map is the ReLU of
     the weighted channel sum, upsampled to the input size. ``target`` defaults to the prediction.
     """
-    layer = layer or last_conv_layer(model)
+    layer = layer or last_activation_name(model)
     module = dict(model.named_modules())[check_layers(model, [layer])[0]]
     store: dict[str, torch.Tensor] = {}
     hook = module.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
@@ -140,7 +140,7 @@ def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None =
         raw = load_image(inf, Path(image))
     except Exception as exc:
         raise VgglabError(f"cannot read image {image}: {exc}") from None
-    x = inf.center_crop(inf.normalize(raw))
+    x = inf.prepare(raw)
     out = Path(out)
     cams, target = grad_cam(inf.model, x)
     prob = inf.model(x).float().softmax(1)[0, target[0]].item()

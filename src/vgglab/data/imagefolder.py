@@ -1,0 +1,120 @@
+"""ImageFolder trees (``train/<class>/*``, ``test/<class>/*``, optional ``val/``) decoded to uint8
+tensors, and the one PIL decoding that training, ``predict`` and ``load_model`` share."""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .split import RawData, Split
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One image -> (size, size, 3) uint8: any mode to RGB, shorter side to ``size``, center crop."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return square_rgb(im, size)
+
+
+def square_rgb(im, size: int) -> np.ndarray:
+    """A PIL image -> (size, size, 3) uint8: any mode to RGB (transparent pixels white), shorter
+    side to ``size``, center crop."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)  # transparent pixels become white
+    im = im.convert("RGB")
+    w, h = im.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has class folders not in train/: {', '.join(unknown)}; every split needs the same classes")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        d = folder / c
+        if not d.is_dir():
+            continue
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                files.append(p)
+                labels.append(i)
+    return files, labels, classes
+
+
+def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
+    """Decode every image of every split with a thread pool (PIL releases the GIL while decoding)."""
+    classes = None
+    splits: dict[str, Split] = {}
+    skipped: list[str] = []
+    for name in ("train", "val", "test"):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        files, labels, classes = _list_split(folder, classes)
+        if not files:
+            raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
+        out = np.zeros((len(files), size, size, 3), dtype=np.uint8)
+        ok = np.ones(len(files), dtype=bool)
+
+        def work(i):
+            try:
+                out[i] = decode_image(files[i], size)
+            except Exception as exc:  # PIL raises many types for bad files
+                if strict:
+                    raise DataError(f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+                ok[i] = False
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(work, range(len(files))))
+        for i in np.flatnonzero(~ok):
+            skipped.append(str(files[i]))
+            warnings.warn(f"skipped unreadable image {files[i]}", stacklevel=2)
+        keep = torch.from_numpy(np.flatnonzero(ok))
+        x = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()[keep]
+        y = torch.tensor(labels, dtype=torch.int64)[keep]
+        splits[name] = Split(x, y)
+    if "train" not in splits or "test" not in splits:
+        raise DataError(f"{root} needs train/<class>/ and test/<class>/ folders")
+    return RawData(classes, splits["train"], splits["test"], splits.get("val"), skipped)
+
+
+def image_size_of_tree(root: Path) -> int:
+    """Side of the first training image (used when data.image_size is not set)."""
+    from PIL import Image
+
+    for p in sorted((root / "train").rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            with Image.open(p) as im:
+                return min(im.size)
+    raise DataError(f"no images found under {root / 'train'}")
+
+
+def find_imagefolder(root: Path) -> Path | None:
+    """``root`` itself or a direct subfolder that holds ``train/`` and ``test/``."""
+    for cand in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return cand
+    return None

@@ -1,0 +1,28 @@
+"""Decoded images as uint8 tensors: one split, and the splits a source decodes to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, C, S, S) uint8
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: torch.Tensor) -> "Split":
+        return Split(self.x[idx], self.y[idx])
+
+
+@dataclass
+class RawData:
+    classes: list[str]
+    train: Split
+    test: Split
+    val: Split | None = None  # only when the source ships its own validation split
+    skipped: list[str] = field(default_factory=list)  # unreadable files that were left out

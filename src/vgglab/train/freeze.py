@@ -1,0 +1,65 @@
+"""What is frozen at each epoch: ``train.freeze``, ``unfreeze_after`` and ``freeze_bn_scale`` as a plan."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..models import VGG
+from .config import ConfigError, TrainConfig
+
+
+def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
+    """Modules named by ``train.freeze``: "features", "head", "block3" or "features.block3"."""
+    blocks = dict(model.features.named_children())
+    out = []
+    for n in names:
+        short = n.removeprefix("features.")
+        if n == "features":
+            out.append(model.features)
+        elif n == "head":
+            out.append(model.head)
+        elif short in blocks:
+            out.append(blocks[short])
+        else:
+            raise ConfigError(f"train.freeze: unknown part {n!r}; valid: features, head, {', '.join(blocks)}")
+    return out
+
+
+def freeze_bn_scales(model: nn.Module) -> None:
+    """Keep every BatchNorm weight (scale) fixed; its bias still trains."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+            m.weight.requires_grad_(False)
+
+
+def set_frozen(modules: list[nn.Module], frozen: bool) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(not frozen)
+
+
+class FreezePlan:
+    """The parts of ``model`` that ``train`` freezes (no gradients, BatchNorm in eval mode), and
+    until when: all of them through epoch ``unfreeze_after``, none after it (never unfrozen when it
+    is unset). With ``freeze_bn_scale`` every BatchNorm scale stays fixed throughout."""
+
+    def __init__(self, model: VGG, train: TrainConfig):
+        self.model = model
+        self.modules = frozen_modules(model, train.freeze)  # checked now, before any epoch runs
+        self.unfreeze_after = train.unfreeze_after
+        self.bn_scale = train.freeze_bn_scale
+
+    def frozen_at(self, epoch: int) -> list[nn.Module]:
+        """The modules frozen during ``epoch`` (1-based)."""
+        if self.unfreeze_after is not None and epoch > self.unfreeze_after:
+            return []
+        return list(self.modules)
+
+    def apply(self, epoch: int) -> list[nn.Module]:
+        """Set every parameter's ``requires_grad`` for ``epoch``; returns the frozen modules."""
+        frozen = self.frozen_at(epoch)
+        set_frozen(self.modules, True)
+        set_frozen([m for m in self.modules if m not in frozen], False)
+        if self.bn_scale:
+            freeze_bn_scales(self.model)
+        return frozen

@@ -1,0 +1,142 @@
+"""Getting a run ready to train, apart from the epochs: its config (new or resumed), the process
+and device it runs on, the run directory, and the model with its first weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import BatchLoader, Dataset, Normalization
+from ..device import resolve_device
+from ..errors import VgglabError
+from ..models import VGG, VGGConfig, create_model, create_model_from_spec
+from .checkpoint import load_checkpoint
+from .config import Config, ConfigError, load_config
+from .distributed import DistInfo, broadcast_object, setup
+from .rundir import PhaseClock, new_run_dir
+from .transfer import init_from
+
+
+def read_run_config(config, overrides, resume) -> tuple[Config, dict | None]:
+    """The run's config and, when resuming, its last checkpoint. A resumed run uses its own
+    config.yaml with ``overrides``; a ``config`` given beside it must say the same."""
+    if resume is None:
+        return load_config(config, overrides), None
+    run_dir = Path(resume)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
+        raise VgglabError(f"cannot resume {run_dir}: it has no config.yaml and last.pt (is it a vgglab run directory?)")
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    if config is not None:
+        differ = config_differences(load_config(config, overrides), cfg)
+        if differ:
+            shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
+            raise ConfigError(f"cannot resume {run_dir} with --config {config}: it differs from the run's config.yaml in {shown}; "
+                              f"omit --config to continue the run as it was, and give changes with --set")
+    return cfg, load_checkpoint(run_dir / "last.pt")
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ (what ``auto`` resolved to is not a difference)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" and k != "spec" else {f"{prefix}{k}": v})
+        return out
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return sorted(k for k in set(fa) | set(fb) if not k.startswith("resolved") and fa.get(k) != fb.get(k))
+
+
+def start_process(cfg: Config) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun job if there is one, pick the device, check what it can do, seed."""
+    tc = cfg.train
+    info, device_name = setup(tc.device)
+    device = resolve_device(device_name)
+    if tc.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn: PyTorch's SyncBatchNorm is CUDA-only; set it false on CPU (each process then keeps its own BatchNorm statistics)")
+    if tc.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision fp16 needs CUDA (its grad scaler is CUDA-only); use bf16 on CPU")
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    return info, device
+
+
+def open_run_dir(out, cfg: Config, resume, info: DistInfo) -> Path:
+    """The resumed run's directory, or a new one made by rank 0 and shared with the others."""
+    if resume is not None:
+        return Path(resume)
+    return broadcast_object(new_run_dir(out, cfg.name) if info.is_main else None, info)
+
+
+def build_model_for(cfg: Config, ds: Dataset) -> VGG:
+    """The configured model, sized for the dataset (classes, channels, input size) unless set."""
+    fitted = {"num_classes": ds.num_classes, "in_chans": ds.in_chans, "input_size": ds.image_size}
+    if cfg.model.spec is not None:
+        model = create_model_from_spec(VGGConfig.from_dict({**fitted, **cfg.model.spec}, "model.spec"))
+    else:
+        model = create_model(cfg.model.name, **{**fitted, **cfg.model.options})
+    mc = model.config
+    if mc.num_classes != ds.num_classes or mc.in_chans != ds.in_chans:
+        raise ConfigError(
+            f"model has {mc.num_classes} classes / {mc.in_chans} channels but the dataset has "
+            f"{ds.num_classes} / {ds.in_chans}: remove model.options.num_classes/in_chans to size it from the data"
+        )
+    return model
+
+
+def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
+    saved = ckpt["model_config"]
+    now = model.config.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml")
+    if ckpt["classes"] != classes:
+        raise ConfigError("cannot resume: the dataset's classes differ from the checkpoint's")
+
+
+def fit_whitening(model: VGG, ds: Dataset, norm: Normalization, n: int = 5000) -> None:
+    """Set the patch-whitening layer from the first ``n`` training images, normalised as training sees them."""
+    loader = BatchLoader(ds.train, n, image_size=ds.image_size, norm=norm, channels_last=False)
+    images, _ = next(iter(loader))
+    model.features.whiten.fit(images)
+
+
+@dataclass
+class Run:
+    """One training run's fixed context: its config, the checkpoint it resumes (or None), the
+    process and device, where it prints, its phase clock and (once made) its directory."""
+
+    cfg: Config
+    ckpt: dict | None
+    info: DistInfo
+    device: torch.device
+    log: Callable = print
+    clock: PhaseClock = field(default_factory=PhaseClock)
+    dir: Path | None = None
+
+
+def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VGG:
+    """The model for the run, and the run directory (made once the model is known to fit the
+    data): checked against a resumed checkpoint (whose weights come later, with the rest of the
+    training state), else initialised from ``train.init_from`` or, for a patch-whitening model,
+    fitted to the training images."""
+    cfg, info, tc = run.cfg, run.info, run.cfg.train
+    model = build_model_for(cfg, ds)
+    if tc.sync_bn and info.enabled:  # same parameter names, so checkpoints stay interchangeable
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if run.ckpt is not None:
+        check_resumable(run.ckpt, model, ds.classes)
+    run.dir = open_run_dir(out, cfg, resume, info)
+    if run.ckpt is None and tc.init_from:
+        report = init_from(model, tc.init_from, tc.init_mode, tc.init_match, tc.init_fold_fc6)
+        if info.is_main:
+            (run.dir / "init_report.txt").write_text(report.format() + "\n")
+        run.log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")
+    elif run.ckpt is None and model.config.whiten:
+        with run.clock("whitening"):
+            fit_whitening(model, ds, norm)
+    return model

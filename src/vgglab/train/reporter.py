@@ -1,0 +1,128 @@
+"""What a run tells its user: metrics.csv, TensorBoard, the progress bar and the line per epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+from ..data.cache import atomic_write
+from .config import Config, ConfigError
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds", "images_per_s"]
+
+
+class MetricsLog:
+    """``metrics.csv``: one row per finished epoch; accuracies as fractions."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate(self, last_epoch: int) -> None:
+        """Keep rows up to ``last_epoch`` (a resumed run rewrites later ones, never duplicates)."""
+        keep = [r for r in self.rows() if int(r["epoch"]) <= last_epoch]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(keep)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+    def append(self, row: dict) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def progress_mode(setting: str) -> str:
+    """``bar`` on an interactive terminal, else one ``line`` per epoch (CI logs stay readable)."""
+    if setting != "auto":
+        return setting
+    return "bar" if sys.stderr.isatty() else "line"
+
+
+def _tensorboard(cfg: Config, run_dir: Path):
+    if not cfg.log.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard extra
+    except ImportError:
+        raise ConfigError("log.tensorboard: true needs the tensorboard package: pip install 'vgglab[tensorboard]'") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+class Reporter:
+    """Owns a run's outputs about its progress. Only the main process writes or prints
+    (``is_main``); the others call the same methods and stay silent. ``log`` prints a line."""
+
+    def __init__(self, cfg: Config, run_dir: Path, is_main: bool = True, log=print):
+        self.epochs, self.is_main, self.log = cfg.train.epochs, is_main, log
+        self.metrics = MetricsLog(run_dir / "metrics.csv")
+        self.mode = progress_mode(cfg.log.progress) if is_main else "none"
+        self.writer = _tensorboard(cfg, run_dir) if is_main else None
+        self._bar = None
+        self._t0 = 0.0
+
+    def resumed(self, epoch: int) -> None:
+        """Forget the rows after ``epoch`` (they are trained again)."""
+        if self.is_main:
+            self.metrics.truncate(epoch)
+
+    def start_epoch(self, epoch: int, steps: int, local_batch: int, lr_now):
+        """Start the epoch's clock (and bar); returns the ``on_step(loss, top1, seen)`` callback
+        for :func:`train_one_epoch`, or None when there is no bar to update. ``lr_now()`` is the
+        current learning rate, shown on the bar."""
+        self._t0 = time.perf_counter()
+        if self.mode != "bar":
+            return None
+        from tqdm import tqdm  # only where a bar is shown
+
+        bar = self._bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", leave=False, dynamic_ncols=True)
+
+        def on_step(loss, top1, seen):
+            bar.update(min(bar.total, -(-seen // local_batch)) - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}", top1=f"{100 * top1:.2f}%", lr=f"{lr_now():.3g}",
+                            img_s=f"{seen / (time.perf_counter() - self._t0):.0f}", refresh=False)
+        return on_step
+
+    def end_training(self) -> float:
+        """Close the bar; the seconds since :meth:`start_epoch`."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        return time.perf_counter() - self._t0
+
+    def end_epoch(self, row: dict) -> None:
+        """Record a finished epoch's row (keys of METRIC_COLUMNS) everywhere it goes."""
+        if self.is_main:
+            self.metrics.append(row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and v is not None:
+                    self.writer.add_scalar(k, v, row["epoch"])
+        if self.mode != "none":
+            val = f"  val loss {row['val_loss']:.4f} top-1 {100 * row['val_top1']:.2f}%" if row["val_top1"] is not None else ""
+            self.log(f"epoch {row['epoch']}/{self.epochs}  train loss {row['train_loss']:.4f} top-1 {100 * row['train_top1']:.2f}%{val}  "
+                     f"lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
