@@ -34,6 +34,7 @@ def test_export_parity_vgg16_cifar(tmp_path, fmt):
     ckpt = make_checkpoint(tmp_path / "best.pt", "vgg16_cifar")
     r = export_model(ckpt, fmt)
     assert r["max_abs_diff"] <= 1e-4 and r["checked"] == ["random x3"]
+    assert r["skipped"].startswith("skipped the real-data parity check: cifar10 dataset not found at") and "--data-root" in r["skipped"]
     assert (tmp_path / "export").is_dir() and r["path"].startswith(str(tmp_path / "export"))
     if fmt == "onnx":
         import onnx
@@ -64,6 +65,15 @@ def test_export_refuses_a_mismatch_and_writes_nothing(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.ts.pt*")) and not list(tmp_path.glob(".out*"))
 
 
+def test_export_cli_says_when_it_skips_the_real_data_check(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path / "best.pt", "vgg_cifar_i", width=0.25)
+    assert main(["export", str(ckpt), "--format", "safetensors"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "parity on random x3:" in lines[0]
+    assert lines[1].startswith("note: skipped the real-data parity check: cifar10 dataset not found at ") and lines[1].endswith(
+        "(pass --data-root to include it)")
+
+
 def test_features_and_export_cli_on_a_trained_run(tmp_path, tiny_config, capsys):
     import vgglab
 
@@ -78,5 +88,5 @@ def test_features_and_export_cli_on_a_trained_run(tmp_path, tiny_config, capsys)
     capsys.readouterr()
     assert main(["export", str(run), "--format", "safetensors"]) == 0
     out = capsys.readouterr().out
-    assert "parity on random x3, real x8" in out  # the run's own dataset is at hand here
+    assert "parity on random x3, real x8" in out and "skipped" not in out  # the run's own dataset is at hand here
     assert (run / "model.safetensors").is_file() and (run / "export" / "model.safetensors").is_file()

@@ -5,19 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import resources
 
-from .data.config import DATASETS
+import numpy as np
+import torch
+import yaml
+
+from .data.config import DATASETS, AugmentConfig, DataConfig
 from .data.dataset import SPLITS
 from .data.views import TTA_MODES
 from .errors import VgglabError
-from .export import FORMATS
+from .evaluate import expand_inputs, format_metrics, load_inference, predict_files
+from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
+from .export import FORMATS, export_model, extract_features
+from .models import VGG, create_model, format_summary, get_entry, list_models, summarize
 from .models.spec import HEAD_TYPES
-from .train.config import TRANSFER_MODES
+from .train import fit
+from .train.config import TRANSFER_MODES, load_config
+from .viz.data import describe_data, format_data
+from .viz.inspect import inspect_checkpoint
+from .viz.report import build_report
 
 
 def _cmd_models(args) -> int:
-    from .models import get_entry, list_models
-
     names = list_models(args.pattern)
     print(f"{'model':<16}{'params':>14}  {'input':>5}  {'classes':>7}  {'head':<8}  description")
     for name in names:
@@ -29,18 +39,12 @@ def _cmd_models(args) -> int:
 
 
 def _param_count(cfg) -> int:
-    import torch
-
-    from .models import VGG
-
     with torch.device("meta"):  # counts shapes without allocating 100+ MB per model
         model = VGG(cfg)
     return sum(p.numel() for p in model.parameters())
 
 
 def _cmd_summary(args) -> int:
-    from .models import create_model, format_summary, summarize
-
     options = {"num_classes": args.num_classes, "head": args.head, "width": args.width,
                "in_chans": args.in_chans, "input_size": args.input_size}
     model = create_model(args.model, **{k: v for k, v in options.items() if v is not None})
@@ -50,8 +54,6 @@ def _cmd_summary(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train import fit
-
     if args.config is None and args.resume is None:
         raise VgglabError("train needs --config FILE (see configs/) or --resume RUN_DIR")
     overrides = list(args.set)
@@ -64,16 +66,11 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .train import fit
-
     fit(_shipped_config("demo_digits.yaml"), args.set, out=args.out)
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from .evaluate import format_metrics
-    from .evaluate.run import default_out, evaluate_checkpoint
-
     scales = [int(v) for v in args.scales.split(",")] if args.scales else None
     out = args.out or default_out(args.checkpoint)
     m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out,
@@ -84,8 +81,6 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .evaluate import expand_inputs, load_inference, predict_files
-
     inf = load_inference(args.checkpoint, args.device)
     results = predict_files(inf, expand_inputs(args.inputs), args.topk)
     if not results:
@@ -103,8 +98,6 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from .viz.inspect import inspect_checkpoint
-
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
     for name, path in inspect_checkpoint(args.checkpoint, args.image, layers, args.out, args.device).items():
         print(f"{name}: {path}")
@@ -112,10 +105,6 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from .data.config import AugmentConfig, DataConfig
-    from .train.config import load_config
-    from .viz.data import describe_data, format_data
-
     if args.config:
         cfg = load_config(args.config, args.set)
         data, augment = cfg.data, cfg.augment
@@ -134,17 +123,11 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .viz.report import build_report
-
     print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device)}")
     return 0
 
 
 def _cmd_features(args) -> int:
-    import numpy as np
-
-    from .export import extract_features
-
     feats = extract_features(args.checkpoint, args.split, args.layer, args.data_root)
     out = args.out
     np.savez(out, **feats)
@@ -153,8 +136,6 @@ def _cmd_features(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_model
-
     r = export_model(args.checkpoint, args.format, args.out, data_root=args.data_root)
     opset = f", opset {r['opset']}" if r["opset"] else ""
     print(f"wrote {r['path']} ({r['format']}{opset}); parity on {', '.join(r['checked'])}: max |diff| {r['max_abs_diff']:.2e} in logits")
@@ -165,10 +146,6 @@ def _cmd_export(args) -> int:
 
 def _shipped_config(name: str):
     """The demo's recipe ships inside the package, so the demo works from any folder."""
-    from importlib import resources
-
-    import yaml
-
     data = yaml.safe_load(resources.files("vgglab").joinpath("recipes", name).read_text())
     return data
 

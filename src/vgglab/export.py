@@ -17,6 +17,7 @@ import torch
 from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
 from .models import create_model_from_spec
+from .models.layers import check_layers
 from .train.checkpoint import read_safetensors, save_safetensors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
@@ -104,8 +105,6 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
 def extract_features(checkpoint, split: str = "test", layer: str | None = None, data_root: str | None = None,
                      batch_size: int = 250) -> dict:
     """Embeddings of a split: pre-logits, or any named layer's output averaged over space."""
-    from .viz.inspect import check_layers
-
     inf = load_inference(checkpoint, "auto")
     data, _ = inf.load_split(split, data_root)
     model = inf.model

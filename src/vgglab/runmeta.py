@@ -24,6 +24,11 @@ class RunMeta:
     normalization: Normalization
     version: int = META_VERSION
 
+    def __post_init__(self):
+        # plain JSON values (tuples as lists), as the config reads back from any file
+        object.__setattr__(self, "model_config", json.loads(json.dumps(self.model_config)))
+        object.__setattr__(self, "classes", tuple(self.classes))
+
     @classmethod
     def from_mapping(cls, d: dict, where: str) -> "RunMeta":
         """From a checkpoint (or decoded safetensors metadata); ``where`` names it in errors."""
@@ -33,8 +38,7 @@ class RunMeta:
         version = int(d.get("version", META_VERSION))
         if version > META_VERSION:
             raise VgglabError(f"{where} was written by a newer vgglab (format {version}, this one reads {META_VERSION}); upgrade vgglab")
-        config = json.loads(json.dumps(d["model_config"]))  # tuples -> lists, as in files
-        return cls(tuple(d["classes"]), int(d["image_size"]), int(d.get("eval_resize") or d["image_size"]), config,
+        return cls(tuple(d["classes"]), int(d["image_size"]), int(d.get("eval_resize") or d["image_size"]), d["model_config"],
                    Normalization.from_dict(d["normalization"]), version)
 
     def to_dict(self) -> dict:

@@ -1,6 +1,7 @@
 import pickle
 import shutil
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,33 @@ def test_digits_is_offline_stratified_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(sources.DigitsSource, "decode", lambda self: pytest.fail("decoded twice"))
     again = load_dataset(cfg)
     assert torch.equal(again.train.x, ds.train.x) and torch.equal(again.test.y, ds.test.y)
+
+
+def test_a_damaged_cache_is_reported_then_rebuilt(tmp_path):
+    cfg = DataConfig(dataset="digits", cache_dir=str(tmp_path))
+    first = load_dataset(cfg)
+    first.cache_file.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match=f"dataset cache {first.cache_file} could not be read .*decoding the dataset again"):
+        again = load_dataset(cfg)
+    assert torch.equal(again.train.x, first.train.x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt: the next load reads it silently
+        load_dataset(cfg)
+
+
+def test_each_kind_has_its_source_with_its_own_cache_key(tmp_path):
+    make_tree(tmp_path / "tree")
+    digits = sources.resolve_source(DataConfig(dataset="digits", image_size=16))
+    folder = sources.resolve_source(DataConfig(dataset="imagefolder", root=str(tmp_path / "tree")))
+    cifar = sources.resolve_source(DataConfig(dataset="cifar10", root=str(tmp_path / "c"), download=True))
+    assert (type(digits), digits.image_size, digits.store_size) == (sources.DigitsSource, 16, 16)
+    assert type(folder) is sources.ImageFolderSource and type(cifar) is sources.CifarSource
+    keys = {digits.cache_key(), folder.cache_key(), cifar.cache_key()}
+    assert len(keys) == 3
+    cat = tmp_path / "tree" / "train" / "cat"
+    key = folder.cache_key()
+    (cat / "extra.png").write_bytes((cat / "0.png").read_bytes())
+    assert folder.cache_key() != key  # a new file is a new dataset
 
 
 def test_validation_split_is_seeded_and_can_be_empty(tmp_path):

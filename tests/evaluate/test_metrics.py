@@ -8,7 +8,7 @@ from sklearn.metrics import classification_report
 from vgglab import create_model
 from vgglab.cli import main
 from vgglab.evaluate import compute_metrics, dense_logits, expected_calibration_error, load_inference, tta_probs
-from vgglab.evaluate.run import evaluate_checkpoint
+from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
 from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from vgglab.data import BatchLoader, Normalization, PixelStats, Split
 from vgglab.data.config import AugmentConfig
-from vgglab.evaluate.run import evaluate_checkpoint
+from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
 from vgglab.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow

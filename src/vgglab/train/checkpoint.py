@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..data.cache import atomic_write
 from ..errors import VgglabError
@@ -63,8 +65,6 @@ def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> VGG:
 
 def save_safetensors(model: VGG, meta: RunMeta, path: str | Path, **extra) -> None:
     """Weights plus the :class:`RunMeta` (and ``extra`` entries, e.g. the epoch) as JSON metadata."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {**meta.to_safetensors(), **{k: json.dumps(v) for k, v in extra.items()}}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -72,8 +72,6 @@ def save_safetensors(model: VGG, meta: RunMeta, path: str | Path, **extra) -> No
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], RunMeta]:
     """The state dict and :class:`RunMeta` of a model.safetensors that vgglab wrote."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")

@@ -3,6 +3,7 @@ and device it runs on, the run directory, and the model with its first weights."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from .checkpoint import load_checkpoint
 from .config import Config, ConfigError, load_config
 from .distributed import DistInfo, broadcast_object, setup
 from .rundir import PhaseClock, new_run_dir
-from .transfer import init_from
+from .transfer import init_as_configured
 
 
 def read_run_config(config, overrides, resume) -> tuple[Config, dict | None]:
@@ -89,8 +90,8 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
 
 
 def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
-    saved = ckpt["model_config"]
-    now = model.config.to_dict()
+    saved = json.loads(json.dumps(ckpt["model_config"]))  # both as plain JSON values: tuples and lists alike
+    now = json.loads(json.dumps(model.config.to_dict()))
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
         raise ConfigError(f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml")
@@ -132,7 +133,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
         check_resumable(run.ckpt, model, ds.classes)
     run.dir = open_run_dir(out, cfg, resume, info)
     if run.ckpt is None and tc.init_from:
-        report = init_from(model, tc.init_from, tc.init_mode, tc.init_match, tc.init_fold_fc6)
+        report = init_as_configured(model, tc)
         if info.is_main:
             (run.dir / "init_report.txt").write_text(report.format() + "\n")
         run.log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")

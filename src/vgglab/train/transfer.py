@@ -19,7 +19,7 @@ from ..models import VGG, create_model, key_mapping
 from ..models.spec import VGGConfig
 from ..models.torchvision_compat import torchvision_arch
 from .checkpoint import load_checkpoint, read_safetensors
-from .config import TRANSFER_MODES
+from .config import TRANSFER_MODES, TrainConfig
 
 _CONV_KEY = re.compile(r"^features\.block(\d+)\.(conv|bn)(\d+)\.(.+)$")
 
@@ -173,5 +173,11 @@ def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig,
 
 
 def init_from(model: VGG, path: str | Path, mode: str, match: str = "paper", fold_fc6: bool = False) -> TransferReport:
+    """Initialise ``model`` from the weights at ``path`` as ``mode`` allows (see :func:`transfer`)."""
     source, cfg = read_source(path)
     return transfer(model, source, cfg, mode, match, fold_fc6)
+
+
+def init_as_configured(model: VGG, train: TrainConfig) -> TransferReport:
+    """``train.init_from`` with its ``init_mode``, ``init_match`` and ``init_fold_fc6``."""
+    return init_from(model, train.init_from, train.init_mode, train.init_match, train.init_fold_fc6)

@@ -6,30 +6,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import VgglabError
+from ..evaluate.inference import load_inference
+from ..evaluate.predict import load_image
 from ..models import VGG
-from ..strict import _suggest
+from ..models.layers import check_layers, default_layers, last_activation_name
 from .plots import _save, _to_hwc, plt
-
-
-def check_layers(model: VGG, names: list[str]) -> list[str]:
-    valid = model.layer_names()
-    for n in names:
-        if n not in valid:
-            raise VgglabError(f"unknown layer {n!r}{_suggest(n, valid)}; `vgglab summary` lists the layer names, e.g. {', '.join(valid[:4])}")
-    return names
-
-
-def default_layers(model: VGG) -> list[str]:
-    """The last activation (ReLU/GELU) of every block: what each stage of the network responds to."""
-    out = []
-    for bname, block in model.features.named_children():
-        acts = [n for n, m in block.named_children() if isinstance(m, (nn.ReLU, nn.GELU))]
-        if acts:  # a whitening layer has none
-            out.append(f"features.{bname}.{acts[-1]}")
-    return out
 
 
 @torch.inference_mode()
@@ -82,11 +65,6 @@ def plot_filters(model: VGG, path: str | Path, max_filters: int = 64) -> Path:
     return _save(fig, path)
 
 
-def last_activation_name(model: VGG) -> str:
-    """The name of the final block's last activation (its ReLU/GELU output): the conv map Grad-CAM is computed on."""
-    return default_layers(model)[-1]
-
-
 def grad_cam(model: VGG, x: torch.Tensor, target: torch.Tensor | None = None, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM (Selvaraju et al. 2017) heatmaps (N, H, W) in [0, 1] and the classes explained.
 
@@ -131,9 +109,6 @@ def plot_grad_cam(images: torch.Tensor, cams: torch.Tensor, titles: list[str], p
 def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None = None, out: str | Path = "inspect",
                        device: str = "auto") -> dict[str, Path]:
     """Activation maps, first-layer filters and Grad-CAM of one image file, as PNGs in ``out``."""
-    from ..evaluate.inference import load_inference
-    from ..evaluate.predict import load_image
-
     inf = load_inference(checkpoint, device)
     layers = check_layers(inf.model, layers) if layers else default_layers(inf.model)
     try:

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from ..evaluate.inference import load_inference
-from ..evaluate.run import evaluate_checkpoint
+from ..evaluate.checkpoint_eval import evaluate_checkpoint
 from ..models import summarize
 from ..train.checkpoint import resolve_checkpoint
-from .inspect import activations, default_layers, grad_cam, plot_activations, plot_filters, plot_grad_cam
+from ..models.layers import default_layers
+from .inspect import activations, grad_cam, plot_activations, plot_filters, plot_grad_cam
 from .plots import plot_curves, plot_tsne
 
 CSS = """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from ..errors import VgglabError
+from ..viz.plots import plot_confusion, plot_predictions
 from .inference import load_inference
 from .metrics import compute_metrics, predict_split
 from .tta import TTA_MODES
@@ -35,8 +35,6 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     name = "eval.json" if tta == "none" else f"eval-{tta}.json"
     (out / name).write_text(json.dumps(metrics, indent=1))
     if pictures:
-        from ..viz.plots import plot_confusion, plot_predictions
-
         plot_confusion(metrics["confusion_matrix"], inf.classes, out / "confusion.png")
         sample = slice(0, min(len(data), 2000))
         shown = inf.denormalize(inf.prepare(data.x[sample])).cpu()

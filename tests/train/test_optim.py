@@ -1,0 +1,82 @@
+"""Optimiser parameter groups and the schedule, including the learning rate it reports."""
+
+import pytest
+import torch
+
+from vgglab import create_model
+from vgglab.train.config import OptimConfig, ScheduleConfig
+from vgglab.train.optim import Schedule, build_optimizer, param_groups
+
+
+def step(schedule):
+    schedule.optimizer.step()  # no gradients: nothing moves, but PyTorch sees the usual order
+    schedule.step_batch()
+
+
+def model():
+    torch.manual_seed(0)
+    return create_model("vgg11_bn", blocks=[[8], [16]], num_classes=4, input_size=8, head="gap")
+
+
+def test_groups_exempt_batchnorm_and_biases_from_decay_and_scale_the_head():
+    m = model()
+    groups = param_groups(m, OptimConfig(lr=0.1, weight_decay=5e-4, no_decay_bn_bias=True, head_lr_mult=10))
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(m.named_parameters())
+    assert by_param[id(named["features.block1.conv1.weight"])] == (0.1, 5e-4)
+    assert by_param[id(named["features.block1.bn1.weight"])] == (0.1, 0.0)
+    assert by_param[id(named["features.block1.conv1.bias"])] == (0.1, 0.0)
+    assert by_param[id(named["head.classifier.weight"])] == pytest.approx((1.0, 5e-4))
+    assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def test_decoupled_rates_are_rescaled_for_pytorch_but_reported_in_the_recipes_units():
+    m = model()
+    cfg = OptimConfig(lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.0005, decoupled=True)
+    opt = build_optimizer(m, cfg, batch_size=1024)
+    assert opt.param_groups[0]["lr"] == pytest.approx(10.0 * 0.15)  # PyTorch's step size
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.0005 / 10.0)
+    sched = Schedule(opt, ScheduleConfig(name="linear", warmup_epochs=0, end_factor=0.0), steps_per_epoch=4, epochs=1,
+                     monitor_mode="max", optim=cfg)
+    assert sched.lr == pytest.approx(10.0)  # the recipe's lr, as metrics.csv and the progress line show it
+    for _ in range(2):
+        step(sched)
+    assert sched.lr == pytest.approx(5.0) and opt.param_groups[0]["lr"] == pytest.approx(0.75)
+
+
+def test_plateau_cuts_the_rate_and_its_state_round_trips():
+    m = model()
+    cfg = OptimConfig(lr=0.1)
+    opt = build_optimizer(m, cfg)
+    sched = Schedule(opt, ScheduleConfig(name="plateau", patience=0, factor=0.5), 4, 10, "max", cfg)
+    sched.step_epoch(0.5)
+    sched.step_epoch(0.4)  # no improvement, patience 0: halve
+    assert sched.lr == pytest.approx(0.05)
+    again = Schedule(build_optimizer(model(), cfg), ScheduleConfig(name="plateau", patience=0, factor=0.5), 4, 10, "max", cfg)
+    again.load_state_dict(sched.state_dict())
+    again.optimizer.load_state_dict(opt.state_dict())
+    again.step_epoch(0.45)  # still worse than the best, 0.5
+    assert again.lr == pytest.approx(0.025)
+
+
+def test_cosine_warmup_then_decay_to_the_floor_and_resume_mid_way():
+    cfg = OptimConfig(lr=1.0)
+    scfg = ScheduleConfig(name="cosine", warmup_epochs=1, warmup_start=0.0, end_factor=0.1)
+    opt = build_optimizer(model(), cfg)
+    sched = Schedule(opt, scfg, steps_per_epoch=2, epochs=3, monitor_mode="max", optim=cfg)
+    seen = [sched.lr]
+    for _ in range(6):
+        step(sched)
+        seen.append(sched.lr)
+    assert seen[0] == pytest.approx(0.5) and seen[1] == pytest.approx(1.0)  # warm-up, then the peak
+    assert seen[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(seen[1:], seen[2:]))
+    opt2 = build_optimizer(model(), cfg)
+    resumed = Schedule(opt2, scfg, 2, 3, "max", cfg)
+    first = Schedule(build_optimizer(model(), cfg), scfg, 2, 3, "max", cfg)
+    for _ in range(3):
+        step(first)
+    resumed.load_state_dict(first.state_dict())
+    opt2.load_state_dict(first.optimizer.state_dict())
+    assert resumed.lr == pytest.approx(seen[3])
+    step(resumed)
+    assert resumed.lr == pytest.approx(seen[4])
