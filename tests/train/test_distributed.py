@@ -27,7 +27,7 @@ DDP_CONFIG = {
     "model": {"name": "vgg11", "options": {"width": 0.125, "head": "gap"}},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "schedule": {"name": "none"},
-    "train": {"epochs": 2, "seed": 0, "threads": 1},
+    "train": {"epochs": 2, "seed": 0, "threads": 1, "device": "cpu"},  # gloo, also where a GPU is present
     "log": {"progress": "line"},
 }
 
@@ -141,3 +141,18 @@ def test_loader_shards_without_overlap_and_augments_independently_of_world_size(
         assert torch.equal(torch.cat([x0, x1]), x)  # the same augmentation for the same sample
     ev = [torch.cat([y for _, y in BatchLoader(split, 16, image_size=12, norm=Normalization.of(stats), shard=(r, 3))]) for r in range(3)]
     assert sorted(torch.cat(ev).tolist()) == list(range(40))  # evaluation shards cover every image once
+
+
+def test_more_processes_than_gpus_is_a_clear_error_before_joining(monkeypatch):
+    from vgglab.errors import VgglabError
+    from vgglab.train import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: pytest.fail("joined a group it cannot serve"))
+    with pytest.raises(VgglabError, match=r"torchrun started 2 processes per node but this node has 1 CUDA device\(s\): use --nproc_per_node 1"):
+        distributed.setup("auto")

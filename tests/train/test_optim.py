@@ -5,7 +5,7 @@ import torch
 
 from vgglab import create_model
 from vgglab.train.config import OptimConfig, ScheduleConfig
-from vgglab.train.optim import Schedule, build_optimizer, param_groups
+from vgglab.train.optim import Schedule, build_optimizer, param_groups, start_momentum
 
 
 def step(schedule):
@@ -80,3 +80,37 @@ def test_cosine_warmup_then_decay_to_the_floor_and_resume_mid_way():
     assert resumed.lr == pytest.approx(seen[3])
     step(resumed)
     assert resumed.lr == pytest.approx(seen[4])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_parts_unfrozen_mid_run_step_like_sgd_from_zero_momentum_also_fused(fused):
+    """PyTorch's fused SGD (vgglab's choice on CUDA) refuses a group where only some parameters
+    have momentum; start_momentum gives the newcomers zeros, which is SGD's own first step."""
+    def run(fill: bool):
+        torch.manual_seed(0)
+        a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
+        opt = torch.optim.SGD([a, b], lr=0.1, momentum=0.9, nesterov=True, fused=fused)
+        for step in range(3):
+            b.requires_grad_(step > 0)  # b is frozen for the first step
+            if fill:
+                start_momentum(opt)
+            opt.zero_grad()
+            ((a * a).sum() + (b * b * 2).sum() if step else (a * a).sum()).backward()
+            opt.step()
+        return a.detach().clone(), b.detach().clone()
+
+    if fused:
+        with pytest.raises(TypeError):
+            run(fill=False)
+    a, b = run(fill=True)
+    torch.manual_seed(0)
+    ra, rb = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
+    ref_a, ref_b = (torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, fused=fused) for p in (ra, rb))
+    for step in range(3):
+        for p, o, k in ((ra, ref_a, 1), (rb, ref_b, 2)):
+            if p is rb and step == 0:
+                continue
+            o.zero_grad()
+            (p * p * k).sum().backward()
+            o.step()
+    assert torch.equal(a, ra.detach()) and torch.equal(b, rb.detach())

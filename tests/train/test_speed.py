@@ -143,6 +143,7 @@ def test_config_accepts_auto_and_refuses_other_values():
 
 def test_fit_records_the_setting_and_what_it_resolved_to_and_resume_reuses_it(tmp_path, tiny_config, monkeypatch, machine):
     machine(native=False, capability="AVX2")
+    tiny_config["train"]["device"] = "cpu"  # the CPU's resolution, also where a GPU is present
     lines = []
     res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lines.append)
     saved = yaml.safe_load((res.run_dir / "config.yaml").read_text())
@@ -167,7 +168,7 @@ def test_eval_reuses_the_recorded_choice_on_the_same_machine_only(tmp_path, tiny
     from vgglab.evaluate import inference
 
     machine(native=False)
-    res = vgglab.fit({**tiny_config, "train": {**tiny_config["train"], "epochs": 1, "channels_last": True}},
+    res = vgglab.fit({**tiny_config, "train": {**tiny_config["train"], "epochs": 1, "channels_last": True, "device": "cpu"}},
                      out=tmp_path / "run", log=lambda *_: None)
     inf = inference.load_inference(res.run_dir)
     assert (inf.precision, inf.channels_last) == ("fp32", True)

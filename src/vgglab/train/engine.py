@@ -19,6 +19,7 @@ from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, te
 from .freeze import FreezePlan
 from .loop import TrainingDiverged, evaluate_batches, maybe_compile, train_one_epoch
 from .prepare import Run, prepare_model, read_run_config, start_process
+from .optim import start_momentum
 from .reporter import Reporter
 from .speed import SpeedChoice, resolve_speed
 from .state import TrainState
@@ -61,6 +62,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         row, improved = epochs.train_epoch(epoch)
         save_epoch(run, state, meta, extra, row, improved)
+        reporter.end_epoch(row)  # after the checkpoint: a metrics row always has its last.pt
     reporter.close()
     barrier(info)  # the selected checkpoint is written before any rank reads it
     result = final_test(run, ds, norm, speed, run.dir / state.selection.checkpoint_name)
@@ -119,6 +121,7 @@ class Epochs:
         run, state, tc = self.run, self.state, self.run.cfg.train
         self.train.set_epoch(epoch)
         frozen = self.freeze.apply(epoch)
+        start_momentum(state.optimizer)  # parts unfrozen now join groups that already have momentum
         if self.wrapped_for is None or len(self.wrapped_for) != len(frozen):
             # DDP registers the parameters that need gradients when it is built: rebuild after unfreezing
             self.step_model, self.wrapped_for = _wrap(state.model, run.info, run.device, tc.compile), frozen
@@ -147,7 +150,6 @@ class Epochs:
         improved = state.selection.update(epoch, monitored)
         row = {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va and va["loss"],
                "val_top1": va and va["top1"], "lr": lr, "seconds": seconds, "images_per_s": tr["n"] / seconds}
-        self.reporter.end_epoch(row)
         return row, improved
 
 

@@ -49,6 +49,24 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) 
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
 
 
+@torch.no_grad()
+def start_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Give parameters that are about to take their first SGD step (just unfrozen) a zero momentum
+    buffer where others of their group already have one. PyTorch's fused SGD (used on CUDA) cannot
+    step such a mixed group; without dampening the zero buffer gives the very same first step
+    (``buf = momentum * 0 + grad = grad``), so results are unchanged."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0 or group["dampening"] != 0:
+            continue
+        params = [p for p in group["params"] if p.requires_grad]
+        if any(optimizer.state[p].get("momentum_buffer") is not None for p in params):
+            for p in params:
+                if optimizer.state[p].get("momentum_buffer") is None:
+                    optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+
+
 class Schedule:
     """Learning-rate schedule stepped per batch (step/cosine/linear) or per epoch (plateau).
 
