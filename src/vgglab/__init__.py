@@ -3,6 +3,7 @@
 from .errors import VgglabError
 from .models import VGG, SpecError, VGGConfig, create_model, create_model_from_spec, list_models
 from .evaluate.load import load_model
+from .models.features import feature_extractor
 from .runmeta import RunMeta
 from .train import Config, fit, load_config
 
@@ -10,5 +11,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VGG", "VGGConfig", "SpecError", "VgglabError", "Config", "create_model", "create_model_from_spec",
-    "list_models", "fit", "load_config", "load_model", "RunMeta", "__version__",
+    "list_models", "fit", "load_config", "load_model", "feature_extractor", "RunMeta", "__version__",
 ]

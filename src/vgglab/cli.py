@@ -128,10 +128,12 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_features(args) -> int:
-    feats = extract_features(args.checkpoint, args.split, args.layer, args.data_root)
+    layers = [n.strip() for n in args.layer.split(",")] if args.layer else None
+    feats = extract_features(args.checkpoint, args.split, layers, args.data_root)
     out = args.out
     np.savez(out, **feats)
-    print(f"wrote {out}: features {feats['features'].shape}, labels {feats['labels'].shape}, {len(feats['classes'])} classes")
+    arrays = ", ".join(f"{k} {v.shape}" for k, v in feats.items() if k not in ("labels", "classes"))
+    print(f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes")
     return 0
 
 
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="embeddings of a split as .npz (features, labels, classes)")
     p.add_argument("checkpoint")
     p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--layer", help="a layer name (spatially averaged); default: the penultimate embedding")
+    p.add_argument("--layer", help="layer names, comma-separated (each spatially averaged; one array per layer when several); "
+                                   "default: the penultimate embedding")
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output .npz file")
     p.set_defaults(func=_cmd_features)

@@ -17,7 +17,7 @@ import torch
 from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
 from .models import create_model_from_spec
-from .models.layers import check_layers
+from .models.features import feature_extractor
 from .train.checkpoint import read_safetensors, save_safetensors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
@@ -102,29 +102,24 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
     return result
 
 
-def extract_features(checkpoint, split: str = "test", layer: str | None = None, data_root: str | None = None,
+def extract_features(checkpoint, split: str = "test", layers: str | list[str] | None = None, data_root: str | None = None,
                      batch_size: int = 250) -> dict:
-    """Embeddings of a split: pre-logits, or any named layer's output averaged over space."""
+    """Embeddings of a split: the pre-logits embedding, or named layers' outputs averaged over
+    space. Returns ``features`` (one layer, or the embedding), one array per layer name when
+    several are asked for, ``labels`` and ``classes``."""
     inf = load_inference(checkpoint, "auto")
     data, _ = inf.load_split(split, data_root)
     model = inf.model
-    if layer:
-        check_layers(model, [layer])
-        module = dict(model.named_modules())[layer]
-    feats = []
+    layers = [layers] if isinstance(layers, str) else list(layers or [])
+    extractor = feature_extractor(model, layers) if layers else None
+    feats: dict[str, list[torch.Tensor]] = {name: [] for name in layers or ["features"]}
     with torch.inference_mode():
         for i in range(0, len(data), batch_size):
             x = inf.prepare(data.x[i:i + batch_size])
-            if layer:
-                got = {}
-                h = module.register_forward_hook(lambda m, a, o: got.__setitem__("o", o.clone()))
-                try:
-                    model(x)
-                finally:
-                    h.remove()
-                f = got["o"]
-                f = f.mean((2, 3)) if f.dim() == 4 else f
-            else:
-                f = model.forward_head(model.forward_features(x), pre_logits=True)
-            feats.append(f.float().cpu())
-    return {"features": torch.cat(feats).numpy(), "labels": data.y.numpy(), "classes": np.array(inf.classes)}
+            got = extractor(x) if extractor is not None else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
+            for name, f in got.items():
+                feats[name].append((f.mean((2, 3)) if f.dim() == 4 else f).float().cpu())
+    out = {name: torch.cat(parts).numpy() for name, parts in feats.items()}
+    if len(out) == 1:
+        out = {"features": next(iter(out.values()))}
+    return {**out, "labels": data.y.numpy(), "classes": np.array(inf.classes)}

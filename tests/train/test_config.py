@@ -12,7 +12,8 @@ SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "src/vgglab
 
 def test_there_are_shipped_configs():
     names = {p.name for p in SHIPPED}
-    assert {"vgg16_cifar10_tutorial.yaml", "vgg_cifar_iii.yaml", "vgg16_bn_cifar10.yaml", "demo_digits.yaml"} <= names
+    assert {"vgg16_cifar10_tutorial.yaml", "vgg_cifar_i.yaml", "vgg_cifar_ii.yaml", "vgg_cifar_iii.yaml", "vgg16_bn_cifar10.yaml",
+            "vgg16_bn_cifar100.yaml", "demo_digits.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -88,3 +89,45 @@ def test_numbers_yaml_reads_as_text_are_taken_as_numbers():
     cfg = load_config({}, ["optim.lr=1e-3", "train.grad_clip=null", "data.val_size=0.1", "train.freeze=features"])
     assert cfg.optim.lr == 0.001 and cfg.train.grad_clip is None and cfg.data.val_size == 0.1
     assert cfg.train.freeze == ["features"]
+
+
+def _cifar100_python(folder: Path, n_train=200, n_test=20):
+    """The official CIFAR-100 python layout (pickled train/test/meta) with random pixels."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", n_train), ("test", n_test)):
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": [i % 100 for i in range(n)]}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i:02d}" for i in range(100)]}, f)
+
+
+@pytest.mark.parametrize("recipe", ["vgg_cifar_i", "vgg_cifar_ii", "vgg16_bn_cifar100"])
+def test_the_results_table_recipes_train_a_step(recipe, tmp_path, monkeypatch):
+    """Each recipe as shipped (model, optimiser, augmentation, dataset kind), on a tiny stand-in
+    of its dataset in the official python format, for one step."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    import vgglab
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: Path(fpath).is_file())  # fake files, no checksums
+    cfg = load_config(ROOT / "configs" / f"{recipe}.yaml")
+    root = tmp_path / "data"
+    if cfg.data.dataset == "cifar100":
+        _cifar100_python(root / "cifar-100-python")
+    else:
+        from ..data.test_sources import _write_cifar_python
+
+        _write_cifar_python(root / "cifar-10-batches-py", n_train=40)
+    overrides = [f"data.root={root}", "data.download=false", "data.val_size=0", "data.batch_size=40", f"data.cache_dir={tmp_path / 'c'}",
+                 "data.eval_batch_size=20", "train.epochs=1", "log.progress=none"]
+    if cfg.data.dataset == "cifar100":
+        overrides[3] = "data.batch_size=200"
+    res = vgglab.fit(ROOT / "configs" / f"{recipe}.yaml", overrides, out=tmp_path / "run", log=lambda *_: None)
+    ckpt = torch.load(res.run_dir / "last.pt", weights_only=True)
+    assert ckpt["step"] == 1 and ckpt["model_config"]["num_classes"] == (100 if cfg.data.dataset == "cifar100" else 10)
+    assert 0.0 <= res.metrics["test_top1"] <= 1.0

@@ -138,16 +138,23 @@ def test_save_checkpoint_round_trip(tmp_path):
     assert torch.equal(load_checkpoint(tmp_path / "c.pt")["w"], torch.arange(4))
 
 
-def test_finetune_recipe_end_to_end_from_torchvision_weights(tmp_path, torchvision_vgg16_bn):
+def test_finetune_recipe_end_to_end_from_torchvision_weights(tmp_path, torchvision_vgg16_bn, monkeypatch):
+    """The recipe's own init_from (torchvision:vgg16_bn) read from the torch hub cache, offline."""
+    import shutil
     from pathlib import Path
 
     from ..data.test_sources import make_tree
 
     path, sd = torchvision_vgg16_bn
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    shutil.copy(path, hub / torchvision.models.VGG16_BN_Weights.DEFAULT.url.rsplit("/", 1)[1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("went to the network"))
     tree = make_tree(tmp_path / "tree", per_class=4, size=36)
     recipe = Path(__file__).resolve().parents[2] / "configs" / "finetune_imagefolder.yaml"
     overrides = [f"data.root={tree}", "data.image_size=32", "data.val_size=2", "data.batch_size=4", f"data.cache_dir={tmp_path / 'c'}",
-                 f"train.init_from={path}", "train.epochs=1", "train.precision=fp32", "log.progress=none"]
+                 "train.epochs=1", "train.precision=fp32", "log.progress=none"]
     lines = []
     res = vgglab.fit(recipe, overrides, out=tmp_path / "ft", log=lines.append)
     assert any("initialised from" in l and "features" in l for l in lines)

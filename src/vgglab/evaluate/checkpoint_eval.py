@@ -35,7 +35,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     name = "eval.json" if tta == "none" else f"eval-{tta}.json"
     (out / name).write_text(json.dumps(metrics, indent=1))
     if pictures:
-        plot_confusion(metrics["confusion_matrix"], inf.classes, out / "confusion.png")
+        plot_confusion(metrics["confusion_matrix"], metrics["confusion_classes"], out / "confusion.png")
         sample = slice(0, min(len(data), 2000))
         shown = inf.denormalize(inf.prepare(data.x[sample])).cpu()
         plot_predictions(shown, data.y[sample], probs[sample], inf.classes, out / "predictions.png")

@@ -15,6 +15,7 @@ from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG
+from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
 from ..train import speed
 from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
@@ -65,7 +66,15 @@ class Inference:
         return self.norm.invert(x)
 
     def data_config(self, data_root: str | None = None) -> DataConfig:
-        d = dict(self.checkpoint["config"]["data"])
+        """The run's data section (``data_root`` replacing its root); a pretrained model has none
+        of its own, so there ``data_root`` is an ImageFolder tree whose classes it knows."""
+        config = self.checkpoint.get("config")
+        if config is None:
+            if data_root is None:
+                raise VgglabError(f"{self.checkpoint['path']} has no dataset of its own: pass --data-root FOLDER "
+                                  "(an ImageFolder tree, train/ and test/, named by the model's classes)")
+            return DataConfig(dataset="imagefolder", root=data_root, image_size=self.image_size)
+        d = dict(config["data"])
         if data_root is not None:
             d["root"] = data_root
         return DataConfig(**d)
@@ -77,14 +86,24 @@ class Inference:
         if chosen is None:
             raise VgglabError(f"this run has no {split} split (data.val_size was 0); use --split test")
         if ds.classes != self.classes:
-            raise VgglabError(f"the dataset's classes {ds.classes[:5]}... differ from the checkpoint's {self.classes[:5]}...; check --data-root")
+            unknown = [c for c in ds.classes if c not in self.classes]
+            if unknown:
+                raise VgglabError(f"the dataset has classes the model does not know ({', '.join(unknown[:5])}"
+                                  f"{' ...' if len(unknown) > 5 else ''}); check --data-root")
+            # a subset of the model's classes, e.g. some ImageNet categories: labels in the model's numbering
+            index = torch.tensor([self.classes.index(c) for c in ds.classes])
+            chosen = Split(chosen.x, index[chosen.y])
         return chosen, ds
 
 
 def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Inference:
-    """A run directory (its best.pt, else last.pt) or a checkpoint file -> ready-to-use model."""
-    ckpt = load_checkpoint(path)
+    """A run directory (its best.pt, else last.pt), a checkpoint file or torchvision weights
+    (``torchvision:vgg16_bn[:WEIGHTS]``) -> ready-to-use model."""
     device = resolve_device(device)
+    if is_pretrained(path):
+        model = parse_pretrained(path).model()
+        return Inference(model.to(device), model.meta, {"path": str(path), "config": None, "epoch": None}, device)
+    ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, use_ema=use_ema).to(device).eval()
     precision, channels_last = recorded_speed(ckpt, device)
     if channels_last:

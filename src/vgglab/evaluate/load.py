@@ -13,6 +13,7 @@ from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG, create_model_from_spec
+from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
 from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint, read_safetensors
 from .predict import to_gray_if
@@ -56,16 +57,19 @@ class Preprocess:
 
 
 def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: bool = True) -> VGG:
-    """A run directory (its best.pt, else last.pt), a vgglab checkpoint or a model.safetensors ->
-    the model in eval mode on ``device``, with ``model.meta`` (:class:`RunMeta`) and
+    """A run directory (its best.pt, else last.pt), a vgglab checkpoint, a model.safetensors or
+    torchvision's ImageNet weights by name (``torchvision:vgg16_bn[:WEIGHTS]``) -> the model in eval mode on ``device``, with ``model.meta`` (:class:`RunMeta`) and
     ``model.preprocess`` (:class:`Preprocess`) attached::
 
         model = vgglab.load_model("runs/fast_cifar10")
         probs = model(model.preprocess(PIL.Image.open("cat.png"))).softmax(1)
         print(model.meta.classes[probs.argmax()])
     """
-    path = Path(path)
     device = resolve_device(str(device))
+    if is_pretrained(path):
+        model = parse_pretrained(path).model()
+        return _ready(model, model.meta, device)
+    path = Path(path)
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
         model = create_model_from_spec(meta.model_config)
@@ -74,6 +78,10 @@ def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: b
         ckpt = load_checkpoint(path)
         meta = meta_of(ckpt)
         model = model_from_checkpoint(ckpt, use_ema=use_ema)
+    return _ready(model, meta, device)
+
+
+def _ready(model: VGG, meta: RunMeta, device: torch.device) -> VGG:
     model = model.to(device).eval()
     model.meta = meta
     model.preprocess = Preprocess(meta, model.config.in_chans, device)

@@ -40,6 +40,9 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return ece
 
 
+MAX_TABLE_CLASSES = 100  # beyond this, per-class tables and the confusion matrix keep the classes that occur
+
+
 def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str], topk: int = 5) -> dict:
     """Everything ``eval.json`` holds except ``split`` and ``tta``; accuracies as fractions."""
     n, k_classes = probs.shape
@@ -52,20 +55,24 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
         result[f"top{k}"] = hits[:, :k].any(1).float().mean().item()
     pred = ranked[:, 0].numpy()
     y = labels.numpy()
-    cm = confusion_matrix(y, pred, labels=list(range(k_classes)))
+    shown = list(range(k_classes))
+    if k_classes > MAX_TABLE_CLASSES:  # e.g. ImageNet's 1,000 on a folder of a few of them: the classes that occur
+        shown = sorted(set(y.tolist()) | set(pred.tolist()))
+    names = [classes[i] for i in shown]
+    cm = confusion_matrix(y, pred, labels=shown)
     support = cm.sum(1)
     result["ece"] = expected_calibration_error(probs, labels)
     result["per_class"] = {
-        c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(classes)
+        c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(names)
     }
-    result["report"] = classification_report(y, pred, labels=list(range(k_classes)), target_names=classes,
-                                             output_dict=True, zero_division=0)
+    result["report"] = classification_report(y, pred, labels=shown, target_names=names, output_dict=True, zero_division=0)
     result["confusion_matrix"] = cm.tolist()
+    result["confusion_classes"] = names
     off = cm.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:5]
     result["most_confused"] = [
-        {"true": classes[i], "predicted": classes[j], "count": int(off[i, j])}
+        {"true": names[i], "predicted": names[j], "count": int(off[i, j])}
         for i, j in (np.unravel_index(o, off.shape) for o in order) if off[i, j] > 0
     ]
     return result

@@ -138,6 +138,26 @@ def _head_modules(cfg: VGGConfig, in_ch: int) -> tuple[nn.Sequential, int]:
     return nn.Sequential(layers), features
 
 
+def check_input_shape(cfg: VGGConfig, x: torch.Tensor) -> None:
+    """One-line errors for input the model cannot take (a plain function, so that FX tracing of
+    the model keeps it as one call: see vgglab.models.features)."""
+    if x.dim() != 4 or x.shape[1] != cfg.in_chans:
+        raise SpecError(
+            f"{cfg.name} expects input of shape (N, {cfg.in_chans}, H, W), got {tuple(x.shape)}"
+        )
+    h, w = x.shape[-2:]
+    if min(h, w) < cfg.min_input_size:
+        raise SpecError(
+            f"input {h}x{w} is too small for {cfg.name}: its {cfg.num_pools} max-pools "
+            f"need at least {cfg.min_input_size}x{cfg.min_input_size}"
+        )
+    if cfg.head.type == "cifar" and (h != cfg.input_size or w != cfg.input_size):
+        raise SpecError(
+            f"{cfg.name} has a 'cifar' head built for {cfg.input_size}x{cfg.input_size} input, got "
+            f"{h}x{w}: create it with input_size={h}, or use head='gap' or 'imagenet' for any size"
+        )
+
+
 class VGG(nn.Module):
     """A VGG network built from a :class:`VGGConfig`.
 
@@ -206,22 +226,7 @@ class VGG(nn.Module):
 
     # -- forward ------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
-        cfg = self.config
-        if x.dim() != 4 or x.shape[1] != cfg.in_chans:
-            raise SpecError(
-                f"{cfg.name} expects input of shape (N, {cfg.in_chans}, H, W), got {tuple(x.shape)}"
-            )
-        h, w = x.shape[-2:]
-        if min(h, w) < cfg.min_input_size:
-            raise SpecError(
-                f"input {h}x{w} is too small for {cfg.name}: its {cfg.num_pools} max-pools "
-                f"need at least {cfg.min_input_size}x{cfg.min_input_size}"
-            )
-        if cfg.head.type == "cifar" and (h != cfg.input_size or w != cfg.input_size):
-            raise SpecError(
-                f"{cfg.name} has a 'cifar' head built for {cfg.input_size}x{cfg.input_size} input, got "
-                f"{h}x{w}: create it with input_size={h}, or use head='gap' or 'imagenet' for any size"
-            )
+        check_input_shape(self.config, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the last block's map (N, num_features, H / 2**pools, W / 2**pools)."""

@@ -18,7 +18,7 @@ from .config import save_config
 from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, teardown
 from .freeze import FreezePlan
 from .loop import TrainingDiverged, evaluate_batches, maybe_compile, train_one_epoch
-from .prepare import Run, prepare_model, read_run_config, start_process
+from .prepare import Run, prepare_model, read_run_config, start_process, training_normalization
 from .optim import start_momentum
 from .reporter import Reporter
 from .speed import SpeedChoice, resolve_speed
@@ -42,7 +42,7 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     run = Run(cfg, ckpt, info, device, log if info.is_main else _quiet)
     with run.clock("data"):
         ds = load_dataset(cfg.data)
-    norm = ds.normalization(cfg.augment)
+    norm = training_normalization(cfg, ds)
     model = prepare_model(run, ds, norm, out, resume)
     freeze = FreezePlan(model, cfg.train)
     speed = decide_speed(run, model)

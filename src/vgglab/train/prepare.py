@@ -15,6 +15,7 @@ from ..data import BatchLoader, Dataset, Normalization
 from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
+from ..pretrained import is_pretrained, parse_pretrained
 from .checkpoint import load_checkpoint
 from .config import Config, ConfigError, load_config
 from .distributed import DistInfo, broadcast_object, setup
@@ -97,6 +98,16 @@ def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
         raise ConfigError(f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml")
     if ckpt["classes"] != classes:
         raise ConfigError("cannot resume: the dataset's classes differ from the checkpoint's")
+
+
+def training_normalization(cfg: Config, ds: Dataset) -> Normalization:
+    """The training images' statistics, unless the recipe pins ``augment.mean``/``std``, or the run
+    starts from torchvision weights, whose ImageNet mean and std the features were trained with."""
+    aug, source = cfg.augment, cfg.train.init_from
+    if is_pretrained(source) and aug.mean is None and aug.std is None:
+        pinned = parse_pretrained(source).meta().normalization
+        return Normalization(aug.normalize, pinned.mean, pinned.std)
+    return ds.normalization(aug)
 
 
 def fit_whitening(model: VGG, ds: Dataset, norm: Normalization, n: int = 5000) -> None:

@@ -18,6 +18,7 @@ from ..errors import VgglabError
 from ..models import VGG, create_model, key_mapping
 from ..models.spec import VGGConfig
 from ..models.torchvision_compat import torchvision_arch
+from ..pretrained import is_pretrained, parse_pretrained
 from .checkpoint import load_checkpoint, read_safetensors
 from .config import TRANSFER_MODES, TrainConfig
 
@@ -58,7 +59,10 @@ def _torchvision_config(sd: dict) -> VGGConfig:
 
 
 def read_source(path: str | Path) -> tuple[dict[str, torch.Tensor], VGGConfig]:
-    """State dict in vgglab's layer names, and the source model's config."""
+    """State dict in vgglab's layer names, and the source model's config. ``path`` may also name
+    torchvision weights (``torchvision:vgg16_bn[:WEIGHTS]``, see vgglab.pretrained)."""
+    if is_pretrained(path):
+        return _from_torchvision(parse_pretrained(path).state_dict(), str(path))
     path = Path(path)
     if path.is_dir() or path.suffix in (".pt",):
         ckpt = load_checkpoint(path)
@@ -78,12 +82,17 @@ def read_source(path: str | Path) -> tuple[dict[str, torch.Tensor], VGGConfig]:
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not any(k.startswith("features.0.") for k in sd):
         raise TransferError(f"{path} is neither a vgglab checkpoint nor a torchvision VGG state_dict")
+    return _from_torchvision(sd, str(path))
+
+
+def _from_torchvision(sd: dict[str, torch.Tensor], where: str) -> tuple[dict[str, torch.Tensor], VGGConfig]:
+    """A torchvision VGG state dict in vgglab's layer names, and the config it fits."""
     cfg = _torchvision_config(sd)
     with torch.device("meta"):
         inverse = {tv: ours for ours, tv in key_mapping(VGG(cfg)).items()}
     unknown = sorted(set(sd) - set(inverse))
     if unknown:
-        raise TransferError(f"{path}: keys not in a torchvision {cfg.name}: {', '.join(unknown[:6])}")
+        raise TransferError(f"{where}: keys not in a torchvision {cfg.name}: {', '.join(unknown[:6])}")
     return {inverse[k]: v for k, v in sd.items()}, cfg
 
 
