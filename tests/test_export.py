@@ -85,6 +85,10 @@ def test_features_and_export_cli_on_a_trained_run(tmp_path, tiny_config, capsys)
     assert f["labels"].shape == (360,) and list(f["classes"]) == [str(i) for i in range(10)]
     layer = extract_features(run, "val", "features.block2.relu1")
     assert layer["features"].shape == (144, 16)  # 128 / 8 channels, averaged over space
+    assert main(["features", str(run), "--layer", "features.block1.relu1,features.block2.relu1", "--out", str(tmp_path / "two.npz")]) == 0
+    two = np.load(tmp_path / "two.npz")
+    assert two["features.block1.relu1"].shape == (360, 8) and two["features.block2.relu1"].shape == (360, 16)
+    assert "features" not in two.files
     capsys.readouterr()
     assert main(["export", str(run), "--format", "safetensors"]) == 0
     out = capsys.readouterr().out
