@@ -47,6 +47,8 @@ def test_a_named_torchvision_model_loads_from_the_hub_cache_and_equals_torchvisi
 def test_unknown_names_are_one_line_listing_the_valid_ones():
     with pytest.raises(VgglabError, match=r"^unknown pretrained model 'torchvision:vgg12'; valid: torchvision:vgg11, torchvision:vgg11_bn, .*torchvision:vgg19_bn$"):
         parse_pretrained("torchvision:vgg12")
+    with pytest.raises(VgglabError, match=r"^torchvision:vgg16:IMAGENET1K_FEATURES has no trained classifier .*init_mode: features"):
+        vgglab.load_model("torchvision:vgg16:IMAGENET1K_FEATURES", device="cpu")  # refused before any download
     with pytest.raises(VgglabError, match=r"^unknown weights 'V9' for vgg16; valid: torchvision:vgg16:IMAGENET1K_V1, torchvision:vgg16:IMAGENET1K_FEATURES$"):
         parse_pretrained("torchvision:vgg16:V9")
 

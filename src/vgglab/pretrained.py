@@ -74,6 +74,9 @@ class Pretrained:
 
     def model(self) -> VGG:
         """vgglab's VGG with these weights, in eval mode, with ``model.meta`` set."""
+        if self.classes is None:
+            raise VgglabError(f"{self.name} has no trained classifier (ImageNet features only): use it as train.init_from "
+                              f"with init_mode: features, or {PREFIX}{self.arch} for a model that classifies")
         state = self.state_dict()  # first: a missing file fails before a 130M-parameter model is built
         meta = self.meta()
         model = create_model(self.arch, num_classes=len(meta.classes))
