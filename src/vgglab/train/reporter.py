@@ -53,10 +53,11 @@ def _fmt(v) -> str:
 
 
 def progress_mode(setting: str) -> str:
-    """``bar`` on an interactive terminal, else one ``line`` per epoch (CI logs stay readable)."""
+    """``bar`` on an interactive terminal or in a notebook (a widget there), else one ``line`` per
+    epoch (CI logs stay readable)."""
     if setting != "auto":
         return setting
-    return "bar" if sys.stderr.isatty() else "line"
+    return "bar" if sys.stderr.isatty() or "ipykernel" in sys.modules else "line"
 
 
 def _tensorboard(cfg: Config, run_dir: Path):
@@ -93,7 +94,7 @@ class Reporter:
         self._t0 = time.perf_counter()
         if self.mode != "bar":
             return None
-        from tqdm import tqdm  # only where a bar is shown
+        from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere; only where a bar is shown
 
         bar = self._bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", leave=False, dynamic_ncols=True)
 

@@ -30,7 +30,7 @@ def activations(model: VGG, x: torch.Tensor, names: list[str]) -> dict[str, torc
     return got
 
 
-def plot_activations(acts: dict[str, torch.Tensor], path: str | Path, channels: int = 16) -> Path:
+def plot_activations(acts: dict[str, torch.Tensor], path: str | Path | None = None, channels: int = 16):
     """One row per layer: the first ``channels`` channels of the first image's maps."""
     fig, axes = plt.subplots(len(acts), channels, figsize=(1.1 * channels, 1.3 * len(acts)), squeeze=False)
     for r, (name, a) in enumerate(acts.items()):
@@ -44,7 +44,7 @@ def plot_activations(acts: dict[str, torch.Tensor], path: str | Path, channels: 
     return _save(fig, path)
 
 
-def plot_filters(model: VGG, path: str | Path, max_filters: int = 64) -> Path:
+def plot_filters(model: VGG, path: str | Path | None = None, max_filters: int = 64):
     """First-layer kernels as tiles (RGB for colour input), each scaled to [0, 1]: the 3x3 convs
     of block1.conv1, or the patch-whitening filters when the model starts with them."""
     first = model.features.whiten if model.config.whiten else model.features.block1.conv1
@@ -91,7 +91,7 @@ def grad_cam(model: VGG, x: torch.Tensor, target: torch.Tensor | None = None, la
     return cam.detach(), target.detach()
 
 
-def plot_grad_cam(images: torch.Tensor, cams: torch.Tensor, titles: list[str], path: str | Path) -> Path:
+def plot_grad_cam(images: torch.Tensor, cams: torch.Tensor, titles: list[str], path: str | Path | None = None):
     """Each image (in [0, 1]) and its heatmap overlaid (jet, half transparent)."""
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2), squeeze=False)

@@ -1,23 +1,30 @@
-"""Headless PNG plots (matplotlib, Agg): curves, confusion matrix, image grids, t-SNE."""
+"""Plots (matplotlib): curves, confusion matrix, image grids, t-SNE. Each writes a PNG when given
+a path (the CLI, headless Agg) and returns the figure when not (notebooks show it inline)."""
 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # headless everywhere but a notebook, whose inline backend shows figures
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: str | Path | None):
+    """Write ``fig`` as a PNG at ``path`` and return the path; with no path return the figure
+    (shown inline in a notebook). Either way pyplot lets go of it."""
+    plt.close(fig)
+    if path is None:
+        return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -27,7 +34,7 @@ def _to_hwc(img: torch.Tensor) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
+def plot_curves(metrics_csv: str | Path, path: str | Path | None = None):
     """Loss, top-1 (train vs val) and learning rate (log scale) per epoch."""
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -54,7 +61,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion(cm, classes: list[str], path: str | Path) -> Path:
+def plot_confusion(cm, classes: list[str], path: str | Path | None = None):
     """Counts and row-normalised (recall) heatmaps, true class by row."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -76,7 +83,7 @@ def plot_confusion(cm, classes: list[str], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_image_grid(images: torch.Tensor, titles: list[str], path: str | Path, cols: int = 8, colors=None, suptitle=None) -> Path:
+def plot_image_grid(images: torch.Tensor, titles: list[str], path: str | Path | None = None, cols: int = 8, colors=None, suptitle=None):
     """Images (N, C, H, W) in [0, 1] with a title each."""
     n = len(images)
     rows = max(1, -(-n // cols))
@@ -92,7 +99,7 @@ def plot_image_grid(images: torch.Tensor, titles: list[str], path: str | Path, c
 
 
 def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, classes: list[str],
-                     path: str | Path, per_kind: int = 16) -> Path:
+                     path: str | Path | None = None, per_kind: int = 16):
     """Correct (green) and wrong (red) examples with true / predicted label and confidence."""
     conf, pred = probs.max(1)
     right = torch.nonzero(pred == labels).flatten()[:per_kind]
@@ -104,7 +111,7 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Te
                            suptitle=f"{len(right)} correct (green), {len(wrong)} wrong (red)")
 
 
-def plot_tsne(embeddings: torch.Tensor, labels: torch.Tensor, classes: list[str], path: str | Path, seed: int = 0) -> Path:
+def plot_tsne(embeddings: torch.Tensor, labels: torch.Tensor, classes: list[str], path: str | Path | None = None, seed: int = 0):
     """2-D t-SNE (scikit-learn) of penultimate embeddings, coloured by true class."""
     from sklearn.manifold import TSNE
 
