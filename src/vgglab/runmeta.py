@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .data.normalization import Normalization
 from .errors import VgglabError
+from .strict import plain
 
 META_KEYS = ("classes", "image_size", "eval_resize", "model_config", "normalization")
 META_VERSION = 1
@@ -26,7 +27,7 @@ class RunMeta:
 
     def __post_init__(self):
         # plain JSON values (tuples as lists), as the config reads back from any file
-        object.__setattr__(self, "model_config", json.loads(json.dumps(self.model_config)))
+        object.__setattr__(self, "model_config", plain(self.model_config))
         object.__setattr__(self, "classes", tuple(self.classes))
 
     @classmethod

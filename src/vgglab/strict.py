@@ -83,3 +83,13 @@ def _typed(value, hint, where: str, error):
 def check_choice(section: str, key: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(map(str, allowed))}{_suggest(str(value), allowed)}")
+
+
+def plain(value):
+    """Tuples -> lists, recursively: the plain values YAML/JSON files hold, so a config reloads to
+    itself and configs compare equal however they were read."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

@@ -17,7 +17,7 @@ import yaml
 from ..data.config import AugmentConfig, DataConfig
 from ..data.views import TRAIN_TTA_MODES
 from ..errors import VgglabError
-from ..strict import ConfigError, _suggest, strict_init
+from ..strict import ConfigError, _suggest, plain, strict_init
 from ..strict import check_choice as _choice
 
 
@@ -204,7 +204,7 @@ class Config:
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def sha256(self) -> str:
         """The recipe's identity: every setting, not what auto resolved to on some machine."""
@@ -213,18 +213,9 @@ class Config:
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 
-def _plain(value):
-    """Tuples -> lists, recursively, so the YAML is plain and reloads to the same config."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain config dict."""
-    d = _plain(d or {})
+    d = plain(d or {})
     if not overrides:
         return d
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]

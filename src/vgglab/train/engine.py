@@ -99,11 +99,16 @@ def decide_speed(run: Run, model: VGG) -> SpeedChoice:
 def make_loaders(run: Run, ds: Dataset, norm: Normalization, channels_last: bool) -> tuple[BatchLoader, BatchLoader | None]:
     """The training loader (shuffled, augmented, ragged batch dropped) and the validation one."""
     cfg, info = run.cfg, run.info
-    common = dict(image_size=ds.image_size, norm=norm, device=run.device, channels_last=channels_last, shard=(info.rank, info.world_size))
-    train = BatchLoader(ds.train, cfg.data.batch_size, augment=cfg.augment, pca=ds.stats, shuffle=True, drop_last=True,
-                        seed=cfg.train.seed, **common)
-    val = BatchLoader(ds.val, cfg.data.eval_batch_size, **common) if ds.val is not None else None
-    return train, val
+    train = BatchLoader(ds.train, cfg.data.batch_size, image_size=ds.image_size, norm=norm, augment=cfg.augment, pca=ds.stats,
+                        shuffle=True, drop_last=True, seed=cfg.train.seed, device=run.device, channels_last=channels_last,
+                        shard=(info.rank, info.world_size))
+    return train, eval_loader(run, ds, ds.val, norm, channels_last) if ds.val is not None else None
+
+
+def eval_loader(run: Run, ds: Dataset, split, norm: Normalization, channels_last: bool) -> BatchLoader:
+    """Center crops of ``split`` in order, this process's shard of each batch."""
+    return BatchLoader(split, run.cfg.data.eval_batch_size, image_size=ds.image_size, norm=norm, device=run.device,
+                       channels_last=channels_last, shard=(run.info.rank, run.info.world_size))
 
 
 class Epochs:
@@ -121,9 +126,10 @@ class Epochs:
         run, state, tc = self.run, self.state, self.run.cfg.train
         self.train.set_epoch(epoch)
         frozen = self.freeze.apply(epoch)
-        start_momentum(state.optimizer)  # parts unfrozen now join groups that already have momentum
         if self.wrapped_for is None or len(self.wrapped_for) != len(frozen):
-            # DDP registers the parameters that need gradients when it is built: rebuild after unfreezing
+            # parts unfrozen now join optimiser groups that may already have momentum; and DDP
+            # registers the parameters that need gradients when it is built: rebuild it
+            start_momentum(state.optimizer)
             self.step_model, self.wrapped_for = _wrap(state.model, run.info, run.device, tc.compile), frozen
         lr = state.schedule.lr
         on_step = self.reporter.start_epoch(epoch, len(self.train), self.train.local_batch, lambda: state.schedule.lr)
@@ -175,15 +181,13 @@ def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, c
     ckpt = load_checkpoint(checkpoint)
     fmt = torch.channels_last if speed.channels_last else torch.contiguous_format
     model = maybe_compile(model_from_checkpoint(ckpt).to(device, memory_format=fmt), cfg.train.compile)
-    loader = lambda split: BatchLoader(split, cfg.data.eval_batch_size, image_size=ds.image_size, norm=norm, device=device,  # noqa: E731
-                                       channels_last=speed.channels_last, shard=(run.info.rank, run.info.world_size))
     result = {"best_epoch": ckpt["epoch"]}
     if ds.val is not None:
-        va = evaluate_batches(model, loader(ds.val), precision=speed.precision)
+        va = evaluate_batches(model, eval_loader(run, ds, ds.val, norm, speed.channels_last), precision=speed.precision)
         result.update(val_loss=va["loss"], val_top1=va["top1"])
     tta = cfg.train.test_tta
     # with TTA one pass gives both: the plain center crop is the TTA's first view
-    te = evaluate_batches(model, loader(ds.test), precision=speed.precision, tta=tta)
+    te = evaluate_batches(model, eval_loader(run, ds, ds.test, norm, speed.channels_last), precision=speed.precision, tta=tta)
     plain = "" if tta == "none" else "plain_"
     result.update(test_loss=te[f"{plain}loss"], test_top1=te[f"{plain}top1"], test_n=te["n"])
     if tta != "none":

@@ -3,7 +3,6 @@ and device it runs on, the run directory, and the model with its first weights."
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
+from ..strict import plain
 from .checkpoint import load_checkpoint
 from .config import Config, ConfigError, load_config
 from .distributed import DistInfo, broadcast_object, setup
@@ -91,8 +91,7 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
 
 
 def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
-    saved = json.loads(json.dumps(ckpt["model_config"]))  # both as plain JSON values: tuples and lists alike
-    now = json.loads(json.dumps(model.config.to_dict()))
+    saved, now = plain(ckpt["model_config"]), plain(model.config.to_dict())  # tuples and lists alike
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
         raise ConfigError(f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml")
