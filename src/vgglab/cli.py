@@ -18,7 +18,7 @@ from .errors import VgglabError
 from .evaluate import expand_inputs, format_metrics, load_inference, predict_files
 from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
 from .export import FORMATS, export_model, extract_features
-from .models import VGG, create_model, format_summary, get_entry, list_models, summarize
+from .models import create_model, param_count, format_summary, get_entry, list_models, summarize
 from .models.spec import HEAD_TYPES
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
@@ -33,15 +33,9 @@ def _cmd_models(args) -> int:
     for name in names:
         entry = get_entry(name)
         cfg = entry.config
-        params = _param_count(cfg)
+        params = param_count(cfg)
         print(f"{name:<16}{params:>14,}  {cfg.input_size:>5}  {cfg.num_classes:>7}  {cfg.head.type:<8}  {entry.description}")
     return 0
-
-
-def _param_count(cfg) -> int:
-    with torch.device("meta"):  # counts shapes without allocating 100+ MB per model
-        model = VGG(cfg)
-    return sum(p.numel() for p in model.parameters())
 
 
 def _cmd_summary(args) -> int:

@@ -42,6 +42,13 @@ def strict_init(cls, data: Any, where: str, error=ConfigError):
     return cls(**data)
 
 
+def typed_values(cls, data: dict, where: str, error=ConfigError, skip=()) -> dict:
+    """``data`` with each key that is a field of dataclass ``cls`` checked against its annotation
+    (numbers as numbers, ...), for mappings that are not built with :func:`strict_init`."""
+    hints = typing.get_type_hints(cls)
+    return {k: v if k in skip or k not in hints else _typed(v, hints[k], f"{where}{k}", error) for k, v in data.items()}
+
+
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
           tuple: "a list", dict: "a mapping"}
 

@@ -8,6 +8,9 @@ from ..strict import ConfigError, check_choice as _choice
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
 NORMALIZE_MODES = ("standardize", "subtract_mean")
+# The model input side: the VGG paper evaluates at up to 512; 4096 admits full-size photos. The
+# decoded dataset's memory is checked against the machine before decoding (vgglab.memory).
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -27,7 +30,11 @@ class DataConfig:
     def __post_init__(self):
         _choice("data", "dataset", self.dataset, DATASETS)
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"data.batch_size must be positive, got {self.batch_size}")
+            raise ConfigError(f"data.batch_size and eval_batch_size must be positive, got {self.batch_size}, {self.eval_batch_size}")
+        if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"data.image_size must be between 8 and {MAX_IMAGE_SIZE} pixels (or null for the dataset's own), got {self.image_size}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ConfigError(f"data.train_limit must be a positive number of images (or null for all), got {self.train_limit}")
         if self.val_size is not None and (self.val_size < 0 or (isinstance(self.val_size, float) and self.val_size >= 1)):
             raise ConfigError(f"data.val_size must be a count >= 0 or a fraction in [0, 1), got {self.val_size}")
 

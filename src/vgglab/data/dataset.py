@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..memory import check_fits
 from .cache import cache_root, load_tensors, save_tensors
 from .config import AugmentConfig, DataConfig
 from .errors import DataError
@@ -85,6 +86,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
     blob = _read_cache(path)
     if blob is None:
+        n, c = source.count()
+        check_fits(f"decoding {n:,} images of {c}x{store}x{store} pixels (data.image_size {size})", source.decoded_bytes(),
+                   "lower data.image_size")
         raw = source.decode()
         stats = pixel_stats(raw.train.x)
         blob = {

@@ -101,6 +101,12 @@ def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
     return RawData(classes, splits["train"], splits["test"], splits.get("val"), skipped)
 
 
+def count_images(root: Path) -> int:
+    """Image files under the split folders of an ImageFolder tree (listing only, no decoding)."""
+    return sum(1 for name in ("train", "val", "test") if (root / name).is_dir()
+               for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def image_size_of_tree(root: Path) -> int:
     """Side of the first training image (used when data.image_size is not set)."""
     from PIL import Image

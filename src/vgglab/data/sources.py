@@ -19,7 +19,7 @@ from .archive import is_archive, unpack_archive
 from .cache import fingerprint, tree_fingerprint
 from .config import DataConfig
 from .errors import DataError
-from .imagefolder import find_imagefolder, image_size_of_tree, read_imagefolder
+from .imagefolder import count_images, find_imagefolder, image_size_of_tree, read_imagefolder
 from .split import RawData, Split
 
 CACHE_VERSION = 1
@@ -43,6 +43,18 @@ class Source:
 
     def decode(self) -> RawData:
         raise NotImplementedError
+
+    def count(self) -> tuple[int, int]:
+        """(images, channels) that :meth:`decode` produces, known without decoding."""
+        raise NotImplementedError
+
+    # bytes held per decoded pixel value at the peak of decode(): the uint8 result plus the
+    # float32 copy a resize works in (ImageFolder: uint8 twice, the array and the tensor)
+    decode_peak = 5
+
+    def decoded_bytes(self) -> int:
+        n, c = self.count()
+        return n * c * self.store_size**2 * self.decode_peak
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,9 @@ class DigitsSource(Source):
         tr, te = torch.from_numpy(tr), torch.from_numpy(te)
         return RawData([str(c) for c in d.target_names], Split(x[tr], y[tr]), Split(x[te], y[te]))
 
+    def count(self) -> tuple[int, int]:
+        return 1797, 1
+
 
 @dataclass(frozen=True)
 class ImageFolderSource(Source):
@@ -83,6 +98,11 @@ class ImageFolderSource(Source):
 
     def decode(self) -> RawData:
         return read_imagefolder(self.tree, self.store_size, self.strict)
+
+    decode_peak = 2
+
+    def count(self) -> tuple[int, int]:
+        return count_images(self.tree), 3
 
 
 def _cifar_class(dataset: str):
@@ -130,6 +150,9 @@ class CifarSource(Source):
             return _resize_split(Split(x, torch.tensor(ds.targets, dtype=torch.int64)), self.store_size)
 
         return RawData(list(train.classes), split(train), split(test))
+
+    def count(self) -> tuple[int, int]:
+        return 60_000, 3  # CIFAR-10 and CIFAR-100 alike: 50,000 training and 10,000 test images
 
 
 def _resize_split(s: Split, size: int) -> Split:

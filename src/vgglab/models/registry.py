@@ -6,6 +6,10 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass
 
+import torch
+
+from ..memory import check_fits
+from ..strict import typed_values
 from .spec import BlockSpec, ConvSpec, HeadSpec, SpecError, VGGConfig, _suggest, parse_head
 from .vgg import VGG
 
@@ -138,6 +142,8 @@ def model_config(name: str, **options) -> VGGConfig:
     h = options.get("head")
     if h is not None and not (isinstance(h, str) and h == head.type):  # same type: keep the model's own head
         head = parse_head(h)
+    options = typed_values(VGGConfig, options, "model option ", SpecError, skip=("blocks", "head"))
+    options = typed_values(HeadSpec, options, "model option ", SpecError, skip=("type",))
     options = {k: float(v) if k in _FLOAT_OPTIONS and v is not None else v for k, v in options.items()}
     head = dataclasses.replace(head, **{k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None})
     changes = {k: options[k] for k in _CONFIG_OPTIONS if options.get(k) is not None}
@@ -151,11 +157,27 @@ def model_config(name: str, **options) -> VGGConfig:
 
 def create_model(name: str, **options) -> VGG:
     """Build a registered VGG, e.g. ``create_model("vgg16_bn", num_classes=10, head="cifar", input_size=32)``."""
-    return VGG(model_config(name, **options))
+    return build(model_config(name, **options))
 
 
 def create_model_from_spec(spec: dict | VGGConfig) -> VGG:
     """Build a custom VGG from a mapping (e.g. parsed YAML); unknown keys are errors."""
     cfg = spec if isinstance(spec, VGGConfig) else VGGConfig.from_dict(spec)
+    return build(cfg)
+
+
+def param_count(cfg: VGGConfig) -> int:
+    """Parameters of the network ``cfg`` describes, counted on the meta device (no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in VGG(cfg).parameters())
+
+
+def build(cfg: VGGConfig) -> VGG:
+    """``VGG(cfg)``, once its fp32 weights are known to fit in memory (a width of 1e6 is one line
+    with the estimate, not an allocation of 10^17 bytes). On the meta device nothing is checked."""
+    if torch.empty(0).device.type != "meta":
+        n = param_count(cfg)
+        check_fits(f"{cfg.name} with width {cfg.width:g}, {cfg.num_classes} classes and input {cfg.input_size} "
+                   f"({n:,} parameters)", 4 * n, "lower model.options.width, num_classes or input_size")
     return VGG(cfg)
 

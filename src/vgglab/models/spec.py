@@ -8,17 +8,20 @@ spec is validated into, and what a checkpoint stores so the model can be rebuilt
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import VgglabError
 from ..strict import _suggest
 from ..strict import strict_init as _strict_init
+from ..strict import typed_values
 
 HEAD_TYPES = ("imagenet", "cifar", "gap", "linear")
 WEIGHT_INITS = ("kaiming", "paper", "dirac")
 ACTIVATIONS = ("relu", "gelu")
 POOL_TYPES = ("max", "none")
+MAX_WIDTH = 16.0  # 16 x VGG-16's widths is 2.2 G parameters, 9 GB of fp32 weights: past any use
 
 
 class SpecError(VgglabError, ValueError):
@@ -166,8 +169,8 @@ class VGGConfig:
             raise SpecError("a VGG needs at least one block")
         if self.num_classes < 1 or self.in_chans < 1:
             raise SpecError(f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}")
-        if self.width <= 0:
-            raise SpecError(f"width must be positive, got {self.width}")
+        if not (math.isfinite(self.width) and 0 < self.width <= MAX_WIDTH):
+            raise SpecError(f"width must be a number in (0, {MAX_WIDTH}] (a multiplier of every conv's channels; 1 is the paper's), got {self.width}")
         if self.init not in WEIGHT_INITS:
             raise SpecError(f"init must be one of {WEIGHT_INITS}, got {self.init!r}")
         if self.activation not in ACTIVATIONS:
@@ -202,6 +205,23 @@ class VGGConfig:
         side = self.input_size if side is None else side
         return (side - max(self.whiten - 1, 0)) // 2**self.num_pools
 
+    def conv_outputs(self, side: int | None = None) -> int:
+        """Values the conv layers output for one image of ``side`` pixels (default ``input_size``),
+        summed over layers: the scale of the activation memory training keeps for the backward pass."""
+        s = self.input_size if side is None else side
+        total = 0
+        if self.whiten:
+            s -= self.whiten - 1
+            total += self.whiten_channels * s * s
+        for block in self.blocks:
+            for i, conv in enumerate(block.convs):
+                if block.pool == "max" and self.pool_first and i == 1:
+                    s //= 2
+                total += self.scaled(conv.out_channels) * s * s
+            if block.pool == "max" and not (self.pool_first and len(block.convs) > 1):
+                s //= 2
+        return total
+
     def scaled(self, channels: int) -> int:
         return max(1, int(round(channels * self.width)))
 
@@ -214,7 +234,7 @@ class VGGConfig:
         if not isinstance(data, dict):
             raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
         strict_init(_RawConfig, data, where)  # names the first unknown key
-        d = dict(data)
+        d = typed_values(cls, dict(data), f"{where}: ", SpecError, skip=("blocks", "head"))
         if "blocks" not in d:
             raise SpecError(f"{where}: 'blocks' is required (a list of blocks, each a list of conv widths)")
         if not isinstance(d["blocks"], (list, tuple)):

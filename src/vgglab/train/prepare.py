@@ -13,12 +13,13 @@ from torch import nn
 from ..data import BatchLoader, Dataset, Normalization
 from ..device import resolve_device
 from ..errors import VgglabError
+from ..memory import check_fits
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
 from ..strict import plain
 from .checkpoint import load_checkpoint
 from .config import Config, ConfigError, load_config
-from .distributed import DistInfo, broadcast_object, setup
+from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
 from .rundir import PhaseClock, new_run_dir
 from .transfer import init_as_configured
 
@@ -99,6 +100,18 @@ def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
         raise ConfigError("cannot resume: the dataset's classes differ from the checkpoint's")
 
 
+def check_training_memory(cfg: Config, model: VGG, ds: Dataset, run: "Run") -> None:
+    """Refuse, before anything is allocated on the device, a run whose weights, gradients and
+    optimiser state (4 fp32 copies) plus one batch's conv outputs (kept for the backward pass, about
+    3 fp32 values per output: conv, BatchNorm, activation) exceed the device's free memory."""
+    batch = min(per_rank_batch(cfg.data.batch_size, run.info), len(ds.train))
+    n = sum(p.numel() for p in model.parameters())
+    needed = 16 * n + 12 * batch * model.config.conv_outputs()
+    side = model.config.input_size
+    check_fits(f"training {model.config.name} ({n:,} parameters) on batches of {batch} images of {side}x{side}",
+               needed, "lower data.batch_size, data.image_size or model.options.width", device=run.device)
+
+
 def training_normalization(cfg: Config, ds: Dataset) -> Normalization:
     """The training images' statistics, unless the recipe pins ``augment.mean``/``std``, or the run
     starts from torchvision weights, whose ImageNet mean and std the features were trained with."""
@@ -141,6 +154,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if run.ckpt is not None:
         check_resumable(run.ckpt, model, ds.classes)
+    check_training_memory(cfg, model, ds, run)
     run.dir = open_run_dir(out, cfg, resume, info)
     if run.ckpt is None and tc.init_from:
         report = init_as_configured(model, tc)
