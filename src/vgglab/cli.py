@@ -7,7 +7,6 @@ import json
 import sys
 from importlib import resources
 
-import numpy as np
 import torch
 import yaml
 
@@ -17,7 +16,7 @@ from .data.views import TTA_MODES
 from .errors import VgglabError
 from .evaluate import expand_inputs, format_metrics, load_inference, predict_files
 from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
-from .export import FORMATS, export_model, extract_features
+from .export import FORMATS, export_model, extract_features, features_out, save_features
 from .models import create_model, param_count, format_summary, get_entry, list_models, summarize
 from .models.spec import HEAD_TYPES
 from .train import fit
@@ -123,9 +122,9 @@ def _cmd_report(args) -> int:
 
 def _cmd_features(args) -> int:
     layers = [n.strip() for n in args.layer.split(",")] if args.layer else None
+    out = features_out(args.out, args.checkpoint)
     feats = extract_features(args.checkpoint, args.split, layers, args.data_root)
-    out = args.out
-    np.savez(out, **feats)
+    save_features(feats, out)
     arrays = ", ".join(f"{k} {v.shape}" for k, v in feats.items() if k not in ("labels", "classes"))
     print(f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes")
     return 0
@@ -247,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except VgglabError as exc:
         print(f"vgglab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be made or read, past the library's own checks
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vgglab {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"vgglab {args.command}: error: out of memory; lower the batch size, image size or model width", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vgglab {args.command}: interrupted", file=sys.stderr)

@@ -16,8 +16,10 @@ import torch
 
 from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
+from .files import atomic_write, check_output_file, write_error
 from .models import create_model_from_spec
 from .models.features import feature_extractor
+from .pretrained import is_pretrained
 from .train.checkpoint import read_safetensors, save_safetensors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
@@ -57,17 +59,19 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
     (``skipped``: why the real-data check did not run, else None)."""
     if fmt not in FORMATS:
         raise VgglabError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    inf = load_inference(checkpoint, "cpu")
-    model = inf.model.eval()
     src = Path(checkpoint)
     # default: RUN_DIR/export/, never over the run's own model.safetensors
     out = Path(out) if out else (src if src.is_dir() else src.parent) / "export" / f"model{FORMATS[fmt]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(out, [] if is_pretrained(checkpoint) else [src], example=f"model{FORMATS[fmt]}")
+    inf = load_inference(checkpoint, "cpu")
+    model = inf.model.eval()
     example = torch.randn(2, inf.in_chans, inf.image_size, inf.image_size)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=FORMATS[fmt], dir=out.parent)
-    os.close(fd)
     result = {"format": fmt, "opset": None}
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=FORMATS[fmt], dir=out.parent)
+        os.close(fd)
         if fmt == "onnx":
             try:
                 import onnx  # noqa: F401
@@ -82,7 +86,8 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
         elif fmt == "torchscript":
             with torch.no_grad():
                 traced = torch.jit.trace(model, example)
-            traced.save(tmp)
+            with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not torch's RuntimeError
+                torch.jit.save(traced, f)
         else:
             save_safetensors(model, inf.meta, tmp)
         checked, worst = [], 0.0
@@ -95,8 +100,10 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
         if not worst <= tolerance:
             raise VgglabError(f"{fmt} export differs from the PyTorch model by {worst:.2e} in logits (> {tolerance:g}); nothing was written")
         os.replace(tmp, out)
+    except OSError as exc:
+        raise write_error(out, exc, os.path.getsize(tmp) if tmp and os.path.exists(tmp) else 0, at_least=True) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     result.update(path=str(out), max_abs_diff=worst, checked=checked)
     return result
@@ -123,3 +130,21 @@ def extract_features(checkpoint, split: str = "test", layers: str | list[str] | 
     if len(out) == 1:
         out = {"features": next(iter(out.values()))}
     return {**out, "labels": data.y.numpy(), "classes": np.array(inf.classes)}
+
+
+def features_out(out: str | Path, checkpoint) -> Path:
+    """Where ``vgglab features --out`` writes: the path with .npz added when missing (as numpy
+    does), checked to be a file path that is neither the checkpoint nor a run's own file."""
+    out = Path(out)
+    if out.suffix != ".npz" and not out.is_dir():
+        out = out.with_name(out.name + ".npz")
+    return check_output_file(out, [] if is_pretrained(checkpoint) else [checkpoint], example="features.npz")
+
+
+def save_features(feats: dict, out: Path) -> Path:
+    """Write :func:`extract_features`' arrays to ``out`` (see :func:`features_out`) as one .npz, atomically."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **feats)
+    atomic_write(out, write, needed=sum(np.asarray(v).nbytes for v in feats.values()))
+    return out

@@ -48,7 +48,7 @@ def test_preprocess_matches_how_evaluation_and_predict_prepare_images(trained_ru
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: d / "missing.safetensors", "model file not found"),
+    (lambda d: d / "missing.safetensors", "checkpoint not found"),
     (lambda d: d / "missing.pt", "checkpoint not found"),
     (lambda d: _junk(d / "junk.safetensors"), "cannot read .*junk.safetensors"),
 ])

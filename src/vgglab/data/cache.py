@@ -1,15 +1,14 @@
-"""Where decoded datasets live on disk, and how files are written without ever leaving half of one."""
+"""Where decoded datasets live on disk, and their keys."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from ..errors import VgglabError
+from ..files import atomic_write, tensor_bytes, torch_save
 
 
 def cache_root(configured: str | None = None) -> Path:
@@ -38,31 +37,8 @@ def tree_fingerprint(root: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Write ``path`` via ``write(tmp_path)`` into a temporary file, fsync, then rename.
-
-    A crash or a full disk at any moment leaves the previous file untouched. An OSError
-    becomes a one-line VgglabError that says the old file was kept.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        kept = "the previous file is kept" if path.exists() else "nothing was written"
-        raise VgglabError(f"could not write {path}: {exc.strerror or exc}; {kept} (free some disk space and retry)") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_tensors(obj: dict, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch_save(obj, tmp), needed=tensor_bytes(obj))
 
 
 def load_tensors(path: str | Path) -> dict:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import VgglabError
+from ..files import check_output_dir, write_text
 from ..viz.plots import plot_confusion, plot_predictions
 from .inference import load_inference
 from .metrics import compute_metrics, predict_split
@@ -26,14 +27,13 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
         raise VgglabError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     if not 1 <= topk <= 5:
         raise VgglabError(f"--topk must be between 1 and 5, got {topk}")
+    out = check_output_dir(Path(out) if out else default_out(checkpoint))
     inf = load_inference(checkpoint, device)
     data, _ = inf.load_split(split, data_root)
     probs = predict_split(inf, data, tta, shift=shift, scales=scales)
     metrics = {"split": split, "tta": tta, **compute_metrics(probs, data.y, inf.classes, topk)}
-    out = Path(out) if out else default_out(checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
     name = "eval.json" if tta == "none" else f"eval-{tta}.json"
-    (out / name).write_text(json.dumps(metrics, indent=1))
+    write_text(out / name, json.dumps(metrics, indent=1))
     if pictures:
         plot_confusion(metrics["confusion_matrix"], metrics["confusion_classes"], out / "confusion.png")
         sample = slice(0, min(len(data), 2000))

@@ -12,10 +12,10 @@ from ..data.imagefolder import square_rgb
 from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
-from ..models import VGG, create_model_from_spec
+from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
-from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint, read_safetensors
+from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
 from .predict import to_gray_if
 
 
@@ -69,16 +69,8 @@ def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: b
     if is_pretrained(path):
         model = parse_pretrained(path).model()
         return _ready(model, model.meta, device)
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        state, meta = read_safetensors(path)
-        model = create_model_from_spec(meta.model_config)
-        model.load_state_dict(state)
-    else:
-        ckpt = load_checkpoint(path)
-        meta = meta_of(ckpt)
-        model = model_from_checkpoint(ckpt, use_ema=use_ema)
-    return _ready(model, meta, device)
+    ckpt = load_checkpoint(path)  # a model.safetensors too
+    return _ready(model_from_checkpoint(ckpt, use_ema=use_ema), meta_of(ckpt), device)
 
 
 def _ready(model: VGG, meta: RunMeta, device: torch.device) -> VGG:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from ..data.cache import atomic_write
+from ..files import atomic_write, tensor_bytes, torch_save
 from ..errors import VgglabError
 from ..models import VGG, create_model_from_spec
 from ..runmeta import RunMeta
+from .config import read_yaml
 
 FORMAT = "vgglab-checkpoint"
 
@@ -23,7 +24,7 @@ class CheckpointError(VgglabError):
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write to a temporary file, fsync and rename: a kill at any moment keeps the old file."""
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, "version": 1, **state}, tmp))
+    atomic_write(path, lambda tmp: torch_save({"format": FORMAT, "version": 1, **state}, tmp), needed=tensor_bytes(state))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -32,6 +33,8 @@ def load_checkpoint(path: str | Path) -> dict:
     ``weights_only=True``: a file crafted to run code when unpickled is refused.
     """
     path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        return checkpoint_of_safetensors(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -67,7 +70,9 @@ def save_safetensors(model: VGG, meta: RunMeta, path: str | Path, **extra) -> No
     """Weights plus the :class:`RunMeta` (and ``extra`` entries, e.g. the epoch) as JSON metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {**meta.to_safetensors(), **{k: json.dumps(v) for k, v in extra.items()}}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    # serialised in memory, then written by Python: a full disk is an OSError (safetensors' own
+    # writer raises SafetensorError with the errno in its text)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(save(tensors, metadata=metadata)), needed=tensor_bytes(tensors))
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], RunMeta]:
@@ -82,6 +87,21 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], RunMeta
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read {path}: {str(exc).splitlines()[0]} (is it a complete .safetensors file?)") from None
     return state, RunMeta.from_safetensors(raw, str(path))
+
+
+def checkpoint_of_safetensors(path: Path) -> dict:
+    """A model.safetensors that vgglab wrote, as the checkpoint mapping inference reads: its weights,
+    RunMeta, epoch, and the run's config (stored in the file since issue 19, else the config.yaml
+    beside it; without either, evaluation asks for --data-root as for torchvision weights)."""
+    state, meta = read_safetensors(path)
+    with safe_open(str(path), "pt") as f:
+        raw = f.metadata() or {}
+    extra = {k: json.loads(raw[k]) for k in ("epoch", "config") if k in raw}
+    beside = path.parent / "config.yaml"
+    if extra.get("config") is None and beside.is_file():
+        extra["config"] = read_yaml(beside)
+    return {"format": FORMAT, "version": 1, **meta.to_dict(), "model": state, "epoch": extra.get("epoch"),
+            "config": extra.get("config"), "path": str(path)}
 
 
 def meta_of(ckpt: dict) -> RunMeta:

@@ -17,6 +17,7 @@ import yaml
 from ..data.config import AugmentConfig, DataConfig
 from ..data.views import TRAIN_TTA_MODES
 from ..errors import VgglabError
+from ..files import write_text
 from ..strict import ConfigError, _suggest, plain, strict_init
 from ..strict import check_choice as _choice
 
@@ -343,4 +344,4 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=None
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..data import BatchLoader, Dataset, Normalization, load_dataset
+from ..files import write_text
 from ..models import VGG
 from ..runmeta import RunMeta
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, save_safetensors
@@ -170,7 +171,7 @@ def save_epoch(run: Run, state: TrainState, meta: RunMeta, extra: dict, row: dic
         if improved:
             if state.selection.has_val:
                 save_checkpoint(ckpt, run.dir / "best.pt")
-            save_safetensors(state.eval_model, meta, run.dir / "model.safetensors", epoch=state.epoch)
+            save_safetensors(state.eval_model, meta, run.dir / "model.safetensors", epoch=state.epoch, config=run.cfg.to_dict())
 
 
 def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, checkpoint: Path) -> dict:
@@ -195,7 +196,7 @@ def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, c
     run.clock.seconds["final test"] += time.perf_counter() - t_start
     result["timings"] = run.clock.summary()
     if run.info.is_main:
-        (run.dir / "results.json").write_text(json.dumps(result, indent=2))
+        write_text(run.dir / "results.json", json.dumps(result, indent=2))
     if "val_top1" in result:
         run.log(f"best epoch {result['best_epoch']}: val top-1: {100 * result['val_top1']:.2f}%")
     run.log(f"test top-1: {100 * result['test_top1']:.2f}%" + (f", with TTA {tta}: {100 * result[f'test_top1_{tta}']:.2f}%" if tta != "none" else ""))

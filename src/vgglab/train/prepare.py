@@ -13,6 +13,7 @@ from torch import nn
 from ..data import BatchLoader, Dataset, Normalization
 from ..device import resolve_device
 from ..errors import VgglabError
+from ..files import write_text
 from ..memory import check_fits
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
@@ -159,7 +160,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
     if run.ckpt is None and tc.init_from:
         report = init_as_configured(model, tc)
         if info.is_main:
-            (run.dir / "init_report.txt").write_text(report.format() + "\n")
+            write_text(run.dir / "init_report.txt", report.format() + "\n")
         run.log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")
     elif run.ckpt is None and model.config.whiten:
         with run.clock("whitening"):

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.cache import atomic_write
+from ..files import write_error, write_text
 from .config import Config, ConfigError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds", "images_per_s"]
@@ -33,15 +33,20 @@ class MetricsLog:
         writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         writer.writerows(keep)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+        write_text(self.path, buf.getvalue())
 
     def append(self, row: dict) -> None:
         new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+        try:  # one write of the whole row: a full disk leaves no half line
+            with open(self.path, "a", newline="") as f:
+                f.write(buf.getvalue())
+        except OSError as exc:
+            raise write_error(self.path, exc, len(buf.getvalue())) from None
 
 
 def _fmt(v) -> str:

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.cache import atomic_write, cache_root, fingerprint
+from ..data.cache import cache_root, fingerprint
+from ..files import write_text
 
 PROBE_BATCH = 128  # images per probe step at most: larger batches give the same images/s on a CPU
 PROBE_BUDGET_S = 10.0  # soft limit of one probe; every arm still gets a warm-up and one timed step
@@ -172,7 +173,7 @@ class ProbeCache:
         data = self._read()
         data[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+        write_text(self.path, json.dumps(data, indent=1))
 
 
 def probe_key(info: dict, model: nn.Module, batch: int, what: str) -> str:

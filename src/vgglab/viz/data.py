@@ -8,6 +8,7 @@ import torch
 
 from ..data import BatchLoader, load_dataset
 from ..data.config import AugmentConfig, DataConfig
+from ..files import check_output_dir
 from .plots import plot_image_grid
 
 
@@ -37,7 +38,7 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
         "cache_file": str(ds.cache_file),
     }
     if out is not None:
-        out = Path(out)
+        out = check_output_dir(out)
         g = torch.Generator().manual_seed(seed)
         idx = torch.cat([
             (ds.train.y == k).nonzero().flatten()[torch.randperm(int((ds.train.y == k).sum()), generator=g)[:per_class]]

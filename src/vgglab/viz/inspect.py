@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VgglabError
+from ..files import check_output_dir
 from ..evaluate.inference import load_inference
 from ..evaluate.predict import load_image
 from ..models import VGG
@@ -109,6 +110,7 @@ def plot_grad_cam(images: torch.Tensor, cams: torch.Tensor, titles: list[str], p
 def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None = None, out: str | Path = "inspect",
                        device: str = "auto") -> dict[str, Path]:
     """Activation maps, first-layer filters and Grad-CAM of one image file, as PNGs in ``out``."""
+    out = check_output_dir(out)
     inf = load_inference(checkpoint, device)
     layers = check_layers(inf.model, layers) if layers else default_layers(inf.model)
     try:
@@ -116,7 +118,6 @@ def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None =
     except Exception as exc:
         raise VgglabError(f"cannot read image {image}: {exc}") from None
     x = inf.prepare(raw)
-    out = Path(out)
     cams, target = grad_cam(inf.model, x)
     prob = inf.model(x).float().softmax(1)[0, target[0]].item()
     return {

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..files import atomic_write  # noqa: E402
+
 
 def _save(fig, path: str | Path | None):
     """Write ``fig`` as a PNG at ``path`` and return the path; with no path return the figure
@@ -23,8 +25,7 @@ def _save(fig, path: str | Path | None):
     if path is None:
         return fig
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     return path
 
 

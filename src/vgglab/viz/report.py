@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..evaluate.inference import load_inference
+from ..files import check_output_dir, check_output_file, write_text
 from ..evaluate.checkpoint_eval import evaluate_checkpoint
 from ..models import summarize
 from ..train.checkpoint import resolve_checkpoint
@@ -43,9 +44,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
                  tsne_samples: int = 1000, device: str = "auto") -> Path:
     run_dir = Path(run_dir)
     ckpt_path = resolve_checkpoint(run_dir)
-    out = Path(out) if out else run_dir / "report.html"
-    files = out.parent / (out.stem + "_files")
-    files.mkdir(parents=True, exist_ok=True)
+    out = check_output_file(Path(out) if out else run_dir / "report.html", [run_dir, ckpt_path], example="report.html")
+    files = check_output_dir(out.parent / (out.stem + "_files"), "the report's pictures folder")
     inf = load_inference(ckpt_path, device)
     model = inf.model
     summary = summarize(model)
@@ -121,5 +121,5 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         "<h2>Config</h2>", f"<pre>{html.escape(cfg_text)}</pre>",
         "</body></html>",
     ]
-    out.write_text("\n".join(parts))  # eval.json and eval-flip.json are already in the files folder
+    write_text(out, "\n".join(parts))  # eval.json and eval-flip.json are already in the files folder
     return out

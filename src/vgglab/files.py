@@ -1,0 +1,128 @@
+"""How vgglab writes files: atomically (a temporary file renamed into place), with one line for a
+full disk or an unwritable folder, and never over a run's own files or the file being read."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import VgglabError
+from .memory import human
+
+
+def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
+    """Write ``path`` via ``write(tmp_path)`` into a temporary file beside it, fsync, then rename.
+
+    A crash, a full disk or an unwritable folder at any moment leaves the previous file untouched
+    and no temporary file behind; an OSError becomes one :class:`WriteError` line naming the path,
+    and for a full disk the space needed (``needed`` bytes, else what was written before it
+    failed) and the space free there. ``write`` must raise OSError when a write fails (plain
+    Python file I/O does; ``torch.save`` to a path does not, so :func:`torch_save` opens the file).
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        written = os.path.getsize(tmp) if tmp and os.path.exists(tmp) else 0
+        raise write_error(path, exc, needed or written, at_least=needed is None) from None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class WriteError(VgglabError):
+    """A file that could not be written; earlier files stay as they were."""
+
+
+def write_error(path: Path, exc: OSError, needed: int = 0, at_least: bool = False) -> WriteError:
+    """One line for a failed write: what, where, why, the space it needs and what to do."""
+    kept = "the previous file is kept" if path.exists() else "nothing was written"
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(next(p for p in (path.parent, *path.parents) if p.exists())).free
+        except (OSError, StopIteration):
+            free = 0
+        size = f"{'more than ' if at_least else 'about '}{human(needed)}" if needed else "more space"
+        return WriteError(f"could not write {path}: {reason} (it needs {size}; {human(free)} free there); {kept}. "
+                          "Free some space or write elsewhere")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WriteError(f"could not write {path}: {reason}; {kept}. Choose a folder you can write to")
+    return WriteError(f"could not write {path}: {reason}; {kept}")
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a nested dict/list: the size a torch or safetensors file will have."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` into an open file: a failed write is an OSError (to a path, torch raises
+    ``RuntimeError: [enforce fail at inline_container.cc]``, which says nothing of a full disk)."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """A text file (config, results, report), written atomically."""
+    data = text.encode()
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), needed=len(data))
+
+
+# What `vgglab train` writes into a run directory: outputs of other commands never replace these.
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "model.safetensors", "metrics.csv", "results.json",
+             "init_report.txt", "run.lock")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and ((path / "last.pt").is_file() or (path / "metrics.csv").is_file()
+                                                  or (path / "run.lock").exists())
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_output_file(out: str | Path, reading: list[str | Path] = (), flag: str = "--out", example: str = "out") -> Path:
+    """``out`` as a path a command may write one file to: not a folder, not the file (or one of the
+    run's files) being read, and not one of any run's own files (:data:`RUN_FILES`). An existing
+    file there is replaced, atomically, by the caller."""
+    out = Path(out)
+    if out.is_dir():
+        raise VgglabError(f"{flag} {out} is a folder; give a file path, e.g. {out / example}")
+    if out.name in RUN_FILES and is_run_dir(out.parent):
+        raise VgglabError(f"{flag} {out} would replace run {out.parent}'s own {out.name}; write elsewhere, "
+                          f"e.g. {out.parent / 'export' / example}")
+    for src in map(Path, reading):
+        if _same(out, src):
+            raise VgglabError(f"{flag} {out} is the file being read; write the output elsewhere, e.g. {out.parent / example}")
+    return out
+
+
+def check_output_dir(out: str | Path, flag: str = "--out") -> Path:
+    """``out`` as a folder a command writes its files into (made when missing)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VgglabError(f"{flag} {out} is a file; give a folder for this command's outputs")
+    return out
