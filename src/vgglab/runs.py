@@ -41,12 +41,18 @@ class TrainedRun:
 
     @property
     def metrics(self) -> list[dict]:
-        """metrics.csv as numbers (None where a value is empty, e.g. val_* without validation)."""
+        """metrics.csv as numbers (None where a value is empty, e.g. val_* without validation);
+        ``changed`` stays text (the settings a resume changed from that epoch on)."""
         path = self.dir / "metrics.csv"
         if not path.exists():
             return []
+
+        def value(k, v):
+            if v == "" or v is None:
+                return None
+            return int(v) if k == "epoch" else v if k == "changed" else float(v)
         with open(path, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v)) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
+            return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
 
     @property
     def results(self) -> dict:

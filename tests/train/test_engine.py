@@ -138,11 +138,11 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_con
     before = (res.run_dir / "last.pt").read_bytes()
 
     def full(obj, f, *a, **k):
-        Path(f).write_bytes(b"partial")
+        f.write(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(VgglabError, match=r"No space left on device; the previous file is kept"):
+    with pytest.raises(VgglabError, match=r"last.pt: No space left on device \(it needs about .* free there\); the previous file is kept"):
         vgglab.fit(None, ["train.epochs=2"], resume=res.run_dir, log=lambda *_: None)
     assert (res.run_dir / "last.pt").read_bytes() == before
     assert not [p for p in res.run_dir.iterdir() if p.name.endswith(".tmp")]
@@ -150,9 +150,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_con
 
 def test_resume_refuses_an_incompatible_config(tmp_path, tiny_config):
     res = vgglab.fit({**tiny_config, "train": {**tiny_config["train"], "epochs": 1}}, out=tmp_path / "run", log=lambda *_: None)
-    with pytest.raises(ConfigError, match=r"model differs from the checkpoint's in blocks"):
+    with pytest.raises(ConfigError, match=r"cannot change model.name on resume.*may change train.epochs"):
         vgglab.fit(None, ["model.name=vgg13_bn"], resume=res.run_dir, log=lambda *_: None)
-    with pytest.raises(VgglabError, match="no config.yaml and last.pt"):
+    with pytest.raises(VgglabError, match="it has no config.yaml"):
         vgglab.fit(None, resume=tmp_path)
 
 
@@ -214,12 +214,11 @@ from vgglab.train.checkpoint import save_checkpoint
 path = sys.argv[1]
 save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
 real_save = torch.save
-def slow_save(obj, f, *a, **k):
-    with open(f, "wb") as fh:
-        fh.write(b"half a checkpoint")
-        fh.flush()
-        print("writing", flush=True)
-        time.sleep(60)
+def slow_save(obj, f, *a, **k):  # f: the open temporary file
+    f.write(b"half a checkpoint")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
 torch.save = slow_save
 save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
 """

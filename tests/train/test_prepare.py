@@ -35,7 +35,7 @@ def test_a_different_config_beside_resume_is_refused_naming_the_keys(tmp_path, t
     with pytest.raises(ConfigError, match=rf"cannot resume {d} with --config .*: it differs from the run's config.yaml in optim.lr; "
                                           "omit --config to continue the run as it was, and give changes with --set"):
         read_run_config(other, None, d)
-    with pytest.raises(VgglabError, match="has no config.yaml and last.pt"):
+    with pytest.raises(VgglabError, match="has no config.yaml"):
         read_run_config(None, None, tmp_path)
 
 

@@ -183,6 +183,9 @@ class Config:
     # Written by fit, never read from a recipe's meaning: what the auto speed settings resolved to on
     # the machine that ran (vgglab.train.speed.SpeedChoice), so resume, eval and the report reuse it.
     resolved: dict | None = None
+    # Written by a resume that changed settings (RESUME_KEYS): [{epoch: first epoch trained with
+    # them, set: {dotted key: value}}, ...], so the record says when each value took effect.
+    changes: list | None = None
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "Config":
@@ -190,7 +193,7 @@ class Config:
             d = {}
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a mapping at the top level, got {type(d).__name__}")
-        valid = ["name", *SECTIONS, "resolved"]
+        valid = ["name", *SECTIONS, "resolved", "changes"]
         for key in d:
             if key not in valid:
                 raise ConfigError(f"{where}: unknown section {key!r}{_suggest(str(key), valid)}; valid: {', '.join(valid)}")
@@ -201,6 +204,10 @@ class Config:
             if not isinstance(d["resolved"], dict):
                 raise ConfigError(f"{where}: resolved is written by vgglab (a mapping); delete it to resolve again")
             kwargs["resolved"] = dict(d["resolved"])
+        if d.get("changes") is not None:
+            if not isinstance(d["changes"], list):
+                raise ConfigError(f"{where}: changes is written by vgglab on resume (a list); delete it if it was edited")
+            kwargs["changes"] = list(d["changes"])
         for key, section in SECTIONS.items():
             try:
                 kwargs[key] = strict_init(section, d.get(key) or {}, f"{where}: {key}")
@@ -217,7 +224,19 @@ class Config:
         """The recipe's identity: every setting, not what auto resolved to on some machine."""
         d = self.to_dict()
         d.pop("resolved")
+        d.pop("changes")
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
+
+
+# What `vgglab train --resume RUN --set key=value` may change: settings that do not alter what the
+# checkpointed weights, optimiser, schedule and data order mean. Anything else would be recorded
+# in config.yaml while the resumed state kept the old meaning, so it is refused in one line.
+RESUME_KEYS = (
+    "train.epochs",  # extend (or shorten) a run; a cosine/linear schedule is recomputed for the new length
+    "train.threads", "train.compile",  # how fast, not what
+    "data.root", "data.cache_dir", "data.download", "data.eval_batch_size",  # where the same data is, how it is read
+    "log.progress", "log.tensorboard",
+)
 
 
 def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:

@@ -33,6 +33,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def main_process() -> bool:
+    """Rank 0 of a torchrun job (RANK in its environment), or a lone process; known before setup."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device_setting: str) -> tuple[DistInfo, str]:
     """Join the torchrun job if there is one; returns the info and the device to use."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -11,18 +11,20 @@ import torch
 from torch import nn
 
 from ..data import BatchLoader, Dataset, Normalization, load_dataset
+from ..errors import VgglabError
 from ..files import write_text
 from ..models import VGG
 from ..runmeta import RunMeta
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, save_safetensors
 from .config import save_config
-from .distributed import DistInfo, barrier, broadcast_object, per_rank_batch, teardown
+from .distributed import DistInfo, barrier, broadcast_object, main_process, per_rank_batch, teardown
 from .freeze import FreezePlan
 from .loop import TrainingDiverged, evaluate_batches, maybe_compile, train_one_epoch
 from .prepare import Run, prepare_model, read_run_config, start_process, training_normalization
 from .optim import start_momentum
 from .reporter import Reporter
 from .speed import SpeedChoice, resolve_speed
+from .runlock import RunLock
 from .state import TrainState
 
 
@@ -36,11 +38,24 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     """Train as configured; returns the run directory and final metrics.
 
     ``config``: a YAML path, a dict or a Config; ``overrides``: ``["optim.lr=0.05", ...]`` or a
-    dict. ``resume``: a run directory to continue (its config.yaml is used, with overrides).
+    dict. ``resume``: a run directory to continue (its config.yaml is used, with overrides that
+    :data:`~vgglab.train.config.RESUME_KEYS` allows). The run directory is locked while it runs.
     """
-    cfg, ckpt = read_run_config(config, overrides, resume)
+    lock = RunLock(log)
+    try:
+        if resume is not None and main_process():
+            if not Path(resume).is_dir():
+                raise VgglabError(f"cannot resume {resume}: no such run directory")
+            lock.acquire(resume)  # before reading: a second resume of the same run stops here
+        return _fit(config, overrides, out, resume, log, lock)
+    finally:
+        lock.release()
+
+
+def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
+    cfg, ckpt = read_run_config(config, overrides, resume, log)
     info, device = start_process(cfg)
-    run = Run(cfg, ckpt, info, device, log if info.is_main else _quiet)
+    run = Run(cfg, ckpt, info, device, log if info.is_main else _quiet, lock)
     with run.clock("data"):
         ds = load_dataset(cfg.data)
     norm = training_normalization(cfg, ds)
@@ -53,8 +68,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     reporter = Reporter(cfg, run.dir, info.is_main, run.log)
     if ckpt is not None:
         state.load_state_dict(ckpt)
-        reporter.resumed(state.epoch)
-        run.log(f"resuming {run.dir} after epoch {state.epoch}")
+        reporter.resumed(state.epoch, changed_from(cfg, state.epoch + 1))
+        run.log(f"resuming {run.dir} after epoch {state.epoch}" + (f" with {reporter.changed}" if reporter.changed else ""))
     meta = RunMeta(tuple(ds.classes), ds.image_size, ds.store_size, model.config.to_dict(), norm)
     extra = {"speed": {"precision_setting": cfg.train.precision, "channels_last_setting": cfg.train.channels_last,
                        "device": device.type, **speed.to_dict()}}
@@ -69,6 +84,14 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
     result = final_test(run, ds, norm, speed, run.dir / state.selection.checkpoint_name)
     teardown(info)
     return FitResult(run.dir, result)
+
+
+def changed_from(cfg, epoch: int) -> str | None:
+    """``key=value`` of the settings a resume changed from ``epoch`` on (config.yaml's ``changes``)."""
+    for change in cfg.changes or []:
+        if change.get("epoch") == epoch:
+            return " ".join(f"{k}={v}" for k, v in change["set"].items())
+    return None
 
 
 def announce(run: Run, model: VGG, ds: Dataset, speed: SpeedChoice) -> None:
@@ -140,8 +163,12 @@ class Epochs:
                 state.lookahead.finish()
         except TrainingDiverged as exc:
             last = run.dir / "last.pt"
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
-            raise TrainingDiverged(f"epoch {epoch}: {exc}; {kept}. Lower optim.lr or set train.grad_clip") from None
+            if last.exists():
+                how = (f"the last good checkpoint is {last}; to go on with a lower optim.lr or a train.grad_clip, start a new run "
+                       f"from it: vgglab train --config {run.dir / 'config.yaml'} --init-from {last} --set optim.lr=... --out NEW_DIR")
+            else:
+                how = f"no checkpoint was written; restart it in place with vgglab train --resume {run.dir} --set optim.lr=... (or train.grad_clip=1)"
+            raise TrainingDiverged(f"epoch {epoch}: {exc}; {how}") from None
         finally:
             seconds = self.reporter.end_training()
         run.clock.seconds["training"] += seconds

@@ -134,3 +134,9 @@ class Schedule:
         sched = self.plateau or self.lambda_lr
         if sched is not None and state:
             sched.load_state_dict({**state, "lr_lambdas": [None]} if self.lambda_lr is not None else state)
+        if self.lambda_lr is not None and state:
+            # the rate of the step reached, from this config's schedule: the same value the checkpoint
+            # holds, unless a resume changed train.epochs, which recomputes the curve from here on
+            s = self.lambda_lr
+            for group, base, fn in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas):
+                group["lr"] = base * fn(s.last_epoch)

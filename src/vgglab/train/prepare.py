@@ -19,20 +19,24 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
 from ..strict import plain
 from .checkpoint import load_checkpoint
-from .config import Config, ConfigError, load_config
+from .config import RESUME_KEYS, Config, ConfigError, load_config
 from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
 from .rundir import PhaseClock, new_run_dir
+from .runlock import RunLock
 from .transfer import init_as_configured
 
 
-def read_run_config(config, overrides, resume) -> tuple[Config, dict | None]:
+def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict | None]:
     """The run's config and, when resuming, its last checkpoint. A resumed run uses its own
-    config.yaml with ``overrides``; a ``config`` given beside it must say the same."""
+    config.yaml; ``overrides`` may change :data:`RESUME_KEYS` (recorded in ``changes`` with the
+    epoch they take effect) and nothing else. A ``config`` given beside it must say the same. A
+    run that stopped before its first checkpoint starts again in place, with any overrides."""
     if resume is None:
         return load_config(config, overrides), None
     run_dir = Path(resume)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
-        raise VgglabError(f"cannot resume {run_dir}: it has no config.yaml and last.pt (is it a vgglab run directory?)")
+    if not (run_dir / "config.yaml").is_file():
+        raise VgglabError(f"cannot resume {run_dir}: it has no config.yaml (is it a vgglab run directory?)")
+    saved = load_config(run_dir / "config.yaml")
     cfg = load_config(run_dir / "config.yaml", overrides)
     if config is not None:
         differ = config_differences(load_config(config, overrides), cfg)
@@ -40,18 +44,39 @@ def read_run_config(config, overrides, resume) -> tuple[Config, dict | None]:
             shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
             raise ConfigError(f"cannot resume {run_dir} with --config {config}: it differs from the run's config.yaml in {shown}; "
                               f"omit --config to continue the run as it was, and give changes with --set")
-    return cfg, load_checkpoint(run_dir / "last.pt")
+    if not (run_dir / "last.pt").is_file():
+        log(f"note: {run_dir} stopped before its first checkpoint; training it again from epoch 1 in place")
+        return cfg, None
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    changed = config_differences(saved, cfg)
+    refused = [k for k in changed if k not in RESUME_KEYS]
+    if refused:
+        raise ConfigError(f"cannot change {', '.join(refused)} on resume: the checkpoint's weights, optimiser and schedule "
+                          f"continue as they were. Resume may change {', '.join(RESUME_KEYS)}; for other settings start a new "
+                          f"run from this one: --config {run_dir / 'config.yaml'} --init-from {run_dir} --set ...")
+    if cfg.train.epochs < ckpt["epoch"]:
+        raise ConfigError(f"train.epochs={cfg.train.epochs} is below the {ckpt['epoch']} epochs {run_dir} has trained; "
+                          f"give at least {ckpt['epoch']}")
+    if changed:
+        now = flat_config(cfg)
+        cfg.changes = [*(saved.changes or []), {"epoch": ckpt["epoch"] + 1, "set": {k: now.get(k) for k in changed}}]
+    return cfg, ckpt
 
 
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Dotted keys whose values differ (what ``auto`` resolved to is not a difference)."""
+def flat_config(cfg: Config) -> dict:
+    """Dotted keys -> values (model.options and model.spec as single values)."""
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" and k != "spec" else {f"{prefix}{k}": v})
         return out
-    fa, fb = flat(a.to_dict()), flat(b.to_dict())
-    return sorted(k for k in set(fa) | set(fb) if not k.startswith("resolved") and fa.get(k) != fb.get(k))
+    return flat(cfg.to_dict())
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ (what ``auto`` resolved to and the resume record are not differences)."""
+    fa, fb = flat_config(a), flat_config(b)
+    return sorted(k for k in set(fa) | set(fb) if not k.startswith(("resolved", "changes")) and fa.get(k) != fb.get(k))
 
 
 def start_process(cfg: Config) -> tuple[DistInfo, torch.device]:
@@ -69,11 +94,12 @@ def start_process(cfg: Config) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def open_run_dir(out, cfg: Config, resume, info: DistInfo) -> Path:
-    """The resumed run's directory, or a new one made by rank 0 and shared with the others."""
+def open_run_dir(out, cfg: Config, resume, info: DistInfo, lock: RunLock) -> Path:
+    """The resumed run's directory (locked already), or a new one made and locked by rank 0 and
+    shared with the others."""
     if resume is not None:
         return Path(resume)
-    return broadcast_object(new_run_dir(out, cfg.name) if info.is_main else None, info)
+    return broadcast_object(new_run_dir(out, cfg.name, lock) if info.is_main else None, info)
 
 
 def build_model_for(cfg: Config, ds: Dataset) -> VGG:
@@ -140,6 +166,7 @@ class Run:
     info: DistInfo
     device: torch.device
     log: Callable = print
+    lock: RunLock = field(default_factory=RunLock)
     clock: PhaseClock = field(default_factory=PhaseClock)
     dir: Path | None = None
 
@@ -156,7 +183,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
     if run.ckpt is not None:
         check_resumable(run.ckpt, model, ds.classes)
     check_training_memory(cfg, model, ds, run)
-    run.dir = open_run_dir(out, cfg, resume, info)
+    run.dir = open_run_dir(out, cfg, resume, info, run.lock)
     if run.ckpt is None and tc.init_from:
         report = init_as_configured(model, tc)
         if info.is_main:

@@ -11,7 +11,8 @@ from pathlib import Path
 from ..files import write_error, write_text
 from .config import Config, ConfigError
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds", "images_per_s"]
+# changed: the settings a resume changed, on the first epoch trained with them (e.g. train.epochs=30)
+METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds", "images_per_s", "changed"]
 
 
 class MetricsLog:
@@ -86,9 +87,12 @@ class Reporter:
         self.writer = _tensorboard(cfg, run_dir) if is_main else None
         self._bar = None
         self._t0 = 0.0
+        self.changed: str | None = None
 
-    def resumed(self, epoch: int) -> None:
-        """Forget the rows after ``epoch`` (they are trained again)."""
+    def resumed(self, epoch: int, changed: str | None = None) -> None:
+        """Forget the rows after ``epoch`` (they are trained again); ``changed``, the settings the
+        resume changed, goes into the next row's ``changed`` column."""
+        self.changed = changed
         if self.is_main:
             self.metrics.truncate(epoch)
 
@@ -118,6 +122,8 @@ class Reporter:
 
     def end_epoch(self, row: dict) -> None:
         """Record a finished epoch's row (keys of METRIC_COLUMNS) everywhere it goes."""
+        if self.changed:
+            row, self.changed = {**row, "changed": self.changed}, None
         if self.is_main:
             self.metrics.append(row)
         if self.writer is not None:

@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import VgglabError
+from .runlock import LOCK_NAME, RunLock
 
 
 class PhaseClock:
@@ -30,10 +31,27 @@ class PhaseClock:
         return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
-def new_run_dir(out: str | Path | None, name: str) -> Path:
-    """``out`` exactly, or ``runs/<name>-<timestamp>``; an existing non-empty folder is refused."""
+def new_run_dir(out: str | Path | None, name: str, lock: RunLock) -> Path:
+    """``out`` exactly, or ``runs/<name>-<timestamp>``, made and locked; an existing non-empty
+    folder is refused (checked again once locked: two new runs into one folder, one proceeds)."""
     path = Path(out) if out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise VgglabError(f"run directory {path} already exists and is not empty: pass another --out, or --resume {path} to continue it")
+    if path.exists() and not path.is_dir():
+        raise VgglabError(f"--out {path} is a file; give a folder for the run")
+    _refuse_used(path)
     path.mkdir(parents=True, exist_ok=True)
+    lock.acquire(path)
+    try:
+        _refuse_used(path)
+    except VgglabError:
+        lock.release()
+        raise
     return path
+
+
+def _refuse_used(path: Path) -> None:
+    if not path.is_dir() or not any(p.name != LOCK_NAME for p in path.iterdir()):
+        return
+    if (path / "config.yaml").is_file() and not (path / "last.pt").is_file():
+        raise VgglabError(f"{path} holds a run that stopped before its first checkpoint: restart it in place with "
+                          f"`vgglab train --resume {path}` (--set may change any setting, nothing was trained), or pass another --out")
+    raise VgglabError(f"run directory {path} already exists and is not empty: pass another --out, or --resume {path} to continue it")

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..errors import VgglabError  # noqa: E402
 from ..files import atomic_write  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path | None = None):
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"{metrics_csv} has no epochs yet")
+        raise VgglabError(f"{metrics_csv} has no epochs yet: plot it once the run has finished an epoch")
     ep = [int(r["epoch"]) for r in rows]
 
     def col(name):

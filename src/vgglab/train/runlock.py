@@ -1,0 +1,114 @@
+"""One process at a time writes a run directory: ``RUN_DIR/run.lock``, held for the whole run.
+
+The lock is an advisory ``flock`` on that file, so the kernel lets go of it however the holder
+ends (an exception, Ctrl-C, SIGKILL, a power cut); the file names the holder (pid, host, command,
+start time) for the message a second process prints. A file left behind by a holder that is
+gone is a stale lock: the next run takes it over with a note. Where ``fcntl`` is missing
+(Windows), the file is created exclusively and a holder is alive when its pid is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from ..errors import VgglabError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+LOCK_NAME = "run.lock"
+
+
+class RunLocked(VgglabError):
+    """Another live process is writing this run directory."""
+
+
+def _describe(holder: dict) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    command = holder.get("command") or "?"
+    return f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (`{command}`, started {started})"
+
+
+def _read(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        return json.loads(os.read(fd, 65536).decode() or "{}")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+
+
+class RunLock:
+    """``acquire(run_dir)`` once, ``release()`` on any exit (idempotent). ``log`` prints the note
+    about a stale lock taken over."""
+
+    def __init__(self, log=print):
+        self.log = log
+        self.path: Path | None = None
+        self.fd: int | None = None
+
+    def acquire(self, run_dir: str | Path) -> None:
+        path = Path(run_dir) / LOCK_NAME
+        fd = self._lock_flock(path) if fcntl is not None else self._lock_exclusive(path)
+        previous = _read(fd)
+        if previous and previous.get("pid") != os.getpid():
+            self.log(f"note: took over the lock of {path.parent} left by {_describe(previous)}, which is no longer running")
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(me).encode())
+        os.fsync(fd)
+        self.path, self.fd = path, fd
+
+    def _lock_flock(self, path: Path) -> int:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read(fd)
+                os.close(fd)
+                raise RunLocked(f"run directory {path.parent} is in use by {_describe(holder)}; "
+                                "wait for it to finish or stop it, then retry") from None
+            try:  # a holder that released between our open and flock removed the file: lock the one there now
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return fd
+            os.close(fd)
+
+    def _lock_exclusive(self, path: Path) -> int:
+        while True:
+            try:
+                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                fd = os.open(path, os.O_RDWR)
+                holder = _read(fd)
+                if holder.get("pid") and psutil.pid_exists(holder["pid"]) and holder.get("host") == socket.gethostname():
+                    os.close(fd)
+                    raise RunLocked(f"run directory {path.parent} is in use by {_describe(holder)}; "
+                                    "wait for it to finish or stop it, then retry") from None
+                return fd  # stale: its process is gone
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
+            self.fd = self.path = None
