@@ -116,7 +116,7 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device)}")
+    print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta)}")
     return 0
 
 
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page of a run")
     p.add_argument("run_dir")
     p.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    p.add_argument("--tta", default="auto", choices=("auto", *TTA_MODES),
+                   help="TTA reported beside the plain metrics; auto: flip when the model trained with flips, else none")
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_report)

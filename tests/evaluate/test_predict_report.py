@@ -98,7 +98,9 @@ def test_report_is_self_contained_and_renders(trained_run, tmp_path):
     page = out.read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert page.count("data:image/png;base64,") == 7
-    assert "top-1 with flip TTA" in page and "Most confused" in page and "t-SNE" in page
+    assert "Most confused" in page and "t-SNE" in page
+    # the tiny recipe trains without flips: no flip-TTA figure unless asked for, and then marked
+    assert "flip TTA" not in page and "trained without flips" not in page
     for png in (tmp_path / "report_files").glob("*.png"):
         assert_real_png(png)
     assert_real_png(plot_curves(trained_run / "metrics.csv", tmp_path / "curves_again.png"))
@@ -120,3 +122,13 @@ def test_report_is_self_contained_and_renders(trained_run, tmp_path):
     with Image.open(shot) as im:
         a = np.asarray(im.convert("L"), dtype=np.float32)
     assert (a < 128).mean() > 0.01  # text and plots drawn, not a blank page
+
+
+def test_flip_tta_of_a_model_trained_without_flips_is_marked(trained_run, tmp_path):
+    from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
+    from vgglab.evaluate.metrics import format_metrics
+
+    m = evaluate_checkpoint(trained_run, tta="flip", out=tmp_path, device="cpu", pictures=False)
+    assert "trained without horizontal flips" in m["note"] and m["note"] in format_metrics(m)
+    plain = evaluate_checkpoint(trained_run, tta="none", out=tmp_path, device="cpu", pictures=False)
+    assert "note" not in plain

@@ -13,6 +13,9 @@ from .metrics import compute_metrics, predict_split
 from .tta import TTA_MODES
 
 
+FLIP_NOTE = "this model was trained without horizontal flips (augment.flip: false): the TTA's mirrored views are images it never saw"
+
+
 def default_out(checkpoint: str | Path) -> Path:
     p = Path(checkpoint)
     return (p if p.is_dir() else p.parent) / "eval"
@@ -32,6 +35,8 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     data, _ = inf.load_split(split, data_root)
     probs = predict_split(inf, data, tta, shift=shift, scales=scales)
     metrics = {"split": split, "tta": tta, **compute_metrics(probs, data.y, inf.classes, topk)}
+    if tta != "none" and not inf.trained_with_flips:
+        metrics["note"] = FLIP_NOTE
     name = "eval.json" if tta == "none" else f"eval-{tta}.json"
     write_text(out / name, json.dumps(metrics, indent=1))
     if pictures:

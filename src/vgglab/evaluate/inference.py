@@ -65,6 +65,13 @@ class Inference:
         """Normalised float -> [0, 1] images, for display."""
         return self.norm.invert(x)
 
+    @property
+    def trained_with_flips(self) -> bool:
+        """Whether training mirrored its images (a run's augment.flip; torchvision's ImageNet
+        weights were trained with flips). Flip TTA shows a model without them images it never saw."""
+        config = self.checkpoint.get("config")
+        return True if config is None else bool(config.get("augment", {}).get("flip", True))
+
     def data_config(self, data_root: str | None = None) -> DataConfig:
         """The run's data section (``data_root`` replacing its root); a pretrained model has none
         of its own, so there ``data_root`` is an ImageFolder tree whose classes it knows."""

@@ -82,6 +82,8 @@ def format_metrics(m: dict) -> str:
     """A printable table: summary, per class (accuracy, precision, recall, F1, support), confusions."""
     tops = "  ".join(f"top-{k[3:]} {100 * m[k]:.2f}%" for k in m if k.startswith("top") and k[3:].isdigit())
     lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}: n {m['n']}  loss {m['loss']:.4f}  {tops}  ECE {m['ece']:.4f}", ""]
+    if m.get("note"):
+        lines[-1:] = [f"note: {m['note']}", ""]
     width = max(12, *(len(c) for c in m["per_class"]))
     lines.append(f"{'class':<{width}} {'acc':>7} {'prec':>7} {'recall':>7} {'f1':>7} {'support':>8}")
     for c, acc in m["per_class"].items():

@@ -101,6 +101,11 @@ def announce(run: Run, model: VGG, ds: Dataset, speed: SpeedChoice) -> None:
             f"{cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / test {len(ds.test)} "
             f"(data ready in {ds.load_seconds:.1f}s) -> {run.dir}")
     run.log(speed.header(cfg.train.precision, cfg.train.channels_last))
+    if cfg.data.batch_size > len(ds.train):
+        run.log(f"note: data.batch_size {cfg.data.batch_size} is larger than the training split ({len(ds.train):,} images): "
+                f"each epoch is one batch of {len(ds.train):,}")
+    if cfg.train.test_tta != "none" and not cfg.augment.flip:
+        run.log(f"note: train.test_tta {cfg.train.test_tta} mirrors test images, but this model trains without flips (augment.flip: false)")
     if speed.warning:
         run.log(speed.warning)
 

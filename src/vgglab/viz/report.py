@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from ..evaluate.inference import load_inference
+from ..errors import VgglabError
+from ..evaluate.tta import TTA_MODES
 from ..files import check_output_dir, check_output_file, write_text
 from ..evaluate.checkpoint_eval import evaluate_checkpoint
 from ..models import summarize
@@ -41,7 +43,12 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: str | None = None,
-                 tsne_samples: int = 1000, device: str = "auto") -> Path:
+                 tsne_samples: int = 1000, device: str = "auto", tta: str = "auto") -> Path:
+    """The HTML page of a run. ``tta``: the test-time augmentation reported beside the plain
+    metrics; ``auto`` means flip for a model trained with flips and none for one trained without
+    (mirrored digits are other digits), where an explicitly asked TTA is marked as such."""
+    if tta != "auto" and tta not in TTA_MODES:
+        raise VgglabError(f"unknown --tta {tta!r}; valid: auto, {', '.join(TTA_MODES)}")
     run_dir = Path(run_dir)
     ckpt_path = resolve_checkpoint(run_dir)
     out = check_output_file(Path(out) if out else run_dir / "report.html", [run_dir, ckpt_path], example="report.html")
@@ -51,7 +58,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     summary = summarize(model)
 
     m_none = evaluate_checkpoint(ckpt_path, split="test", tta="none", out=files, data_root=data_root, device=device)
-    m_flip = evaluate_checkpoint(ckpt_path, split="test", tta="flip", out=files, data_root=data_root, device=device, pictures=False)
+    if tta == "auto":
+        tta = "flip" if inf.trained_with_flips else "none"
+    m_tta = None if tta == "none" else evaluate_checkpoint(ckpt_path, split="test", tta=tta, out=files, data_root=data_root,
+                                                           device=device, pictures=False)
+    tta_label = f"{tta} (model trained without flips)" if m_tta is not None and m_tta.get("note") else tta
     test, _ = inf.load_split("test", data_root)
 
     pictures = {}
@@ -91,11 +102,14 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         f"{len(inf.classes)} classes, input {inf.in_chans}x{inf.image_size}x{inf.image_size}</p>",
         "<h2>Final metrics (test split)</h2>",
         f"<div class='kpi'>top-1 <b>{100 * m_none['top1']:.2f}%</b></div>",
-        f"<div class='kpi'>top-1 with flip TTA <b>{100 * m_flip['top1']:.2f}%</b></div>",
+        *([f"<div class='kpi'>top-1 with {html.escape(tta_label)} TTA <b>{100 * m_tta['top1']:.2f}%</b></div>"] if m_tta else []),
         f"<div class='kpi'>ECE <b>{m_none['ece']:.4f}</b></div>",
         _table(["TTA", "loss", *[f"top-{k[3:]}" for k in tops], "ECE"],
-               [[m["tta"], f"{m['loss']:.4f}", *(f"{100 * m[k]:.2f}%" for k in tops), f"{m['ece']:.4f}"] for m in (m_none, m_flip)]),
+               [[label, f"{m['loss']:.4f}", *(f"{100 * m[k]:.2f}%" for k in tops), f"{m['ece']:.4f}"]
+                for label, m in (("none", m_none), (tta_label, m_tta)) if m is not None]),
     ]
+    if m_tta is not None and m_tta.get("note"):
+        parts.append(f"<p><i>note: {html.escape(m_tta['note'])}</i></p>")
     if results.get("val_top1") is not None:
         parts.append(f"<p>validation top-1 of the selected checkpoint: {100 * results['val_top1']:.2f}% (best epoch {results.get('best_epoch')})</p>")
     parts += [
