@@ -63,8 +63,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _scales(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected image sides separated by commas, e.g. 256,384,512; got {text!r}") from None
+
+
 def _cmd_eval(args) -> int:
-    scales = [int(v) for v in args.scales.split(",")] if args.scales else None
+    scales = args.scales
     out = args.out or default_out(args.checkpoint)
     m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out,
                             data_root=args.data_root, shift=args.tta_shift, scales=scales, device=args.device)
@@ -145,8 +152,15 @@ def _shipped_config(name: str):
     return data
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``vgglab eval: error: ... (see --help)``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vgglab", description="Build, train, evaluate and look inside VGG networks.")
+    parser = _Parser(prog="vgglab", description="Build, train, evaluate and look inside VGG networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered models with parameter counts")
@@ -183,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--tta", default="none", choices=TTA_MODES)
     p.add_argument("--tta-shift", type=int, default=1, help="pixels, for flip-translate and flip-shift")
-    p.add_argument("--scales", help="comma-separated image sides for dense evaluation, e.g. 256,288")
+    p.add_argument("--scales", type=_scales, help="comma-separated image sides for dense evaluation, e.g. 256,288")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     p.add_argument("--data-root", help="where the dataset is now, if it moved since training")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..strict import ConfigError, check_choice as _choice
@@ -60,6 +61,23 @@ class AugmentConfig:
         _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
         _choice("augment", "normalize", self.normalize, NORMALIZE_MODES)
         _choice("augment", "flip_mode", self.flip_mode, ("random", "alternate"))
-        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
-        if self.padding < 0 or self.pca_std < 0:
-            raise ConfigError("augment.padding and augment.pca_std must be >= 0")
+        self.scale, self.ratio = _pair("scale", self.scale, 1.0), _pair("ratio", self.ratio, math.inf)
+        if not 0 <= self.padding <= 1024 or not 0 <= self.pca_std <= 10:
+            raise ConfigError(f"augment.padding must be 0..1024 pixels and augment.pca_std 0..10 (0.1 is the paper's), got {self.padding}, {self.pca_std}")
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if v is not None and not (1 <= len(v) <= 4 and all(_number(x) and (x > 0 if key == "std" else True) for x in v)):
+                raise ConfigError(f"augment.{key} must be one {'positive ' if key == 'std' else ''}number per image channel "
+                                  f"(e.g. [0.485, 0.456, 0.406] for ImageNet, [0, 1] pixel scale), or null, got {v!r}")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _pair(key: str, value, top: float) -> tuple[float, float]:
+    """A (low, high) range of positive numbers with low <= high <= ``top``."""
+    if not (len(value) == 2 and all(_number(x) for x in value) and 0 < value[0] <= value[1] <= top):
+        raise ConfigError(f"augment.{key} must be a [low, high] pair with 0 < low <= high"
+                          f"{' <= 1' if top == 1.0 else ''}, got {list(value)!r}")
+    return tuple(float(x) for x in value)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..strict import ConfigError
 from .config import NORMALIZE_MODES, AugmentConfig
 from .stats import PixelStats
 
@@ -22,9 +23,9 @@ class Normalization:
 
     def __post_init__(self):
         if self.mode not in NORMALIZE_MODES:
-            raise ValueError(f"normalization mode must be one of {', '.join(NORMALIZE_MODES)}, got {self.mode!r}")
+            raise ConfigError(f"normalization mode must be one of {', '.join(NORMALIZE_MODES)}, got {self.mode!r}")
         if len(self.mean) != len(self.std):
-            raise ValueError(f"normalization mean and std need one value per channel, got {len(self.mean)} and {len(self.std)}")
+            raise ConfigError(f"augment.mean and augment.std need one value per image channel, got {len(self.mean)} and {len(self.std)}")
 
     @classmethod
     def of(cls, stats: PixelStats, augment: AugmentConfig | None = None) -> "Normalization":

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.imagefolder import IMAGE_EXTENSIONS, decode_image
+from ..errors import VgglabError
 from .inference import Inference
 
 
@@ -51,6 +52,8 @@ def to_gray_if(x: torch.Tensor, in_chans: int) -> torch.Tensor:
 @torch.inference_mode()
 def predict_files(inf: Inference, paths: list[Path], topk: int = 5) -> list[Prediction]:
     """One prediction per file; a file that cannot be read gets an error, the others still run."""
+    if not isinstance(topk, int) or topk < 1:
+        raise VgglabError(f"--topk must be a positive number of classes, got {topk}")
     results = []
     k = min(topk, len(inf.classes))
     for path in paths:
