@@ -78,7 +78,15 @@ def torch_save(obj, path: str | Path) -> None:
     """``torch.save`` into an open file: a failed write is an OSError (to a path, torch raises
     ``RuntimeError: [enforce fail at inline_container.cc]``, which says nothing of a full disk)."""
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:  # torch's writer, closing after the failed write, raises its own error
+            cause = exc.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 def write_text(path: str | Path, text: str) -> None:
