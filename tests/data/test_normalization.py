@@ -27,7 +27,7 @@ def test_augment_overrides_and_dict_round_trip():
     norm = Normalization.of(stats(), AugmentConfig(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
     assert norm.mean == pytest.approx((0.485, 0.456, 0.406)) and norm.std == pytest.approx((0.229, 0.224, 0.225))
     assert Normalization.from_dict(norm.to_dict()) == norm and norm.channels == 3
-    with pytest.raises(ValueError, match="one value per channel"):
+    with pytest.raises(ValueError, match="one value per image channel"):
         Normalization("standardize", (0.5,), (0.2, 0.3))
     with pytest.raises(ValueError, match="mode must be one of standardize, subtract_mean"):
         Normalization("minmax", (0.5,), (0.2,))
