@@ -7,7 +7,6 @@ import json
 import sys
 from importlib import resources
 
-import torch
 import yaml
 
 from .data.config import DATASETS, AugmentConfig, DataConfig
