@@ -76,12 +76,13 @@ def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
         files, labels, classes = _list_split(folder, classes)
         if not files:
             raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
-        out = np.zeros((len(files), size, size, 3), dtype=np.uint8)
+        # decoded straight into the (N, C, S, S) tensor that is cached: no second full-size copy
+        out = torch.zeros((len(files), 3, size, size), dtype=torch.uint8)
         ok = np.ones(len(files), dtype=bool)
 
         def work(i):
             try:
-                out[i] = decode_image(files[i], size)
+                out[i] = torch.from_numpy(decode_image(files[i], size)).permute(2, 0, 1)
             except Exception as exc:  # PIL raises many types for bad files
                 if strict:
                     raise DataError(f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
@@ -92,10 +93,11 @@ def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
         for i in np.flatnonzero(~ok):
             skipped.append(str(files[i]))
             warnings.warn(f"skipped unreadable image {files[i]}", stacklevel=2)
-        keep = torch.from_numpy(np.flatnonzero(ok))
-        x = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()[keep]
-        y = torch.tensor(labels, dtype=torch.int64)[keep]
-        splits[name] = Split(x, y)
+        y = torch.tensor(labels, dtype=torch.int64)
+        if not ok.all():
+            keep = torch.from_numpy(np.flatnonzero(ok))
+            out, y = out[keep], y[keep]
+        splits[name] = Split(out, y)
     if "train" not in splits or "test" not in splits:
         raise DataError(f"{root} needs train/<class>/ and test/<class>/ folders")
     return RawData(classes, splits["train"], splits["test"], splits.get("val"), skipped)

@@ -24,13 +24,15 @@ class PixelStats:
         return cls(*(torch.as_tensor(d[k], dtype=torch.float32) for k in ("mean", "std", "eigvals", "eigvecs")))
 
 
-def pixel_stats(x: torch.Tensor, chunk: int = 2048) -> PixelStats:
-    """Mean, std and PCA of colours for uint8 images (N, C, H, W), ``chunk`` images at a time.
+def pixel_stats(x: torch.Tensor, chunk: int | None = None) -> PixelStats:
+    """Mean, std and PCA of colours for uint8 images (N, C, H, W), ``chunk`` images at a time
+    (default: about 2**22 pixel values, 32 MB as float64, whatever the image size).
 
     Accumulates the per-channel sums and the C x C sum of outer products in float64, so no
     more than one chunk of pixels is ever in memory as floats.
     """
     n, c = x.shape[:2]
+    chunk = chunk or max(1, 2**22 // max(1, x[0].numel()))
     total = torch.zeros(c, dtype=torch.float64)
     outer = torch.zeros(c, c, dtype=torch.float64)
     count = 0
