@@ -19,8 +19,9 @@ def make_image(rng: np.random.Generator, w: int, h: int) -> Image.Image:
 
 
 def make_tree(root: str | Path, n_train: int, n_test: int | None = None, classes: int = 10, sides=(333, 500),
-              seed: int = 0, quality: int = 90) -> Path:
-    """Write the tree (skipped when ``root`` already holds it); returns ``root``."""
+              seed: int = 0, quality: int = 90, shape: tuple[int, int] | None = None) -> Path:
+    """Write the tree (skipped when ``root`` already holds it); returns ``root``. ``shape``: every
+    image (width, height), e.g. (4000, 3000) for phone photos; else sides drawn from ``sides``."""
     root = Path(root)
     n_test = n_test if n_test is not None else max(classes, n_train // 10)
     if (root / "done").exists():
@@ -31,7 +32,7 @@ def make_tree(root: str | Path, n_train: int, n_test: int | None = None, classes
             c = i % classes
             d = root / split / f"class{c:02d}"
             d.mkdir(parents=True, exist_ok=True)
-            w, h = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
+            w, h = shape or (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
             make_image(rng, w, h).save(d / f"{i:06d}.jpg", quality=quality)
     (root / "done").write_text("")
     return root

@@ -9,7 +9,7 @@ from importlib import resources
 
 import yaml
 
-from .data.config import DATASETS, AugmentConfig, DataConfig
+from .data.config import DATASETS
 from .data.dataset import SPLITS
 from .data.views import TTA_MODES
 from .errors import VgglabError
@@ -108,8 +108,8 @@ def _cmd_data(args) -> int:
         cfg = load_config(args.config, args.set)
         data, augment = cfg.data, cfg.augment
     elif args.dataset:
-        data = DataConfig(dataset=args.dataset, root=args.data_root or f"data/{args.dataset}")
-        augment = AugmentConfig()
+        cfg = load_config({"data": {"dataset": args.dataset, "root": args.data_root or f"data/{args.dataset}"}}, args.set)
+        data, augment = cfg.data, cfg.augment
     else:
         raise VgglabError("data needs --config FILE or --dataset NAME [--data-root PATH]")
     if args.config and args.data_root:

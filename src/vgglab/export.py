@@ -35,7 +35,7 @@ def _inputs(inf: Inference, data_root: str | None) -> tuple[list[tuple[str, torc
         split, _ = inf.load_split("test", data_root)
     except VgglabError as exc:
         return inputs, f"skipped the real-data parity check: {exc} (pass --data-root to include it)"
-    inputs.append(("real", inf.prepare(split.x[:8]).cpu()))
+    inputs.append(("real", inf.prepare(split.images(slice(0, 8))).cpu()))
     return inputs, None
 
 
@@ -122,7 +122,7 @@ def extract_features(checkpoint, split: str = "test", layers: str | list[str] | 
     feats: dict[str, list[torch.Tensor]] = {name: [] for name in layers or ["features"]}
     with torch.inference_mode():
         for i in range(0, len(data), batch_size):
-            x = inf.prepare(data.x[i:i + batch_size])
+            x = inf.prepare(data.images(slice(i, i + batch_size)))
             got = extractor(x) if extractor is not None else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
             for name, f in got.items():
                 feats[name].append((f.mean((2, 3)) if f.dim() == 4 else f).float().cpu())

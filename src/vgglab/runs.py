@@ -86,14 +86,14 @@ class TrainedRun:
     def images(self, n: int = 8, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` stored images (uint8) of a split and their labels."""
         data, _ = self.inference.load_split(split)
-        return data.x[:n], data.y[:n]
+        return data.images(slice(0, n)), data.y[:n]
 
     def plot_predictions(self, n: int = 16, split: str = "test"):
         """Correct and wrong predictions among the first ``n`` images of a split."""
         inf = self.inference
         data, _ = inf.load_split(split)
         probs = predict_split(inf, data.subset(torch.arange(min(n, len(data)))))
-        return plot_predictions(inf.denormalize(inf.prepare(data.x[:n])).cpu(), data.y[:n], probs, inf.classes, per_kind=n)
+        return plot_predictions(inf.denormalize(inf.prepare(data.images(slice(0, n)))).cpu(), data.y[:n], probs, inf.classes, per_kind=n)
 
     def gradcam(self, image):
         """Grad-CAM of the predicted class for one image: a PIL image or a uint8 tensor (C, H, W)."""

@@ -9,6 +9,8 @@ from ..strict import ConfigError, check_choice as _choice
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
 NORMALIZE_MODES = ("standardize", "subtract_mean")
+STORAGES = ("auto", "memory", "stream")
+CROPS = ("pad", "resized", "scale", "none")
 # The model input side: the VGG paper evaluates at up to 512; 4096 admits full-size photos. The
 # decoded dataset's memory is checked against the machine before decoding (vgglab.memory).
 MAX_IMAGE_SIZE = 4096
@@ -27,9 +29,17 @@ class DataConfig:
     eval_batch_size: int = 500
     cache_dir: str | None = None  # default: $VGGLAB_CACHE or ~/.cache/vgglab
     strict: bool = False  # fail on an unreadable image instead of skipping it with a warning
+    # memory: decode once into a uint8 tensor cache (CIFAR-sized data); stream: read the ImageFolder
+    # files as they are, per batch, in worker processes (any size); auto: memory when the decoded
+    # splits take at most a quarter of the free memory and no full-image augmentation is asked for
+    storage: str = "auto"
+    workers: int | str = "auto"  # stream: decoding processes; auto: from the cores and the device
 
     def __post_init__(self):
         _choice("data", "dataset", self.dataset, DATASETS)
+        _choice("data", "storage", self.storage, STORAGES)
+        if self.workers != "auto" and not (isinstance(self.workers, int) and 0 <= self.workers <= 256):
+            raise ConfigError(f"data.workers must be auto or a number of processes 0..256 (0: decode in the training process), got {self.workers!r}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError(f"data.batch_size and eval_batch_size must be positive, got {self.batch_size}, {self.eval_batch_size}")
         if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
@@ -42,11 +52,16 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    crop: str = "pad"  # pad: random crop after padding; resized: random-resized-crop; none
+    # pad: random crop after padding; resized: random-resized-crop (area fraction and aspect ratio of
+    # the image); scale: the VGG paper's, shorter side rescaled to S ~ U[scale_min, scale_max] then a
+    # random crop (streamed storage: it needs the full image); none
+    crop: str = "pad"
     padding: int = 4  # pixels, crop: pad
     pad_mode: str = "zeros"  # zeros or reflect
     scale: tuple[float, float] = (0.35, 1.0)  # crop: resized, fraction of the image area
     ratio: tuple[float, float] = (0.75, 1.3333)  # crop: resized, aspect ratio range
+    scale_min: int = 256  # crop: scale, the shorter side S in pixels drawn per image (fixed S when equal)
+    scale_max: int = 512
     flip: bool = True  # random horizontal flip
     # random: each sample flipped with p 0.5 every epoch. alternate (Jordan 2024, "94% on CIFAR-10
     # in 3.29 seconds"): a seeded random half in even epochs, exactly the other half in odd ones.
@@ -57,7 +72,9 @@ class AugmentConfig:
     std: list | None = None  # e.g. ImageNet's for a model pretrained on ImageNet
 
     def __post_init__(self):
-        _choice("augment", "crop", self.crop, ("pad", "resized", "none"))
+        _choice("augment", "crop", self.crop, CROPS)
+        if not 8 <= self.scale_min <= self.scale_max <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"augment.scale_min and scale_max must satisfy 8 <= min <= max <= {MAX_IMAGE_SIZE}, got {self.scale_min}, {self.scale_max}")
         _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
         _choice("augment", "normalize", self.normalize, NORMALIZE_MODES)
         _choice("augment", "flip_mode", self.flip_mode, ("random", "alternate"))

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..memory import check_fits
+from ..memory import available_bytes, check_fits, human
 from .cache import cache_root, load_tensors, save_tensors
 from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .normalization import Normalization
-from .sources import resolve_source
+from .sources import ImageFolderSource, resolve_source
+from .stream import build_index, index_stats, stream_splits
 from .split import Split
 from .stats import PixelStats, pixel_stats
 
@@ -35,10 +36,12 @@ class Dataset:
     cache_file: Path | None = None
     skipped: list[str] = field(default_factory=list)
     load_seconds: float = 0.0
+    storage: str = "memory"  # memory (uint8 tensors) or stream (files read per batch)
+    storage_note: str = ""  # why, with the estimate, for the run header
 
     @property
     def in_chans(self) -> int:
-        return self.train.x.shape[1]
+        return self.train.channels
 
     @property
     def num_classes(self) -> int:
@@ -78,11 +81,43 @@ def _read_cache(path: Path) -> dict | None:
         return None
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Decode once (then read the cache), carve the validation split, attach statistics."""
+def choose_storage(cfg: DataConfig, source, augment: AugmentConfig | None, device: torch.device | None) -> tuple[str, str]:
+    """``data.storage`` resolved for this dataset and machine, and a line saying why. ``auto``:
+    memory when the decoded splits take at most a quarter of the free RAM (and of the free GPU
+    memory when the loader lives there) and no full-image augmentation is asked for, else stream
+    (which needs an ImageFolder tree; other sources are always in memory)."""
+    streamable = isinstance(source, ImageFolderSource)
+    if cfg.storage == "stream" and not streamable:
+        raise DataError(f"data.storage stream reads ImageFolder trees; {cfg.dataset} at {cfg.root} is not one: set data.storage: memory")
+    if cfg.storage != "auto" or not streamable:
+        return ("memory" if cfg.storage == "auto" else cfg.storage), f"data.storage {cfg.storage}"
+    n, c = source.count()
+    need = n * c * source.store_size**2
+    room = available_bytes(None) // 4
+    if device is not None and device.type == "cuda":
+        room = min(room, available_bytes(device) // 4)
+    estimate = f"{n:,} images decoded at {source.store_size} px: {human(need)}, a quarter of free memory {human(room)}"
+    if augment is not None and cfg.dataset == "imagefolder" and augment.crop in ("scale", "resized"):
+        return "stream", f"data.storage auto -> stream (augment.crop {augment.crop} needs the full images; {estimate})"
+    if need > room:
+        return "stream", f"data.storage auto -> stream ({estimate})"
+    return "memory", f"data.storage auto -> memory ({estimate})"
+
+
+def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: torch.device | None = None) -> Dataset:
+    """Decode once (then read the cache), carve the validation split, attach statistics; or, for
+    the streamed storage, index the tree. ``augment`` and ``device`` inform ``data.storage: auto``."""
     t0 = time.perf_counter()
     source = resolve_source(cfg)
     size, store = source.image_size, source.store_size
+    storage, why = choose_storage(cfg, source, augment, device)
+    if storage == "stream":
+        index = build_index(source.tree, store, cfg.cache_dir, cfg.strict)
+        splits = stream_splits(index, source.tree, store, cfg.strict)
+        train, val = _carve(cfg, splits["train"], splits.get("val"), len(index["classes"]))
+        return Dataset(classes=list(index["classes"]), train=train, val=val, test=splits["test"], stats=index_stats(index),
+                       image_size=size, store_size=store, skipped=list(index["skipped"]), load_seconds=time.perf_counter() - t0,
+                       storage="stream", storage_note=why)
     path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
     blob = _read_cache(path)
     if blob is None:
@@ -103,9 +138,18 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
     train = Split(blob["train_x"], blob["train_y"])
     test = Split(blob["test_x"], blob["test_y"])
-    if "val_x" in blob:
-        val = Split(blob["val_x"], blob["val_y"])
-    else:
+    train, val = _carve(cfg, train, Split(blob["val_x"], blob["val_y"]) if "val_x" in blob else None, len(blob["classes"]))
+    return Dataset(
+        classes=list(blob["classes"]), train=train, val=val, test=test,
+        stats=PixelStats.from_dict(blob), image_size=size, store_size=store,
+        cache_file=path, skipped=list(blob["skipped"]), load_seconds=time.perf_counter() - t0,
+        storage="memory", storage_note=why,
+    )
+
+
+def _carve(cfg: DataConfig, train, val, n_classes: int):
+    """The validation split (the source's own, else a stratified share of train) and train_limit."""
+    if val is None:
         n = len(train)
         want = cfg.val_size
         if want is None:
@@ -117,13 +161,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         val = train.subset(va_idx) if n_val else None
         train = train.subset(tr_idx)
     if cfg.train_limit is not None and cfg.train_limit < len(train):
-        n_classes = len(blob["classes"])
         if cfg.train_limit < n_classes:
             raise DataError(f"data.train_limit {cfg.train_limit} is smaller than the number of classes ({n_classes})")
         keep, _ = _stratified_split(train.y, len(train) - cfg.train_limit, cfg.split_seed + 1)
         train = train.subset(keep)
-    return Dataset(
-        classes=list(blob["classes"]), train=train, val=val, test=test,
-        stats=PixelStats.from_dict(blob), image_size=size, store_size=store,
-        cache_file=path, skipped=list(blob["skipped"]), load_seconds=time.perf_counter() - t0,
-    )
+    return train, val

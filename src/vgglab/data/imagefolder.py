@@ -30,11 +30,7 @@ def square_rgb(im, size: int) -> np.ndarray:
     side to ``size``, center crop."""
     from PIL import Image
 
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)  # transparent pixels become white
-    im = im.convert("RGB")
+    im = to_rgb(im)
     w, h = im.size
     if (w, h) != (size, size):
         scale = size / min(w, h)
@@ -43,6 +39,33 @@ def square_rgb(im, size: int) -> np.ndarray:
         left, top = (nw - size) // 2, (nh - size) // 2
         im = im.crop((left, top, left + size, top + size))
     return np.asarray(im, dtype=np.uint8)
+
+
+def to_rgb(im):
+    """Any PIL mode -> RGB: transparent pixels white, CMYK/palette/grayscale/16-bit converted."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)  # transparent pixels become white
+    elif im.mode.startswith("I;16") or im.mode == "I":
+        im = im.point(lambda v: v / 256).convert("L")  # 16-bit to 8-bit, not clipped at 255
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def list_splits(root: Path):
+    """(split name, files, labels, classes) for each of train, val and test that the tree has;
+    every split must hold images, and the same classes as train."""
+    classes = None
+    for name in ("train", "val", "test"):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        files, labels, classes = _list_split(folder, classes)
+        if not files:
+            raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
+        yield name, files, labels, classes
 
 
 def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
@@ -66,16 +89,9 @@ def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], li
 
 def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
     """Decode every image of every split with a thread pool (PIL releases the GIL while decoding)."""
-    classes = None
     splits: dict[str, Split] = {}
     skipped: list[str] = []
-    for name in ("train", "val", "test"):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        files, labels, classes = _list_split(folder, classes)
-        if not files:
-            raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
+    for name, files, labels, classes in list_splits(root):
         # decoded straight into the (N, C, S, S) tensor that is cached: no second full-size copy
         out = torch.zeros((len(files), 3, size, size), dtype=torch.uint8)
         ok = np.ones(len(files), dtype=bool)

@@ -12,6 +12,7 @@ import math
 import torch
 from torchvision.ops import roi_align
 
+from ..strict import ConfigError
 from .config import AugmentConfig
 from .normalization import Normalization
 from .sources import Split
@@ -89,7 +90,10 @@ class BatchLoader:
         channels_last: bool = True, shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
-        self.x = split.x.to(self.device)
+        if augment is not None and augment.crop == "scale" and split.x.device.type != "meta":
+            raise ConfigError("augment.crop: scale rescales each full image: it needs the streamed storage "
+                              "(data.storage: stream or auto, with an ImageFolder tree); use pad or resized for cached images")
+        self.x = split.x if split.x.device.type == "meta" else split.x.to(self.device)  # meta: a streamed split's shape
         self.y = split.y.to(self.device)
         self.batch_size = batch_size
         self.image_size = image_size
@@ -158,29 +162,38 @@ class BatchLoader:
             yield self._batch(idx, {k: v[sl] for k, v in plan.items() if k != "order"}), self.y[idx]
 
     def _batch(self, idx: torch.Tensor, p: dict) -> torch.Tensor:
-        x = self.x[idx]
-        aug = self.augment
-        size, store = self.image_size, x.shape[-1]
-        if aug is None or aug.crop == "none":
-            o = (store - size) // 2
-            x = x[:, :, o:o + size, o:o + size]
-            if aug is not None and aug.flip:
-                x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
-            x = x.float()
-        elif aug.crop == "pad":
-            x = crop_flip(x, p["offsets"], p["flips"], size, aug.padding, aug.pad_mode).float()
-        else:  # resized: bilinear crops of random boxes, all at once
-            boxes = torch.cat([torch.arange(len(idx), device=x.device, dtype=torch.float32)[:, None], p["boxes"]], 1)
-            x = roi_align(x.float(), boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-            x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
+        return self.finish(place(self.x[idx], self.augment, p, self.image_size), p)
+
+    def finish(self, x: torch.Tensor, p: dict) -> torch.Tensor:
+        """Float images (B, C, size, size) on the device -> the normalised batch (memory layout as
+        configured, PCA colour noise where the plan drew it): the step both storages share."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.contiguous()
         bias = self._bias
         if "alpha" in p:
-            bias = bias + (pca_offsets(p["alpha"], self._pca) / self._std).view(len(idx), -1, 1, 1)
+            bias = bias + (pca_offsets(p["alpha"], self._pca) / self._std).view(len(x), -1, 1, 1)
         return x.mul_(self._scale).add_(bias)
+
+
+def place(x: torch.Tensor, aug: AugmentConfig | None, p: dict, size: int) -> torch.Tensor:
+    """Stored uint8 squares (B, C, S, S) -> float crops (B, C, size, size): the center for evaluation
+    and ``crop: none``, else the planned pad-crop or resized box, and the planned flips."""
+    store = x.shape[-1]
+    if aug is None or aug.crop == "none":
+        o = (store - size) // 2
+        x = x[:, :, o:o + size, o:o + size]
+        if aug is not None and aug.flip:
+            x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
+        return x.float()
+    if aug.crop == "pad":
+        return crop_flip(x, p["offsets"], p["flips"], size, aug.padding, aug.pad_mode).float()
+    # resized: bilinear crops of random boxes, all at once
+    boxes = torch.cat([torch.arange(len(x), device=x.device, dtype=torch.float32)[:, None], p["boxes"]], 1)
+    x = roi_align(x.float(), boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
+    return x
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

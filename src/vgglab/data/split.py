@@ -18,6 +18,18 @@ class Split:
     def subset(self, idx: torch.Tensor) -> "Split":
         return Split(self.x[idx], self.y[idx])
 
+    @property
+    def channels(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def store_size(self) -> int:
+        return self.x.shape[-1]
+
+    def images(self, idx) -> torch.Tensor:
+        """uint8 (n, C, S, S) of the samples ``idx`` (a slice or index tensor), as stored."""
+        return self.x[idx]
+
 
 @dataclass
 class RawData:

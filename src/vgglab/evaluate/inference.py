@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data import Dataset, load_dataset
-from ..data.config import DataConfig
+from ..data.config import AugmentConfig, DataConfig
 from ..data.normalization import Normalization
 from ..data.split import Split
 from ..data.views import center_crop
@@ -88,7 +89,9 @@ class Inference:
 
     def load_split(self, split: str, data_root: str | None = None) -> tuple[Split, Dataset]:
         """The run's dataset split (cached uint8), as the model saw its kind during training."""
-        ds = load_dataset(self.data_config(data_root))
+        config = self.checkpoint.get("config") or {}
+        augment = AugmentConfig(**config["augment"]) if config.get("augment") else None
+        ds = load_dataset(self.data_config(data_root), augment)  # the storage training chose
         chosen = ds.split(split)
         if chosen is None:
             raise VgglabError(f"this run has no {split} split (data.val_size was 0); use --split test")
@@ -99,7 +102,7 @@ class Inference:
                                   f"{' ...' if len(unknown) > 5 else ''}); check --data-root")
             # a subset of the model's classes, e.g. some ImageNet categories: labels in the model's numbering
             index = torch.tensor([self.classes.index(c) for c in ds.classes])
-            chosen = Split(chosen.x, index[chosen.y])
+            chosen = dataclasses.replace(chosen, y=index[chosen.y])
         return chosen, ds
 
 

@@ -20,7 +20,7 @@ def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size
     out = []
     fmt = torch.channels_last if inf.channels_last else torch.contiguous_format
     for start in range(0, len(split), batch_size):
-        x = inf.normalize(split.x[start:start + batch_size]).contiguous(memory_format=fmt)
+        x = inf.normalize(split.images(slice(start, start + batch_size))).contiguous(memory_format=fmt)
         with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
             probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, dense=dense)
         out.append(probs.float())

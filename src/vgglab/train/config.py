@@ -164,6 +164,10 @@ class LogConfig:
         _choice("log", "progress", self.progress, ("auto", "bar", "line", "none"))
 
 
+# Settings added after recipes were published, left out of a recipe's hash at their defaults so
+# its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
+LATER_KEYS = {"data": {"storage": "auto", "workers": "auto"}, "augment": {"scale_min": 256, "scale_max": 512}}
+
 SECTIONS = {
     "data": DataConfig, "augment": AugmentConfig, "model": ModelSection, "optim": OptimConfig,
     "schedule": ScheduleConfig, "train": TrainConfig, "log": LogConfig,
@@ -225,6 +229,10 @@ class Config:
         d = self.to_dict()
         d.pop("resolved")
         d.pop("changes")
+        for section, defaults in LATER_KEYS.items():
+            for key, default in defaults.items():
+                if d[section].get(key) == default:
+                    del d[section][key]
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 

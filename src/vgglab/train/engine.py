@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..data import BatchLoader, Dataset, Normalization, load_dataset
+from ..data.stream import make_loader
 from ..errors import VgglabError
 from ..files import write_text
 from ..models import VGG
@@ -57,7 +58,7 @@ def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
     info, device = start_process(cfg)
     run = Run(cfg, ckpt, info, device, log if info.is_main else _quiet, lock)
     with run.clock("data"):
-        ds = load_dataset(cfg.data)
+        ds = load_dataset(cfg.data, cfg.augment, device)
     norm = training_normalization(cfg, ds)
     model = prepare_model(run, ds, norm, out, resume)
     freeze = FreezePlan(model, cfg.train)
@@ -101,6 +102,8 @@ def announce(run: Run, model: VGG, ds: Dataset, speed: SpeedChoice) -> None:
             f"{cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / test {len(ds.test)} "
             f"(data ready in {ds.load_seconds:.1f}s) -> {run.dir}")
     run.log(speed.header(cfg.train.precision, cfg.train.channels_last))
+    if ds.storage_note:
+        run.log(ds.storage_note)
     if cfg.data.batch_size > len(ds.train):
         run.log(f"note: data.batch_size {cfg.data.batch_size} is larger than the training split ({len(ds.train):,} images): "
                 f"each epoch is one batch of {len(ds.train):,}")
@@ -128,16 +131,16 @@ def decide_speed(run: Run, model: VGG) -> SpeedChoice:
 def make_loaders(run: Run, ds: Dataset, norm: Normalization, channels_last: bool) -> tuple[BatchLoader, BatchLoader | None]:
     """The training loader (shuffled, augmented, ragged batch dropped) and the validation one."""
     cfg, info = run.cfg, run.info
-    train = BatchLoader(ds.train, cfg.data.batch_size, image_size=ds.image_size, norm=norm, augment=cfg.augment, pca=ds.stats,
+    train = make_loader(ds.train, cfg.data.batch_size, image_size=ds.image_size, norm=norm, augment=cfg.augment, pca=ds.stats,
                         shuffle=True, drop_last=True, seed=cfg.train.seed, device=run.device, channels_last=channels_last,
-                        shard=(info.rank, info.world_size))
+                        shard=(info.rank, info.world_size), workers=cfg.data.workers)
     return train, eval_loader(run, ds, ds.val, norm, channels_last) if ds.val is not None else None
 
 
 def eval_loader(run: Run, ds: Dataset, split, norm: Normalization, channels_last: bool) -> BatchLoader:
     """Center crops of ``split`` in order, this process's shard of each batch."""
-    return BatchLoader(split, run.cfg.data.eval_batch_size, image_size=ds.image_size, norm=norm, device=run.device,
-                       channels_last=channels_last, shard=(run.info.rank, run.info.world_size))
+    return make_loader(split, run.cfg.data.eval_batch_size, image_size=ds.image_size, norm=norm, device=run.device,
+                       channels_last=channels_last, shard=(run.info.rank, run.info.world_size), workers=run.cfg.data.workers)
 
 
 class Epochs:

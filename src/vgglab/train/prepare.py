@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import BatchLoader, Dataset, Normalization
+from ..data import Dataset, Normalization
+from ..data.stream import make_loader
 from ..device import resolve_device
 from ..errors import VgglabError
 from ..files import write_text
@@ -151,7 +152,7 @@ def training_normalization(cfg: Config, ds: Dataset) -> Normalization:
 
 def fit_whitening(model: VGG, ds: Dataset, norm: Normalization, n: int = 5000) -> None:
     """Set the patch-whitening layer from the first ``n`` training images, normalised as training sees them."""
-    loader = BatchLoader(ds.train, n, image_size=ds.image_size, norm=norm, channels_last=False)
+    loader = make_loader(ds.train, n, image_size=ds.image_size, norm=norm, channels_last=False)
     images, _ = next(iter(loader))
     model.features.whiten.fit(images)
 

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import torch
 
-from ..data import BatchLoader, load_dataset
+from ..data import load_dataset
+from ..data.stream import make_loader
 from ..data.config import AugmentConfig, DataConfig
 from ..files import check_output_dir
+from ..memory import human
 from .plots import plot_image_grid
 
 
 def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | None = None, per_class: int = 8, seed: int = 0) -> dict:
-    ds = load_dataset(data)
+    ds = load_dataset(data, augment)
     st, norm = ds.stats, ds.normalization(augment)
-    loader = BatchLoader(ds.train, min(4096, len(ds.train)), image_size=ds.image_size, norm=norm)
+    loader = make_loader(ds.train, min(4096, len(ds.train)), image_size=ds.image_size, norm=norm)
     x, _ = next(iter(loader))
     info = {
         "dataset": data.dataset,
@@ -36,7 +38,14 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
         "pca_eigenvectors": st.eigvecs.tolist(),
         "skipped_files": len(ds.skipped),
         "cache_file": str(ds.cache_file),
+        "storage": ds.storage,
+        "storage_note": ds.storage_note,
+        # what each storage holds in memory: memory the decoded squares, stream one batch per worker
+        "memory_bytes": {"memory": sum(len(s) for s in (ds.train, ds.val, ds.test) if s is not None) * ds.in_chans * ds.store_size**2,
+                         "stream": 0},
     }
+    if ds.storage == "stream":
+        info["sides"] = {name: _side_stats(s.sides) for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}
     if out is not None:
         out = check_output_dir(out)
         g = torch.Generator().manual_seed(seed)
@@ -45,8 +54,8 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
             for k in range(ds.num_classes)
         ])
         sample = ds.train.subset(idx)
-        plain = BatchLoader(sample, len(idx), image_size=ds.image_size, norm=norm)
-        aug = BatchLoader(sample, len(idx), image_size=ds.image_size, norm=norm, augment=augment, pca=st, seed=seed)
+        plain = make_loader(sample, len(idx), image_size=ds.image_size, norm=norm)
+        aug = make_loader(sample, len(idx), image_size=ds.image_size, norm=norm, augment=augment, pca=st, seed=seed)
         titles = [ds.classes[int(y)] for y in sample.y]
         for name, ld in (("samples.png", plain), ("samples_augmented.png", aug)):
             xb, _ = next(iter(ld))
@@ -71,4 +80,14 @@ def format_data(info: dict) -> str:
         lines.append(f"{c:<16}" + "".join(f"{info['counts'][s][k]:>8}" for s in info["counts"]))
     if info["skipped_files"]:
         lines.append(f"skipped unreadable files: {info['skipped_files']}")
+    for name, s in info.get("sides", {}).items():
+        lines.append(f"{name} image sides (shorter, longer): min {s['min']}, median {s['median']}, max {s['max']}")
+    lines.append(f"storage: {info['storage_note'] or info['storage']}; memory storage needs {human(info['memory_bytes']['memory'])}, "
+                 "stream holds only its index and one batch per worker")
     return "\n".join(lines)
+
+
+def _side_stats(sides: torch.Tensor) -> dict:
+    """(shorter, longer) sides of a split's images: min, median, max."""
+    short, long_ = sides.min(1).values, sides.max(1).values
+    return {k: [int(f(short)), int(f(long_))] for k, f in (("min", torch.min), ("median", torch.median), ("max", torch.max))}

@@ -68,7 +68,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     pictures = {}
     if (run_dir / "metrics.csv").is_file():
         pictures["curves"] = plot_curves(run_dir / "metrics.csv", files / "curves.png")
-    x = inf.prepare(test.x[:8])
+    x = inf.prepare(test.images(slice(0, 8)))
     acts = activations(model, x[:1], default_layers(model))
     pictures["activations"] = plot_activations(acts, files / "activations.png")
     pictures["filters"] = plot_filters(model, files / "filters.png")
@@ -80,7 +80,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     idx = torch.randperm(len(test), generator=g)[:n]
     with torch.inference_mode():
         emb = torch.cat([
-            model.forward_head(model.forward_features(inf.prepare(test.x[idx[i:i + 250]])), pre_logits=True).float().cpu()
+            model.forward_head(model.forward_features(inf.prepare(test.images(idx[i:i + 250]))), pre_logits=True).float().cpu()
             for i in range(0, n, 250)
         ])
     pictures["tsne"] = plot_tsne(emb, test.y[idx], inf.classes, files / "tsne.png")

@@ -1,0 +1,273 @@
+"""Streamed storage: an ImageFolder tree read as it is on disk, a batch at a time, in worker
+processes, with flat memory whatever the number of images.
+
+Only an index is cached (file list, labels, image sides, pixel statistics of a sample), keyed by
+the tree's fingerprint. Every sample's augmentation is drawn for the whole split from (seed,
+epoch), exactly as the memory path draws it (``BatchLoader``'s plan), and handed to whichever
+worker decodes it: the same seed gives bit-identical uint8 batches with 0, 1 or 4 workers and
+with 1 or 2 processes, and a resumed run draws what an uninterrupted one would.
+
+A worker does only what must be per image: decode (JPEG at a reduced DCT scale when the image is
+at least twice the size needed, through PIL's ``draft``), the crop box resampled straight to its
+output size (PIL ``resize(box=...)``, no full-image resize), the flip, the colour rules of the
+memory path. Normalisation and PCA colour noise stay batched on the training device.
+
+PIL is the decoder: it wraps libjpeg-turbo, is the one maintained decoder here with reduced-size
+DCT decoding (torchvision.io's decode_jpeg has none and is deprecated in torchvision 0.29 for
+TorchCodec, which this project's machines do not hold), and reads every other format and mode;
+benchmarks/data_throughput.py prints its single-core decode rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..errors import VgglabError
+from ..files import write_text
+from .cache import cache_root, fingerprint, tree_fingerprint
+from .config import AugmentConfig
+from .errors import DataError
+from .imagefolder import list_splits, to_rgb
+from .loader import BatchLoader, epoch_generator, place
+from .normalization import Normalization
+from .stats import PixelStats, pixel_stats
+
+INDEX_VERSION = 1
+STATS_SAMPLE = 512  # training images whose pixels give the mean, std and colour PCA
+STATS_SIDE = 64  # side they are decoded at for that
+
+
+@dataclass
+class StreamSplit:
+    """One split of a tree: files (relative to ``root``), labels, sides (N, 2: width, height), and
+    the side evaluation views are stored at (shorter side to it, center square), as the memory
+    path caches them."""
+
+    root: Path
+    files: list[str]
+    y: torch.Tensor
+    sides: torch.Tensor
+    store_size: int
+    strict: bool = False
+
+    channels = 3
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: torch.Tensor) -> "StreamSplit":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return StreamSplit(self.root, [self.files[i] for i in idx.tolist()], self.y[idx], self.sides[idx], self.store_size, self.strict)
+
+    def images(self, idx) -> torch.Tensor:
+        """uint8 (n, 3, S, S) evaluation squares of the samples ``idx`` (a slice or index tensor)."""
+        rows = range(len(self))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).tolist()
+        return torch.stack([decode_view(self.root / self.files[i], ("eval",), self.store_size, self.strict) for i in rows])
+
+
+def decode_view(path: Path, view: tuple, out: int, strict: bool = False) -> torch.Tensor:
+    """One file -> uint8 (3, out, out). ``view``: ("eval",) the center square of the shorter side;
+    ("scale", S, u, v, flip) the paper's crop of side ``out`` from the image rescaled to shorter
+    side S, at fractions (u, v) of the free room; ("resized", area, log_ratio, u, v, flip)
+    torchvision's random-resized crop of the full image. An unreadable file is a DataError under
+    ``strict``, else a warning and a gray image (the run goes on; the file is named)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            box = _box(view, w, h, out)
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            if im.format == "JPEG" and min(bw, bh) >= 2 * out:  # reduced-size DCT: decode at 1/2, 1/4 or 1/8
+                im.draft("RGB", (math.ceil(w * out / bw), math.ceil(h * out / bh)))
+                kx, ky = im.size[0] / w, im.size[1] / h
+                box = (box[0] * kx, box[1] * ky, min(box[2] * kx, im.size[0]), min(box[3] * ky, im.size[1]))
+            img = to_rgb(im).resize((out, out), Image.BILINEAR, box=box, reducing_gap=None)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        if strict:
+            raise DataError(f"cannot read image {path}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+        warnings.warn(f"unreadable image {path} ({type(exc).__name__}: {exc}); a gray image stands in for it", stacklevel=2)
+        return torch.full((3, out, out), 128, dtype=torch.uint8)
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    if view[0] != "eval" and view[-1]:
+        x = x.flip(2)
+    return x
+
+
+def _box(view: tuple, w: int, h: int, out: int) -> tuple[float, float, float, float]:
+    """The view's crop box in the original image's pixels (left, top, right, bottom)."""
+    if view[0] == "eval":
+        s = min(w, h)
+        return ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+    if view[0] == "scale":
+        _, side, u, v, _ = view
+        k = min(w, h) / side  # original pixels per rescaled pixel
+        cw, ch = min(out * k, w), min(out * k, h)  # a crop of `out` rescaled pixels
+        left, top = u * (w - cw), v * (h - ch)
+        return (left, top, left + cw, top + ch)
+    _, area, log_ratio, u, v, _ = view
+    r = math.exp(log_ratio)
+    cw = min(w, math.sqrt(area * w * h * r))
+    ch = min(h, math.sqrt(area * w * h / r))
+    left, top = u * (w - cw), v * (h - ch)
+    return (left, top, left + cw, top + ch)
+
+
+class _Views(torch.utils.data.Dataset):
+    """What a worker runs: a batch request (sample indices, views) -> uint8 (B, 3, out, out)."""
+
+    def __init__(self, split: StreamSplit):
+        self.split = split
+
+    def __getitem__(self, request):
+        rows, views, out = request
+        return torch.stack([decode_view(self.split.root / self.split.files[i], v, out, self.split.strict)
+                            for i, v in zip(rows, views)])
+
+
+def auto_workers(device: torch.device) -> int:
+    """Decoding processes: on CUDA up to 8 (the GPU waits on decoding); on a CPU half the cores,
+    since the training step needs the others (2 cores: one worker)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores) if device.type == "cuda" else (cores // 2 if cores > 1 else 0)
+
+
+class StreamLoader(BatchLoader):
+    """``BatchLoader``'s interface and plan over a :class:`StreamSplit`: the order and every sample's
+    augmentation drawn per epoch from (seed, epoch), decoded by ``workers`` processes into uint8
+    batches (pinned for CUDA), finished on the device by the same step as the memory path."""
+
+    def __init__(self, split: StreamSplit, batch_size: int, *, workers: int | str = "auto", **kw):
+        self.split = split
+        self._store = split.store_size
+        super().__init__(_Shape(split), batch_size, **kw)
+        self.workers = auto_workers(self.device) if workers == "auto" else int(workers)
+
+    def _plan(self):
+        plan = super()._plan()  # order, flips, alpha, and the pad offsets (for pad crops)
+        aug, n = self.augment, len(self.split)
+        if aug is not None and aug.crop in ("scale", "resized"):
+            g = epoch_generator(self.seed + 7_919, self.epoch)  # full-image crops: their own draws
+            if aug.crop == "scale":
+                side = torch.randint(aug.scale_min, aug.scale_max + 1, (n,), generator=g).float()
+                plan["view"] = torch.stack([side, torch.rand(n, generator=g), torch.rand(n, generator=g)], 1)
+            else:
+                area = torch.empty(n).uniform_(aug.scale[0], aug.scale[1], generator=g)
+                ratio = torch.empty(n).uniform_(math.log(aug.ratio[0]), math.log(aug.ratio[1]), generator=g)
+                plan["view"] = torch.stack([area, ratio, torch.rand(n, generator=g), torch.rand(n, generator=g)], 1)
+        return plan
+
+    def __iter__(self):
+        plan = self._plan()
+        requests, slices = [], []
+        n, full = len(self.split), "view" in plan
+        out = self.image_size if full else self._store
+        for b in range(len(self)):
+            start = b * self.batch_size + self.rank * self.local_batch
+            end = min(start + self.local_batch, (b + 1) * self.batch_size, n)
+            if end <= start:
+                continue
+            sl = slice(start, end)
+            rows = plan["order"][sl].tolist()
+            if full:
+                kind = self.augment.crop
+                views = [(kind, *row, flip) for row, flip in zip(plan["view"][sl].tolist(), plan["flips"][sl].tolist())]
+            else:
+                views = [("eval",)] * len(rows)
+            requests.append((rows, views, out))
+            slices.append(sl)
+        loader = DataLoader(_Views(self.split), batch_size=None, sampler=requests, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda", collate_fn=None)
+        for x, sl in zip(loader, slices):
+            idx = plan["order"][sl]
+            p = {k: v[sl].to(self.device, non_blocking=True) for k, v in plan.items() if k not in ("order", "view")}
+            x = x.to(self.device, non_blocking=True)
+            x = x.float() if full else place(x, self.augment, p, self.image_size)
+            yield self.finish(x, p), self.split.y[idx].to(self.device, non_blocking=True)
+
+
+class _Shape:
+    """What BatchLoader's constructor reads of a split (labels, sides), without any pixels."""
+
+    def __init__(self, split: StreamSplit):
+        self.y = split.y
+        self.x = torch.empty((len(split), 3, split.store_size, split.store_size), dtype=torch.uint8, device="meta")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def build_index(tree: Path, store_size: int, cache_dir: str | None, strict: bool) -> dict:
+    """The tree's files, labels and sides per split, and pixel statistics of a sample of its
+    training images; read from the cache when the tree's fingerprint is known."""
+    from PIL import Image
+
+    key = fingerprint(INDEX_VERSION, str(tree.resolve()), tree_fingerprint(tree))
+    path = cache_root(cache_dir) / "streams" / f"{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            warnings.warn(f"stream index {path} could not be read; indexing the tree again", stacklevel=2)
+    index: dict = {"splits": {}, "skipped": []}
+    classes = None
+    for name, files, labels, classes in list_splits(tree):
+        rows = []
+        for f, label in zip(files, labels):
+            try:
+                with Image.open(f) as im:
+                    rows.append((str(f.relative_to(tree)), label, *im.size))
+            except Exception as exc:  # PIL raises many types for bad files
+                if strict:
+                    raise DataError(f"cannot read image {f}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+                index["skipped"].append(str(f))
+                warnings.warn(f"skipped unreadable image {f}", stacklevel=2)
+        index["splits"][name] = rows
+    if "train" not in index["splits"] or "test" not in index["splits"]:
+        raise DataError(f"{tree} needs train/<class>/ and test/<class>/ folders")
+    index["classes"] = classes
+    train = index["splits"]["train"]
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(train), generator=g)[:STATS_SAMPLE].tolist()
+    sample = torch.stack([decode_view(tree / train[i][0], ("eval",), STATS_SIDE) for i in pick])
+    index["stats"] = {k: v.tolist() for k, v in pixel_stats(sample).to_dict().items()}
+    try:
+        write_text(path, json.dumps(index))
+    except VgglabError as exc:  # an unwritable cache: the run goes on, re-indexing next time
+        warnings.warn(f"could not cache the stream index ({exc}); the tree will be indexed again next time", stacklevel=2)
+    return index
+
+
+def stream_splits(index: dict, tree: Path, store_size: int, strict: bool) -> dict[str, StreamSplit]:
+    out = {}
+    for name, rows in index["splits"].items():
+        files = [r[0] for r in rows]
+        y = torch.tensor([r[1] for r in rows], dtype=torch.int64)
+        sides = torch.tensor([[r[2], r[3]] for r in rows], dtype=torch.int64).view(-1, 2)
+        out[name] = StreamSplit(tree, files, y, sides, store_size, strict)
+    return out
+
+
+def index_stats(index: dict) -> PixelStats:
+    return PixelStats.from_dict({k: torch.tensor(v) for k, v in index["stats"].items()})
+
+
+def make_loader(split, batch_size: int, *, workers: int | str = "auto", **kw) -> BatchLoader:
+    """The loader for a split of either storage: ``BatchLoader`` over cached tensors, ``StreamLoader``
+    over files. Both hand the same kind of normalised batch to the training step."""
+    if isinstance(split, StreamSplit):
+        return StreamLoader(split, batch_size, workers=workers, **kw)
+    return BatchLoader(split, batch_size, **kw)
+
+
+__all__ = ["StreamSplit", "StreamLoader", "make_loader", "build_index", "stream_splits", "index_stats", "decode_view",
+           "Normalization", "AugmentConfig"]
