@@ -85,8 +85,9 @@ def main():
         for storage in a.storages.split(","):
             r = measure(tree, storage)
             grow = r["peak_rss"] - r["base"]
+            ratio = f"{grow / r['cache']:>12.2f}" if r["cache"] else f"{'-':>12}"  # stream caches only an index
             print(f"{r['images']:>8} {storage:>8} {r['peak_rss'] / 1e6:>12.0f} {grow / 1e6:>10.0f} {r['cache'] / 1e6:>9.0f} "
-                  f"{grow / max(r['cache'], 1):>12.2f} {r['seconds']:>8.1f}")
+                  f"{ratio} {r['seconds']:>8.1f}")
 
 
 if __name__ == "__main__":

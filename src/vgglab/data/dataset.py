@@ -123,7 +123,7 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     if blob is None:
         n, c = source.count()
         check_fits(f"decoding {n:,} images of {c}x{store}x{store} pixels (data.image_size {size})", source.decoded_bytes(),
-                   "lower data.image_size")
+                   "lower data.image_size, or stream the files (data.storage: stream, an ImageFolder tree)")
         raw = source.decode()
         stats = pixel_stats(raw.train.x)
         blob = {
