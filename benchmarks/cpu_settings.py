@@ -5,9 +5,10 @@ and optionally torch.compile, all in this one process, interleaved in rounds so 
 machine's drift hits every arm. An absolute time is not a result; the ratio column is.
 The ``auto`` row is what ``train.precision: auto`` / ``train.channels_last: auto`` resolve to
 here (vgglab.train.speed, its probe run afresh), timed as an arm of its own.
-The first line names the machine (CPU, its capability, native bf16 or not, torch).
+The first line names the machine (CPU, its capability, native bf16 or not, torch). ``--probes N``
+first runs N fresh probes in a row and says whether their verdicts agree (issue 22).
 
-    python benchmarks/cpu_settings.py [--model vgg16_cifar] [--steps 6] [--rounds 2] [--compile]
+    python benchmarks/cpu_settings.py [--model vgg16_cifar] [--steps 6] [--rounds 2] [--compile] [--probes 3]
 """
 
 from __future__ import annotations
@@ -52,9 +53,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per arm per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile arms (slow to compile)")
+    ap.add_argument("--probes", type=int, default=3, help="fresh probes in a row, each printed: the verdict must not flip")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as fresh:  # a new probe, not an earlier verdict
-        auto = resolve_speed("auto", "auto", create_model(args.model), args.batch, torch.device("cpu"), cache_dir=fresh)
+    verdicts = []
+    for _ in range(max(1, args.probes)):
+        with tempfile.TemporaryDirectory() as fresh:  # a new probe, not an earlier verdict
+            auto = resolve_speed("auto", "auto", create_model(args.model), args.batch, torch.device("cpu"), cache_dir=fresh)
+        verdicts.append((auto.precision, auto.channels_last))
+        print(f"fresh probe {len(verdicts)}: {auto.header('auto', 'auto')}")
+    print(f"{len(verdicts)} fresh probes {'agree' if len(set(verdicts)) == 1 else 'DISAGREE'}: "
+          + ", ".join(f"{p} {'channels_last' if cl else 'NCHW'}" for p, cl in verdicts))
     arms = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
     if args.compile:  # inductor's CPU code; bf16 only where it is native (emulated it is hopeless anyway)
         arms += [("fp32", cl, True) for cl in (False, True)] + ([("bf16", True, True)] if auto.machine["native_bf16"] else [])

@@ -169,3 +169,25 @@ def test_data_command_shows_sides_storage_and_memory(tree, tmp_path):
     assert info["memory_bytes"]["memory"] == 32 * 3 * 37 * 37
     text = format_data(info)
     assert "train image sides" in text and "memory storage needs" in text
+
+
+def test_a_decompression_bomb_an_empty_class_and_an_unwritable_cache(tmp_path, monkeypatch):
+    tree = make_tree(tmp_path / "t", n_train=8, n_test=4)
+    Image.new("RGB", (200, 200), (9, 9, 9)).save(tree / "train" / "c0" / "bomb.png")
+    (tree / "train" / "c2").mkdir()  # a class folder with no images
+    (tree / "test" / "c2").mkdir()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200 x 200 is over twice the limit: PIL refuses it
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(DataConfig(dataset="imagefolder", root=str(tree), image_size=32, storage="stream",
+                                     cache_dir=str(blocker), val_size=0))
+    messages = [str(w.message) for w in caught]
+    assert any("bomb.png" in m for m in messages) and any("could not cache the stream index" in m for m in messages)
+    assert all("\n" not in m for m in messages) and blocker.read_text() == ""
+    assert ds.classes == ["c0", "c1", "c2"] and int((ds.train.y == 2).sum()) == 0
+    assert sum(len(b[1]) for b in batches(ds, 1)) == 8
+    with pytest.raises(DataError, match=r"cannot read image .*bomb.png"):
+        load_dataset(DataConfig(dataset="imagefolder", root=str(tree), image_size=32, storage="stream", cache_dir=str(tmp_path / "c2"),
+                                val_size=0, strict=True))

@@ -199,3 +199,36 @@ def test_train_compile_really_runs_on_this_machine(tmp_path, tiny_config):
     tiny_config["train"].update(epochs=1, compile=True)
     res = vgglab.fit(tiny_config, out=tmp_path / "run", log=lambda *_: None)
     assert 0 <= res.metrics["test_top1"] <= 1
+
+
+def test_a_layout_verdict_within_the_probes_noise_is_measured_again_then_kept_at_the_safe_default(model, machine, tmp_path):
+    """Issue 22: two equal arms must not flip the choice from one probe to the next."""
+    machine(native=False, capability="AVX2")
+    for rates in ({("fp32", False): 100.0, ("fp32", True): 99.0}, {("fp32", False): 99.0, ("fp32", True): 100.5}):
+        timer = FakeTimer(rates)
+        c = resolve(model, tmp_path / str(len(list(tmp_path.iterdir()))), timer)
+        assert (c.precision, c.channels_last) == ("fp32", speed.CPU_TIE_LAYOUT)
+        assert len(timer.calls) == 2  # measured once more before deciding
+        assert "within its noise (3%) twice: kept the layout never much slower on CPUs" in c.channels_last_reason
+        assert "probe, measured twice" in c.channels_last_reason
+
+
+def test_a_clear_difference_is_not_a_tie_and_a_noisy_probe_widens_the_margin(model, machine, tmp_path):
+    machine(native=False, capability="AVX2")
+    timer = FakeTimer({("fp32", False): 100.0, ("fp32", True): 90.0})
+    c = resolve(model, tmp_path / "a", timer)
+    assert c.channels_last is False and len(timer.calls) == 1 and "within" not in c.channels_last_reason
+
+    class Noisy(FakeTimer):
+        def __call__(self, *a):
+            r = speed.Rates(super().__call__(*a))
+            r.spread = 0.15  # steps of one arm varied by 15 %: a 10 % gap proves nothing
+            return r
+    noisy = Noisy({("fp32", False): 100.0, ("fp32", True): 90.0})
+    c = resolve(model, tmp_path / "b", noisy)
+    assert c.channels_last is speed.CPU_TIE_LAYOUT and len(noisy.calls) == 2 and "within its noise (15%)" in c.channels_last_reason
+
+
+def test_time_arms_reports_its_spread(model):
+    rates = speed.time_arms(model, [("fp32", False), ("fp32", True)], 4, CPU, budget_s=2.0, max_rounds=3)
+    assert isinstance(rates, speed.Rates) and rates.spread >= 0.0

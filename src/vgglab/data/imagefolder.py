@@ -98,7 +98,7 @@ def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
 
         def work(i):
             try:
-                out[i] = torch.from_numpy(decode_image(files[i], size)).permute(2, 0, 1)
+                out[i] = torch.from_numpy(decode_image(files[i], size).copy()).permute(2, 0, 1)  # PIL arrays are read-only
             except Exception as exc:  # PIL raises many types for bad files
                 if strict:
                     raise DataError(f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
