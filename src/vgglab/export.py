@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import VgglabError
+from .data.stream import uint8_batches
 from .evaluate.inference import Inference, load_inference
 from .files import atomic_write, check_output_file, write_error
 from .models import create_model_from_spec
@@ -121,8 +122,8 @@ def extract_features(checkpoint, split: str = "test", layers: str | list[str] | 
     extractor = feature_extractor(model, layers) if layers else None
     feats: dict[str, list[torch.Tensor]] = {name: [] for name in layers or ["features"]}
     with torch.inference_mode():
-        for i in range(0, len(data), batch_size):
-            x = inf.prepare(data.images(slice(i, i + batch_size)))
+        for images in uint8_batches(data, batch_size):
+            x = inf.prepare(images)
             got = extractor(x) if extractor is not None else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
             for name, f in got.items():
                 feats[name].append((f.mean((2, 3)) if f.dim() == 4 else f).float().cpu())

@@ -191,3 +191,17 @@ def test_a_decompression_bomb_an_empty_class_and_an_unwritable_cache(tmp_path, m
     with pytest.raises(DataError, match=r"cannot read image .*bomb.png"):
         load_dataset(DataConfig(dataset="imagefolder", root=str(tree), image_size=32, storage="stream", cache_dir=str(tmp_path / "c2"),
                                 val_size=0, strict=True))
+
+
+def test_a_worker_error_is_one_line_and_evaluation_batches_come_in_order(tree, tmp_path):
+    from vgglab.data.stream import uint8_batches
+
+    ds = stream_ds(tree, tmp_path)
+    got = torch.cat(list(uint8_batches(ds.test, 3, workers=1)))
+    assert torch.equal(got, ds.test.images(slice(0, len(ds.test))))  # workers decode what the main process would
+    bad = ds.test.subset(torch.arange(len(ds.test)))
+    bad.strict = True
+    (tree / bad.files[4]).write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(DataError) as err:
+        list(uint8_batches(bad, 3, workers=1))
+    assert "\n" not in str(err.value) and str(err.value).startswith("cannot read image") and bad.files[4] in str(err.value)

@@ -187,12 +187,36 @@ class StreamLoader(BatchLoader):
             slices.append(sl)
         loader = DataLoader(_Views(self.split), batch_size=None, sampler=requests, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", collate_fn=None)
-        for x, sl in zip(loader, slices):
+        for x, sl in zip(_clean_errors(loader), slices):
             idx = plan["order"][sl]
             p = {k: v[sl].to(self.device, non_blocking=True) for k, v in plan.items() if k not in ("order", "view")}
             x = x.to(self.device, non_blocking=True)
             x = x.float() if full else place(x, self.augment, p, self.image_size)
             yield self.finish(x, p), self.split.y[idx].to(self.device, non_blocking=True)
+
+
+def uint8_batches(split, batch_size: int, workers: int | str = "auto"):
+    """Evaluation squares (B, C, S, S) uint8 of a split of either storage, in order, ``batch_size``
+    at a time: sliced from the cache, or decoded by the streaming loader's worker processes."""
+    if not isinstance(split, StreamSplit):
+        for start in range(0, len(split), batch_size):
+            yield split.images(slice(start, start + batch_size))
+        return
+    n = len(split)
+    requests = [(list(range(s, min(s + batch_size, n))), [("eval",)] * (min(s + batch_size, n) - s), split.store_size)
+                for s in range(0, n, batch_size)]
+    workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
+    yield from _clean_errors(DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers))
+
+
+def _clean_errors(loader):
+    """A worker's DataError comes back with the worker's traceback in its message: keep its one line."""
+    try:
+        yield from loader
+    except DataError as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else str(exc)
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
 class _Shape:

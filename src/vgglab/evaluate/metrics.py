@@ -7,6 +7,7 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from ..data.split import Split
+from ..data.stream import uint8_batches
 from ..train.loop import autocast
 from .inference import Inference
 from .tta import dense_head, tta_probs
@@ -15,12 +16,12 @@ from .tta import dense_head, tta_probs
 @torch.inference_mode()
 def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size: int = 250, shift: int = 1,
                   scales: list[int] | None = None) -> torch.Tensor:
-    """Probabilities (N, classes) for every image of a cached uint8 split."""
+    """Probabilities (N, classes) for every image of a split (cached, or streamed by the loader's workers)."""
     dense = dense_head(inf.model) if tta == "dense" and inf.model.config.head.type != "linear" else None
     out = []
     fmt = torch.channels_last if inf.channels_last else torch.contiguous_format
-    for start in range(0, len(split), batch_size):
-        x = inf.normalize(split.images(slice(start, start + batch_size))).contiguous(memory_format=fmt)
+    for images in uint8_batches(split, batch_size):
+        x = inf.normalize(images).contiguous(memory_format=fmt)
         with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
             probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, dense=dense)
         out.append(probs.float())

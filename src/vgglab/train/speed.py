@@ -27,7 +27,7 @@ from ..data.cache import cache_root, fingerprint
 from ..files import write_text
 
 PROBE_BATCH = 128  # images per probe step at most: larger batches give the same images/s on a CPU
-PROBE_BUDGET_S = 10.0  # soft limit of one probe; every arm still gets a warm-up and one timed step
+PROBE_BUDGET_S = 10.0  # soft limit of one probe (up to 3x at the run's own batch); cached per machine, model and batch
 BF16_MIN_GAIN = 1.05  # bf16 costs a little accuracy: keep it only where it is clearly faster
 # Two arms closer than this, or than the probe's own spread, are a tie: measured once more, and if
 # still tied the layout never much slower on CPUs is kept (channels_last: 0.95x NCHW at worst on the
@@ -137,11 +137,14 @@ def _probe_step(model: nn.Module, precision: str, channels_last: bool, batch: in
 
 
 def time_arms(model: nn.Module, arms: list[tuple[str, bool]], batch: int, device: torch.device,
-              budget_s: float = PROBE_BUDGET_S, max_rounds: int = 3) -> dict:
+              budget_s: float = PROBE_BUDGET_S, max_rounds: int = 5, min_rounds: int = 3) -> Rates:
     """Images/s of each (precision, channels_last) arm: a warm-up step each, then timed steps in
-    interleaved rounds (so a shared machine's drift hits every arm) until the budget is spent;
-    each arm's best step counts. ``batch`` is lowered where a 2-image step says that a full one
-    would not fit the budget (a 224-pixel VGG-16 step of 128 images takes minutes on a laptop CPU).
+    interleaved rounds (alternating the arms' order, so a shared machine's drift and any
+    first-after-another effect hit every arm alike), at least ``min_rounds`` and more while the
+    budget lasts; each arm's best step counts, and the gap to its next best is the probe's
+    ``spread``. ``batch`` is lowered only where a 2-image step says that the warm-ups and
+    ``min_rounds`` rounds at full size would take over 3x the budget (a 224-pixel VGG-16 step of 128
+    images takes minutes on a laptop CPU); with one timed step per arm a verdict is a coin toss.
     The caller's RNG state is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -151,16 +154,20 @@ def time_arms(model: nn.Module, arms: list[tuple[str, bool]], batch: int, device
             t = time.perf_counter()
             calibrate()
             per_image = (time.perf_counter() - t) / 2
-            batch = max(2, min(batch, int(budget_s / (3 * len(arms) * per_image))))
+            # the layout verdict depends on the batch (on the EPYC a probe at a lowered batch chose NCHW, where
+            # batch 128 runs 1.14x faster in channels_last): keep the run's batch unless a warm-up and
+            # min_rounds rounds would take over 3x the budget
+            batch = max(2, min(batch, int(3 * budget_s / ((1 + min_rounds) * len(arms) * per_image))))
         steps = {a: _probe_step(model, *a, batch, device) for a in arms}
-        t_start = time.perf_counter()
         for s in steps.values():
             s()
+        t_start = time.perf_counter()
         times: dict = {a: [] for a in arms}
+        order = list(steps.items())
         for r in range(max_rounds):
-            if r > 0 and time.perf_counter() - t_start > budget_s * (r / (r + 1)):
+            if r >= min_rounds and time.perf_counter() - t_start > budget_s * (r / (r + 1)):
                 break
-            for a, s in steps.items():
+            for a, s in (order if r % 2 == 0 else order[::-1]):
                 t = time.perf_counter()
                 s()
                 times[a].append(time.perf_counter() - t)
