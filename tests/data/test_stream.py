@@ -14,7 +14,7 @@ import vgglab
 from vgglab.data import load_dataset
 from vgglab.data.config import AugmentConfig, DataConfig
 from vgglab.data.errors import DataError
-from vgglab.data.stream import StreamLoader, _box, decode_view, make_loader
+from vgglab.data.stream import _box, decode_view, make_loader
 
 from ..conftest import TINY
 

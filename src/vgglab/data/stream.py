@@ -34,11 +34,9 @@ from torch.utils.data import DataLoader
 from ..errors import VgglabError
 from ..files import write_text
 from .cache import cache_root, fingerprint, tree_fingerprint
-from .config import AugmentConfig
 from .errors import DataError
 from .imagefolder import list_splits, to_rgb
 from .loader import BatchLoader, epoch_generator, place
-from .normalization import Normalization
 from .stats import PixelStats, pixel_stats
 
 INDEX_VERSION = 1
@@ -293,5 +291,5 @@ def make_loader(split, batch_size: int, *, workers: int | str = "auto", **kw) ->
     return BatchLoader(split, batch_size, **kw)
 
 
-__all__ = ["StreamSplit", "StreamLoader", "make_loader", "build_index", "stream_splits", "index_stats", "decode_view",
-           "Normalization", "AugmentConfig"]
+__all__ = ["StreamSplit", "StreamLoader", "make_loader", "uint8_batches", "build_index", "stream_splits", "index_stats",
+           "decode_view"]
