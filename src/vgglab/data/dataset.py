@@ -112,7 +112,7 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     size, store = source.image_size, source.store_size
     storage, why = choose_storage(cfg, source, augment, device)
     if storage == "stream":
-        index = build_index(source.tree, store, cfg.cache_dir, cfg.strict)
+        index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
         splits = stream_splits(index, source.tree, store, cfg.strict)
         train, val = _carve(cfg, splits["train"], splits.get("val"), len(index["classes"]))
         return Dataset(classes=list(index["classes"]), train=train, val=val, test=splits["test"], stats=index_stats(index),

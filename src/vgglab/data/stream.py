@@ -228,7 +228,7 @@ class _Shape:
         return len(self.y)
 
 
-def build_index(tree: Path, store_size: int, cache_dir: str | None, strict: bool) -> dict:
+def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
     """The tree's files, labels and sides per split, and pixel statistics of a sample of its
     training images; read from the cache when the tree's fingerprint is known."""
     from PIL import Image
