@@ -123,9 +123,9 @@ def test_bad_files_streamed_are_one_line_each(tmp_path):
     skipped = sorted(p.rsplit("/", 1)[-1] for p in ds.skipped)
     assert skipped == ["notes.txt", "zero.jpg"], skipped  # headers unreadable: left out at indexing
     assert all("\n" not in str(w.message) for w in caught)
-    cmyk = decode_view(d / "cmyk.jpg", ("eval",), 32)
+    cmyk = decode_view(d / "cmyk.jpg", ("eval", None), 32)
     assert cmyk.shape == (3, 32, 32) and cmyk[1].float().mean() < 60 and cmyk[0].float().mean() > 200  # CMYK (0, 255, 0, 0) is magenta
-    deep = decode_view(d / "deep.png", ("eval",), 32)
+    deep = decode_view(d / "deep.png", ("eval", None), 32)
     assert deep.shape == (3, 32, 32) and deep.max() > 200  # 16-bit scaled to 8 bits, not clipped to white
     (d / "002.jpg").unlink()  # deleted between indexing and reading
     with warnings.catch_warnings(record=True) as caught:

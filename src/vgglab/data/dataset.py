@@ -113,7 +113,7 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     storage, why = choose_storage(cfg, source, augment, device)
     if storage == "stream":
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
-        splits = stream_splits(index, source.tree, store, cfg.strict)
+        splits = stream_splits(index, source.tree, store, cfg.strict, size)
         train, val = _carve(cfg, splits["train"], splits.get("val"), len(index["classes"]))
         return Dataset(classes=list(index["classes"]), train=train, val=val, test=splits["test"], stats=index_stats(index),
                        image_size=size, store_size=store, skipped=list(index["skipped"]), load_seconds=time.perf_counter() - t0,

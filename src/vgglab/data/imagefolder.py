@@ -16,29 +16,36 @@ from .split import RawData, Split
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """One image -> (size, size, 3) uint8: any mode to RGB, shorter side to ``size``, center crop."""
+def decode_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
+    """One image -> (size, size, 3) uint8, as :func:`square_rgb` prepares it."""
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()
-        return square_rgb(im, size)
+        return square_rgb(im, size, crop)
 
 
-def square_rgb(im, size: int) -> np.ndarray:
+def square_rgb(im, size: int, crop: int | None = None) -> np.ndarray:
     """A PIL image -> (size, size, 3) uint8: any mode to RGB (transparent pixels white), shorter
-    side to ``size``, center crop."""
-    from PIL import Image
+    side to ``size`` exactly as torchvision's ``Resize(size)`` does it on a PIL image (the longer
+    side truncated, PIL bilinear), then the square whose central ``crop`` square is torchvision's
+    ``CenterCrop(crop)`` (default: ``size``). So center-cropping the result to ``crop`` gives, pixel
+    for pixel, what ``weights.transforms()`` feeds torchvision's models (resize 256, crop 224)."""
+    from torchvision.transforms.functional import resize
 
-    im = to_rgb(im)
+    im = resize(to_rgb(im), [size])  # torchvision's own geometry and resampling
     w, h = im.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, dtype=np.uint8)
+    left, top = square_offset(w, size, crop), square_offset(h, size, crop)
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def square_offset(n: int, size: int, crop: int | None = None) -> int:
+    """Where a square of side ``size`` starts along an axis of ``n`` pixels so that its own center
+    ``crop`` (offset ``(size - crop) // 2``, as ``views.center_crop`` takes it) starts where
+    torchvision's ``CenterCrop`` starts: ``int(round((n - crop) / 2))``."""
+    crop = size if crop is None else crop
+    o = int(round((n - crop) / 2.0)) - (size - crop) // 2
+    return min(max(o, 0), n - size)
 
 
 def to_rgb(im):
@@ -87,7 +94,7 @@ def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], li
     return files, labels, classes
 
 
-def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
+def read_imagefolder(root: Path, size: int, strict: bool, crop: int | None = None) -> RawData:
     """Decode every image of every split with a thread pool (PIL releases the GIL while decoding)."""
     splits: dict[str, Split] = {}
     skipped: list[str] = []
@@ -98,7 +105,7 @@ def read_imagefolder(root: Path, size: int, strict: bool) -> RawData:
 
         def work(i):
             try:
-                out[i] = torch.from_numpy(decode_image(files[i], size).copy()).permute(2, 0, 1)  # PIL arrays are read-only
+                out[i] = torch.from_numpy(decode_image(files[i], size, crop).copy()).permute(2, 0, 1)  # PIL arrays are read-only
             except Exception as exc:  # PIL raises many types for bad files
                 if strict:
                     raise DataError(f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None

@@ -23,6 +23,7 @@ from .imagefolder import count_images, find_imagefolder, image_size_of_tree, rea
 from .split import RawData, Split
 
 CACHE_VERSION = 1
+IMAGEFOLDER_DECODE = 2  # 2: squares placed by torchvision's eval geometry around the image_size crop
 EVAL_RESIZE_RATIO = 256 / 224  # resize-shorter-side then center-crop, as for ImageNet evaluation
 
 __all__ = ["Source", "DigitsSource", "ImageFolderSource", "CifarSource", "resolve_source", "DataError", "RawData", "Split"]
@@ -94,10 +95,11 @@ class ImageFolderSource(Source):
     kind = "imagefolder"
 
     def cache_key(self) -> str:
-        return fingerprint(CACHE_VERSION, self.kind, str(self.tree.resolve()), tree_fingerprint(self.tree), self.store_size)
+        return fingerprint(CACHE_VERSION, self.kind, str(self.tree.resolve()), tree_fingerprint(self.tree), self.store_size,
+                           IMAGEFOLDER_DECODE, self.image_size)
 
     def decode(self) -> RawData:
-        return read_imagefolder(self.tree, self.store_size, self.strict)
+        return read_imagefolder(self.tree, self.store_size, self.strict, self.image_size)
 
     decode_peak = 2
 

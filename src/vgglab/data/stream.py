@@ -35,7 +35,7 @@ from ..errors import VgglabError
 from ..files import write_text
 from .cache import cache_root, fingerprint, tree_fingerprint
 from .errors import DataError
-from .imagefolder import list_splits, to_rgb
+from .imagefolder import list_splits, square_rgb, to_rgb
 from .loader import BatchLoader, epoch_generator, place
 from .stats import PixelStats, pixel_stats
 
@@ -46,9 +46,9 @@ STATS_SIDE = 64  # side they are decoded at for that
 
 @dataclass
 class StreamSplit:
-    """One split of a tree: files (relative to ``root``), labels, sides (N, 2: width, height), and
-    the side evaluation views are stored at (shorter side to it, center square), as the memory
-    path caches them."""
+    """One split of a tree: files (relative to ``root``), labels, sides (N, 2: width, height), the
+    side evaluation squares are decoded at (``store_size``) and the model input side (``crop``)
+    they are placed around, exactly as the memory path caches them (``imagefolder.square_rgb``)."""
 
     root: Path
     files: list[str]
@@ -56,6 +56,7 @@ class StreamSplit:
     sides: torch.Tensor
     store_size: int
     strict: bool = False
+    crop: int | None = None
 
     channels = 3
 
@@ -64,16 +65,23 @@ class StreamSplit:
 
     def subset(self, idx: torch.Tensor) -> "StreamSplit":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return StreamSplit(self.root, [self.files[i] for i in idx.tolist()], self.y[idx], self.sides[idx], self.store_size, self.strict)
+        return StreamSplit(self.root, [self.files[i] for i in idx.tolist()], self.y[idx], self.sides[idx], self.store_size,
+                           self.strict, self.crop)
 
     def images(self, idx) -> torch.Tensor:
         """uint8 (n, 3, S, S) evaluation squares of the samples ``idx`` (a slice or index tensor)."""
         rows = range(len(self))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).tolist()
-        return torch.stack([decode_view(self.root / self.files[i], ("eval",), self.store_size, self.strict) for i in rows])
+        return torch.stack([decode_view(self.root / self.files[i], self.eval_view, self.store_size, self.strict) for i in rows])
+
+    @property
+    def eval_view(self) -> tuple:
+        return ("eval", self.crop)
 
 
 def decode_view(path: Path, view: tuple, out: int, strict: bool = False) -> torch.Tensor:
-    """One file -> uint8 (3, out, out). ``view``: ("eval",) the center square of the shorter side;
+    """One file -> uint8 (3, out, out). ``view``: ("eval", crop) the evaluation square, decoded as
+    the memory path decodes it (``square_rgb``: torchvision's resize and center crop, bit for bit);
+    ("square",) a quick center square of the shorter side (reduced DCT; pixel statistics);
     ("scale", S, u, v, flip) the paper's crop of side ``out`` from the image rescaled to shorter
     side S, at fractions (u, v) of the free room; ("resized", area, log_ratio, u, v, flip)
     torchvision's random-resized crop of the full image. An unreadable file is a DataError under
@@ -82,6 +90,8 @@ def decode_view(path: Path, view: tuple, out: int, strict: bool = False) -> torc
 
     try:
         with Image.open(path) as im:
+            if view[0] == "eval":
+                return torch.from_numpy(square_rgb(im, out, view[1]).copy()).permute(2, 0, 1)
             w, h = im.size
             box = _box(view, w, h, out)
             bw, bh = box[2] - box[0], box[3] - box[1]
@@ -96,14 +106,14 @@ def decode_view(path: Path, view: tuple, out: int, strict: bool = False) -> torc
         warnings.warn(f"unreadable image {path} ({type(exc).__name__}: {exc}); a gray image stands in for it", stacklevel=2)
         return torch.full((3, out, out), 128, dtype=torch.uint8)
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-    if view[0] != "eval" and view[-1]:
+    if view[0] != "square" and view[-1]:
         x = x.flip(2)
     return x
 
 
 def _box(view: tuple, w: int, h: int, out: int) -> tuple[float, float, float, float]:
     """The view's crop box in the original image's pixels (left, top, right, bottom)."""
-    if view[0] == "eval":
+    if view[0] == "square":
         s = min(w, h)
         return ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
     if view[0] == "scale":
@@ -180,7 +190,7 @@ class StreamLoader(BatchLoader):
                 kind = self.augment.crop
                 views = [(kind, *row, flip) for row, flip in zip(plan["view"][sl].tolist(), plan["flips"][sl].tolist())]
             else:
-                views = [("eval",)] * len(rows)
+                views = [self.split.eval_view] * len(rows)
             requests.append((rows, views, out))
             slices.append(sl)
         loader = DataLoader(_Views(self.split), batch_size=None, sampler=requests, num_workers=self.workers,
@@ -201,7 +211,7 @@ def uint8_batches(split, batch_size: int, workers: int | str = "auto"):
             yield split.images(slice(start, start + batch_size))
         return
     n = len(split)
-    requests = [(list(range(s, min(s + batch_size, n))), [("eval",)] * (min(s + batch_size, n) - s), split.store_size)
+    requests = [(list(range(s, min(s + batch_size, n))), [split.eval_view] * (min(s + batch_size, n) - s), split.store_size)
                 for s in range(0, n, batch_size)]
     workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
     yield from _clean_errors(DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers))
@@ -260,7 +270,7 @@ def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
     train = index["splits"]["train"]
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(train), generator=g)[:STATS_SAMPLE].tolist()
-    sample = torch.stack([decode_view(tree / train[i][0], ("eval",), STATS_SIDE) for i in pick])
+    sample = torch.stack([decode_view(tree / train[i][0], ("square",), STATS_SIDE) for i in pick])
     index["stats"] = {k: v.tolist() for k, v in pixel_stats(sample).to_dict().items()}
     try:
         write_text(path, json.dumps(index))
@@ -269,13 +279,13 @@ def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
     return index
 
 
-def stream_splits(index: dict, tree: Path, store_size: int, strict: bool) -> dict[str, StreamSplit]:
+def stream_splits(index: dict, tree: Path, store_size: int, strict: bool, crop: int | None = None) -> dict[str, StreamSplit]:
     out = {}
     for name, rows in index["splits"].items():
         files = [r[0] for r in rows]
         y = torch.tensor([r[1] for r in rows], dtype=torch.int64)
         sides = torch.tensor([[r[2], r[3]] for r in rows], dtype=torch.int64).view(-1, 2)
-        out[name] = StreamSplit(tree, files, y, sides, store_size, strict)
+        out[name] = StreamSplit(tree, files, y, sides, store_size, strict, crop)
     return out
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torchvision.transforms.functional import resize
 
-from ..data.imagefolder import square_rgb
+from ..data.imagefolder import square_offset, square_rgb
 from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
@@ -34,7 +34,7 @@ class Preprocess:
             x = self._resize(images if images.dim() == 4 else images[None])
         else:
             batch = images if isinstance(images, (list, tuple)) else [images]
-            x = torch.stack([torch.from_numpy(np.array(square_rgb(im, self.meta.eval_resize))).permute(2, 0, 1) for im in batch])
+            x = torch.stack([torch.from_numpy(np.array(square_rgb(im, self.meta.eval_resize, self.meta.image_size))).permute(2, 0, 1) for im in batch])
         if x.dtype != torch.uint8:
             raise VgglabError(f"preprocess takes uint8 images (0-255), got {x.dtype}; convert with (x * 255).round().to(torch.uint8)")
         x = to_gray_if(x, self.in_chans)
@@ -43,17 +43,12 @@ class Preprocess:
         return self.meta.normalization(center_crop(x, self.meta.image_size), self.device)
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Shorter side to ``eval_resize``, center crop to a square of that side (uint8 kept)."""
-        side = self.meta.eval_resize
-        h, w = x.shape[-2:]
-        if (h, w) != (side, side):
-            scale = side / min(h, w)
-            size = (max(side, round(h * scale)), max(side, round(w * scale)))
-            x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-            x = x.round().clamp(0, 255).to(torch.uint8)
-            top, left = (size[0] - side) // 2, (size[1] - side) // 2
-            x = x[..., top:top + side, left:left + side]
-        return x
+        """Shorter side to ``eval_resize`` (torchvision's tensor resize, antialiased bilinear), then
+        the square placed as for PIL images (``square_rgb``); uint8 kept."""
+        side, crop = self.meta.eval_resize, self.meta.image_size
+        x = resize(x, [side], antialias=True)
+        top, left = square_offset(x.shape[-2], side, crop), square_offset(x.shape[-1], side, crop)
+        return x[..., top:top + side, left:left + side]
 
 
 def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: bool = True) -> VGG:

@@ -37,7 +37,7 @@ def expand_inputs(items: list[str]) -> list[Path]:
 def load_image(inf: Inference, path: Path) -> torch.Tensor:
     """(1, C, S, S) uint8: any mode -> RGB (or grayscale for a 1-channel model), shorter side to
     the evaluation resize, center crop; the same decoding as the training data."""
-    arr = decode_image(path, inf.eval_resize)  # (S, S, 3)
+    arr = decode_image(path, inf.eval_resize, inf.image_size)  # (S, S, 3)
     x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None]  # a writable copy
     return to_gray_if(x, inf.in_chans)
 
