@@ -125,3 +125,64 @@ def test_eval_on_a_folder_named_by_imagenet_categories(hub, tmp_path):
     m = evaluate_checkpoint("torchvision:vgg11", data_root=str(tree), device="cpu", out=tmp_path / "ev")
     assert m["n"] == 4 and 0.0 <= m["top1"] <= m["top5"] <= 1.0
     assert (tmp_path / "ev" / "eval.json").is_file()
+
+
+def imagenet_val_tree(root, synsets: int = 1000, photos=((0, 300, 240), (0, 240, 300), (7, 333, 250))):
+    """ImageNet's validation layout: val/<synset id>/<image>, a few odd-sized photos in some folders."""
+    from tests.evaluate.test_parity import photo
+
+    for k in range(synsets):
+        (root / "val" / f"n{1440764 + 37 * k:08d}").mkdir(parents=True)
+    folders = sorted((root / "val").iterdir())
+    for i, (label, w, h) in enumerate(photos):
+        photo(w, h, i).save(folders[label] / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
+    return root
+
+
+def test_eval_on_imagenets_validation_layout_matches_torchvision_and_the_dense_by_hand(hub, tmp_path):
+    """`vgglab eval torchvision:vgg11 --data-root IMAGENET --split val`: synset folders map to the
+    categories by index order; the single crop is torchvision's reference evaluation; dense sees
+    whole images rescaled to each Q, with flips."""
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    from vgglab.evaluate import dense_head, dense_logits, load_inference, predict_split
+    from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
+
+    _, tv = hub
+    root = imagenet_val_tree(tmp_path / "imagenet")
+    inf = load_inference("torchvision:vgg11", "cpu")
+    split, _ = inf.load_split("val", str(root))
+    assert split.y.tolist() == [0, 0, 7] and len(split) == 3
+    files = [root / "val" / f for f in split.files]
+    ims = [Image.open(f).convert("RGB") for f in files]
+    t = get_model_weights("vgg11").DEFAULT.transforms()
+    with torch.inference_mode():
+        reference = tv(torch.stack([t(im) for im in ims])).softmax(1)
+    torch.testing.assert_close(predict_split(inf, split, "none"), reference, atol=1e-5, rtol=1e-4)
+
+    dense = predict_split(inf, split, "dense", scales=[224, 256])
+    model, head = inf.model, dense_head(inf.model)
+    with torch.inference_mode():
+        for i, im in enumerate(ims):
+            views = []
+            for q in (224, 256):
+                x = inf.normalize(pil_to_tensor(resize(im, [q]))[None])  # the whole image, shorter side q
+                assert min(x.shape[-2:]) == q and x.shape[-1] != x.shape[-2]
+                views += [dense_logits(model, v, head) for v in (x, x.flip(3))]  # score map averaged
+            expected = torch.stack([v.softmax(1) for v in views]).mean(0)[0]
+            torch.testing.assert_close(dense[i], expected, atol=1e-5, rtol=1e-4)
+
+    m = evaluate_checkpoint("torchvision:vgg11", data_root=str(root), split="val", tta="dense", scales=[224],
+                            device="cpu", out=tmp_path / "ev")
+    assert m["n"] == 3 and m["scales"] == [224] and m["top1_error"] == pytest.approx(1 - m["top1"])
+    assert (tmp_path / "ev" / "eval-dense.json").is_file()
+
+
+def test_a_part_of_the_synset_folders_cannot_be_mapped_and_says_so(hub, tmp_path):
+    from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
+
+    root = imagenet_val_tree(tmp_path / "imagenet", synsets=10)
+    with pytest.raises(VgglabError, match="10 synset folders: .* needs all 1000 folders"):
+        evaluate_checkpoint("torchvision:vgg11", data_root=str(root), split="val", device="cpu", out=tmp_path / "ev")
+    with pytest.raises(VgglabError, match="no train split at .*expected .*train/<class>/<image>"):
+        evaluate_checkpoint("torchvision:vgg11", data_root=str(root), split="train", device="cpu", out=tmp_path / "ev")

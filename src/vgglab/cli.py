@@ -11,7 +11,7 @@ import yaml
 
 from .data.config import DATASETS
 from .data.dataset import SPLITS
-from .data.views import TTA_MODES
+from .data.views import MULTICROP_GRID, TTA_MODES
 from .errors import VgglabError
 from .evaluate import expand_inputs, format_metrics, load_inference, predict_files
 from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
@@ -72,8 +72,8 @@ def _scales(text: str) -> list[int]:
 def _cmd_eval(args) -> int:
     scales = args.scales
     out = args.out or default_out(args.checkpoint)
-    m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out,
-                            data_root=args.data_root, shift=args.tta_shift, scales=scales, device=args.device)
+    m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out, data_root=args.data_root,
+                            shift=args.tta_shift, scales=scales, grid=args.grid, device=args.device)
     print(format_metrics(m))
     print(f"wrote {out}")
     return 0
@@ -192,11 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("eval", help="metrics of a trained model on a split, with optional test-time augmentation")
-    p.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt file")
+    p.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt), a .pt file or torchvision:NAME")
     p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--tta", default="none", choices=TTA_MODES)
+    p.add_argument("--tta", default="none", choices=TTA_MODES,
+                   help="none: the single center crop; dense, multicrop, dense+multicrop: the VGG paper's, on whole images")
     p.add_argument("--tta-shift", type=int, default=1, help="pixels, for flip-translate and flip-shift")
-    p.add_argument("--scales", type=_scales, help="comma-separated image sides for dense evaluation, e.g. 256,288")
+    p.add_argument("--scales", type=_scales, help="comma-separated shorter sides Q the whole image is rescaled to for "
+                                                   "dense/multicrop, e.g. 256,384,512 (default: the run's test scale)")
+    p.add_argument("--grid", type=int, default=MULTICROP_GRID, help="multicrop: crops per side per scale (the paper's: 5)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     p.add_argument("--data-root", help="where the dataset is now, if it moved since training")

@@ -13,7 +13,8 @@ SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "src/vgglab
 def test_there_are_shipped_configs():
     names = {p.name for p in SHIPPED}
     assert {"vgg16_cifar10_tutorial.yaml", "vgg_cifar_i.yaml", "vgg_cifar_ii.yaml", "vgg_cifar_iii.yaml", "vgg16_bn_cifar10.yaml",
-            "vgg16_bn_cifar100.yaml", "demo_digits.yaml"} <= names
+            "vgg16_bn_cifar100.yaml", "demo_digits.yaml", "vgg_a_imagenet.yaml", "vgg16_imagenet_s256.yaml",
+            "vgg16_imagenet_s384.yaml", "vgg16_imagenet_multiscale.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

@@ -63,16 +63,30 @@ def to_rgb(im):
 
 def list_splits(root: Path):
     """(split name, files, labels, classes) for each of train, val and test that the tree has;
-    every split must hold images, and the same classes as train."""
+    every split must hold images, and the same classes as train. ImageNet's layout (train/ and
+    val/, no test/) is read with val/ as the test split: its labelled images are the ones results
+    are reported on, and the validation split is then held out of train/ (data.val_size), so the
+    schedule and model selection never see them."""
     classes = None
+    imagenet_layout = not (root / "test").is_dir() and (root / "val").is_dir()
     for name in ("train", "val", "test"):
-        folder = root / name
-        if not folder.is_dir():
+        folder = root / ("val" if name == "test" and imagenet_layout else name)
+        if not folder.is_dir() or (name == "val" and imagenet_layout):
             continue
         files, labels, classes = _list_split(folder, classes)
         if not files:
             raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
         yield name, files, labels, classes
+
+
+def list_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Files, labels and sorted class names of one folder of class folders."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; expected {folder}/<class>/<image>")
+    files, labels, classes = _list_split(folder, None)
+    if not files:
+        raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
+    return files, labels, classes
 
 
 def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
@@ -122,7 +136,7 @@ def read_imagefolder(root: Path, size: int, strict: bool, crop: int | None = Non
             out, y = out[keep], y[keep]
         splits[name] = Split(out, y)
     if "train" not in splits or "test" not in splits:
-        raise DataError(f"{root} needs train/<class>/ and test/<class>/ folders")
+        raise DataError(f"{root} needs train/<class>/ and test/<class>/ (or val/<class>/, as ImageNet's) folders")
     return RawData(classes, splits["train"], splits["test"], splits.get("val"), skipped)
 
 
@@ -144,8 +158,8 @@ def image_size_of_tree(root: Path) -> int:
 
 
 def find_imagefolder(root: Path) -> Path | None:
-    """``root`` itself or a direct subfolder that holds ``train/`` and ``test/``."""
+    """``root`` itself or a direct subfolder that holds ``train/`` and ``test/`` (or ``val/``)."""
     for cand in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
-        if (cand / "train").is_dir() and (cand / "test").is_dir():
+        if (cand / "train").is_dir() and ((cand / "test").is_dir() or (cand / "val").is_dir()):
             return cand
     return None

@@ -183,6 +183,6 @@ def resolve_source(cfg: DataConfig) -> Source:
         return CifarSource(size, size, root, cfg.dataset, cfg.download)
     how = (
         "set data.download: true to fetch it, or unpack the archive there" if cfg.dataset != "imagefolder"
-        else "it needs train/<class>/ and test/<class>/ subfolders"
+        else "it needs train/<class>/ and test/<class>/ (or val/<class>/, as ImageNet's) subfolders"
     )
     raise DataError(f"{cfg.dataset} dataset not found at {root}: {how}")

@@ -35,7 +35,7 @@ from ..errors import VgglabError
 from ..files import write_text
 from .cache import cache_root, fingerprint, tree_fingerprint
 from .errors import DataError
-from .imagefolder import list_splits, square_rgb, to_rgb
+from .imagefolder import list_folder, list_splits, square_rgb, to_rgb
 from .loader import BatchLoader, epoch_generator, place
 from .stats import PixelStats, pixel_stats
 
@@ -217,6 +217,66 @@ def uint8_batches(split, batch_size: int, workers: int | str = "auto"):
     yield from _clean_errors(DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers))
 
 
+def rescaled_size(w: int, h: int, side: int) -> tuple[int, int]:
+    """(width, height) of a w x h image with its shorter side rescaled to ``side``, the longer side
+    truncated as torchvision's ``Resize(side)`` computes it."""
+    if min(w, h) == side:
+        return w, h
+    return (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+
+
+def decode_rescaled(path: Path, scales: list[int], side: tuple[int, int], strict: bool = False) -> list[torch.Tensor]:
+    """One whole image -> uint8 (3, H, W) per scale Q, its shorter side rescaled to Q by
+    torchvision's resize (as the single center crop is prepared); ``side`` is its indexed (w, h)."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    try:
+        with Image.open(path) as im:
+            if im.size != tuple(side):
+                raise ValueError(f"it is {im.size[0]}x{im.size[1]} now, {side[0]}x{side[1]} when the tree was indexed")
+            im = to_rgb(im)
+            im.load()
+            return [pil_to_tensor(resize(im, [q])) for q in scales]
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        if strict:
+            raise DataError(f"cannot read image {path}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+        warnings.warn(f"unreadable image {path} ({type(exc).__name__}: {exc}); a gray image stands in for it", stacklevel=2)
+        return [torch.full((3, *rescaled_size(*side, q)[::-1]), 128, dtype=torch.uint8) for q in scales]
+
+
+class _FullImages(torch.utils.data.Dataset):
+    """A worker's job for the paper's evaluation: rows of one original size -> one uint8 batch
+    (B, 3, H, W) per scale."""
+
+    def __init__(self, split: StreamSplit, scales: list[int]):
+        self.split, self.scales = split, scales
+
+    def __getitem__(self, rows):
+        per_image = [decode_rescaled(self.split.root / self.split.files[i], self.scales, self.split.sides[i].tolist(),
+                                     self.split.strict) for i in rows]
+        return [torch.stack(batch) for batch in zip(*per_image)]
+
+
+def full_image_batches(split: StreamSplit, scales: list[int], pixels: int, workers: int | str = "auto"):
+    """Yield (rows, [uint8 (B, 3, H_q, W_q) per scale]) over every image of a streamed split, whole
+    (not cropped), rescaled to each scale. Images of equal original size are batched together, at
+    most ``pixels`` pixels at the largest scale per batch (one image when it alone is larger), so
+    non-square images of any size evaluate without padding; the rows say where each batch belongs."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (w, h) in enumerate(split.sides.tolist()):
+        groups.setdefault((w, h), []).append(i)
+    requests = []
+    for (w, h), rows in sorted(groups.items()):
+        qw, qh = rescaled_size(w, h, max(scales))
+        per = max(1, pixels // (qw * qh))
+        requests += [rows[k:k + per] for k in range(0, len(rows), per)]
+    workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
+    loader = DataLoader(_FullImages(split, scales), batch_size=None, sampler=requests, num_workers=workers)
+    for rows, batches in zip(requests, _clean_errors(loader)):
+        yield torch.tensor(rows), batches
+
+
 def _clean_errors(loader):
     """A worker's DataError comes back with the worker's traceback in its message: keep its one line."""
     try:
@@ -238,45 +298,75 @@ class _Shape:
         return len(self.y)
 
 
-def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
-    """The tree's files, labels and sides per split, and pixel statistics of a sample of its
-    training images; read from the cache when the tree's fingerprint is known."""
-    from PIL import Image
-
-    key = fingerprint(INDEX_VERSION, str(tree.resolve()), tree_fingerprint(tree))
+def _cached_index(key: str, cache_dir: str | None, build) -> dict:
+    """An index read from the cache under ``key``, else built and cached (an unwritable cache only
+    warns: the run goes on, indexing again next time)."""
     path = cache_root(cache_dir) / "streams" / f"{key}.json"
     if path.is_file():
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
-            warnings.warn(f"stream index {path} could not be read; indexing the tree again", stacklevel=2)
-    index: dict = {"splits": {}, "skipped": []}
-    classes = None
-    for name, files, labels, classes in list_splits(tree):
-        rows = []
-        for f, label in zip(files, labels):
-            try:
-                with Image.open(f) as im:
-                    rows.append((str(f.relative_to(tree)), label, *im.size))
-            except Exception as exc:  # PIL raises many types for bad files
-                if strict:
-                    raise DataError(f"cannot read image {f}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
-                index["skipped"].append(str(f))
-                warnings.warn(f"skipped unreadable image {f}", stacklevel=2)
-        index["splits"][name] = rows
-    if "train" not in index["splits"] or "test" not in index["splits"]:
-        raise DataError(f"{tree} needs train/<class>/ and test/<class>/ folders")
-    index["classes"] = classes
-    train = index["splits"]["train"]
-    g = torch.Generator().manual_seed(0)
-    pick = torch.randperm(len(train), generator=g)[:STATS_SAMPLE].tolist()
-    sample = torch.stack([decode_view(tree / train[i][0], ("square",), STATS_SIDE) for i in pick])
-    index["stats"] = {k: v.tolist() for k, v in pixel_stats(sample).to_dict().items()}
+            warnings.warn(f"stream index {path} could not be read; indexing the tree again", stacklevel=3)
+    index = build()
     try:
         write_text(path, json.dumps(index))
-    except VgglabError as exc:  # an unwritable cache: the run goes on, re-indexing next time
-        warnings.warn(f"could not cache the stream index ({exc}); the tree will be indexed again next time", stacklevel=2)
+    except VgglabError as exc:
+        warnings.warn(f"could not cache the stream index ({exc}); the tree will be indexed again next time", stacklevel=3)
     return index
+
+
+def _index_rows(tree: Path, files: list[Path], labels: list[int], strict: bool, skipped: list[str]) -> list:
+    """(path relative to ``tree``, label, width, height) per readable file (headers only)."""
+    from PIL import Image
+
+    rows = []
+    for f, label in zip(files, labels):
+        try:
+            with Image.open(f) as im:
+                rows.append((str(f.relative_to(tree)), label, *im.size))
+        except Exception as exc:  # PIL raises many types for bad files
+            if strict:
+                raise DataError(f"cannot read image {f}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+            skipped.append(str(f))
+            warnings.warn(f"skipped unreadable image {f}", stacklevel=3)
+    return rows
+
+
+def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
+    """The tree's files, labels and sides per split, and pixel statistics of a sample of its
+    training images; read from the cache when the tree's fingerprint is known."""
+
+    def build() -> dict:
+        index: dict = {"splits": {}, "skipped": []}
+        classes = None
+        for name, files, labels, classes in list_splits(tree):
+            index["splits"][name] = _index_rows(tree, files, labels, strict, index["skipped"])
+        if "train" not in index["splits"] or "test" not in index["splits"]:
+            raise DataError(f"{tree} needs train/<class>/ and test/<class>/ (or val/<class>/, as ImageNet's) folders")
+        index["classes"] = classes
+        train = index["splits"]["train"]
+        g = torch.Generator().manual_seed(0)
+        pick = torch.randperm(len(train), generator=g)[:STATS_SAMPLE].tolist()
+        sample = torch.stack([decode_view(tree / train[i][0], ("square",), STATS_SIDE) for i in pick])
+        index["stats"] = {k: v.tolist() for k, v in pixel_stats(sample).to_dict().items()}
+        return index
+
+    return _cached_index(fingerprint(INDEX_VERSION, str(tree.resolve()), tree_fingerprint(tree)), cache_dir, build)
+
+
+def folder_split(folder: Path, store_size: int, crop: int, cache_dir: str | None = None, strict: bool = False) -> tuple[StreamSplit, list[str]]:
+    """One folder of class folders (``folder/<class>/<image>``, e.g. ImageNet's ``val/``), streamed,
+    and its class names (sorted, as ImageFolder numbers them). No training split or statistics are
+    needed: this is for models that bring their own, such as torchvision's weights."""
+
+    def build() -> dict:
+        files, labels, classes = list_folder(folder)
+        skipped: list[str] = []
+        return {"classes": classes, "rows": _index_rows(folder, files, labels, strict, skipped), "skipped": skipped}
+
+    index = _cached_index(fingerprint(INDEX_VERSION, "folder", str(folder.resolve()), tree_fingerprint(folder)), cache_dir, build)
+    split = stream_splits({"splits": {"x": index["rows"]}}, folder, store_size, strict, crop)["x"]
+    return split, index["classes"]
 
 
 def stream_splits(index: dict, tree: Path, store_size: int, strict: bool, crop: int | None = None) -> dict[str, StreamSplit]:
@@ -301,5 +391,5 @@ def make_loader(split, batch_size: int, *, workers: int | str = "auto", **kw) ->
     return BatchLoader(split, batch_size, **kw)
 
 
-__all__ = ["StreamSplit", "StreamLoader", "make_loader", "uint8_batches", "build_index", "stream_splits", "index_stats",
-           "decode_view"]
+__all__ = ["StreamSplit", "StreamLoader", "make_loader", "uint8_batches", "full_image_batches", "build_index", "stream_splits",
+           "index_stats", "decode_view", "decode_rescaled", "folder_split"]

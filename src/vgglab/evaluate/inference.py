@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ..data import Dataset, load_dataset
 from ..data.config import AugmentConfig, DataConfig
 from ..data.normalization import Normalization
 from ..data.split import Split
+from ..data.stream import folder_split
 from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
@@ -20,6 +22,9 @@ from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
 from ..train import speed
 from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
+
+
+SYNSET = re.compile(r"n\d{8}")  # a WordNet synset id, ImageNet's class folder names
 
 
 @dataclass
@@ -73,37 +78,72 @@ class Inference:
         config = self.checkpoint.get("config")
         return True if config is None else bool(config.get("augment", {}).get("flip", True))
 
+    @property
+    def test_scale(self) -> int:
+        """The paper's single test scale Q (sec. 4.1): S for a run trained at a fixed scale S,
+        (S_min + S_max) / 2 for a scale-jittered one; otherwise the evaluation resize."""
+        aug = self.augment
+        return (aug.scale_min + aug.scale_max) // 2 if aug is not None and aug.crop == "scale" else self.eval_resize
+
+    @property
+    def augment(self) -> AugmentConfig | None:
+        config = self.checkpoint.get("config") or {}
+        return AugmentConfig(**config["augment"]) if config.get("augment") else None
+
     def data_config(self, data_root: str | None = None) -> DataConfig:
-        """The run's data section (``data_root`` replacing its root); a pretrained model has none
-        of its own, so there ``data_root`` is an ImageFolder tree whose classes it knows."""
-        config = self.checkpoint.get("config")
-        if config is None:
-            if data_root is None:
-                raise VgglabError(f"{self.checkpoint['path']} has no dataset of its own: pass --data-root FOLDER "
-                                  "(an ImageFolder tree, train/ and test/, named by the model's classes)")
-            return DataConfig(dataset="imagefolder", root=data_root, image_size=self.image_size)
-        d = dict(config["data"])
+        """The run's data section (``data_root`` replacing its root)."""
+        d = dict(self.checkpoint["config"]["data"])
         if data_root is not None:
             d["root"] = data_root
         return DataConfig(**d)
 
-    def load_split(self, split: str, data_root: str | None = None) -> tuple[Split, Dataset]:
-        """The run's dataset split (cached uint8), as the model saw its kind during training."""
-        config = self.checkpoint.get("config") or {}
-        augment = AugmentConfig(**config["augment"]) if config.get("augment") else None
-        ds = load_dataset(self.data_config(data_root), augment)  # the storage training chose
+    def load_split(self, split: str, data_root: str | None = None, full_images: bool = False) -> tuple[Split, Dataset | None]:
+        """The run's dataset split, as the model saw its kind during training (the storage training
+        chose; streamed when ``full_images`` is asked of an ImageFolder tree, for the paper's
+        evaluation of whole images). A model without a dataset of its own (torchvision's weights)
+        reads ``data_root/<split>/<class>/`` streamed, ``test`` falling back to ImageNet's ``val/``."""
+        if self.checkpoint.get("config") is None:
+            return self._folder_split(split, data_root), None
+        cfg = self.data_config(data_root)
+        if full_images and cfg.dataset == "imagefolder":
+            cfg.storage = "stream"
+        ds = load_dataset(cfg, self.augment)
         chosen = ds.split(split)
         if chosen is None:
             raise VgglabError(f"this run has no {split} split (data.val_size was 0); use --split test")
-        if ds.classes != self.classes:
-            unknown = [c for c in ds.classes if c not in self.classes]
-            if unknown:
-                raise VgglabError(f"the dataset has classes the model does not know ({', '.join(unknown[:5])}"
-                                  f"{' ...' if len(unknown) > 5 else ''}); check --data-root")
-            # a subset of the model's classes, e.g. some ImageNet categories: labels in the model's numbering
-            index = torch.tensor([self.classes.index(c) for c in ds.classes])
-            chosen = dataclasses.replace(chosen, y=index[chosen.y])
-        return chosen, ds
+        return self._in_model_numbering(chosen, ds.classes), ds
+
+    def _folder_split(self, split: str, data_root: str | None) -> Split:
+        if data_root is None:
+            raise VgglabError(f"{self.checkpoint['path']} has no dataset of its own: pass --data-root FOLDER holding "
+                              f"{split}/<class>/<image> (ImageNet's layout: FOLDER/val/<synset id>/<image>)")
+        root = Path(data_root).expanduser()
+        folder = root / split
+        if split == "test" and not folder.is_dir() and (root / "val").is_dir():
+            folder = root / "val"  # ImageNet's layout: val/ is what results are reported on
+        if not folder.is_dir():
+            raise VgglabError(f"no {split} split at {root}: expected {folder}/<class>/<image> (ImageNet's layout: {root}/val/<synset id>/<image>)")
+        chosen, classes = folder_split(folder, self.eval_resize, self.image_size)
+        return self._in_model_numbering(chosen, classes)
+
+    def _in_model_numbering(self, chosen: Split, classes: list[str]) -> Split:
+        """Labels renumbered into the model's classes: by name (a tree of some of them), or, for a
+        tree of ImageNet synset folders (n01440764, ...), by the index order of the sorted ids, as
+        torchvision's categories are numbered."""
+        if classes == self.classes:
+            return chosen
+        unknown = [c for c in classes if c not in self.classes]
+        if unknown and all(SYNSET.fullmatch(c) for c in classes):
+            if len(classes) != len(self.classes):
+                raise VgglabError(f"{len(classes)} synset folders: synset ids map to the model's {len(self.classes)} categories by the "
+                                  f"index order of the sorted ids, which needs all {len(self.classes)} folders (ImageNet's full val/ tree)")
+            return chosen
+        if unknown:
+            raise VgglabError(f"the dataset has classes the model does not know ({', '.join(unknown[:5])}"
+                              f"{' ...' if len(unknown) > 5 else ''}); check --data-root")
+        # a subset of the model's classes, e.g. some ImageNet categories: labels in the model's numbering
+        index = torch.tensor([self.classes.index(c) for c in classes])
+        return dataclasses.replace(chosen, y=index[chosen.y])
 
 
 def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Inference:

@@ -7,23 +7,35 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from ..data.split import Split
-from ..data.stream import uint8_batches
+from ..data.stream import StreamSplit, full_image_batches, uint8_batches
+from ..data.views import MULTICROP_GRID, SCALE_MODES
 from ..train.loop import autocast
 from .inference import Inference
-from .tta import dense_head, tta_probs
+from .tta import default_scales, dense_head, scale_probs, tta_probs
 
 
 @torch.inference_mode()
 def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size: int = 250, shift: int = 1,
-                  scales: list[int] | None = None) -> torch.Tensor:
-    """Probabilities (N, classes) for every image of a split (cached, or streamed by the loader's workers)."""
-    dense = dense_head(inf.model) if tta == "dense" and inf.model.config.head.type != "linear" else None
-    out = []
+                  scales: list[int] | None = None, grid: int = MULTICROP_GRID) -> torch.Tensor:
+    """Probabilities (N, classes) for every image of a split (cached, or streamed by the loader's
+    workers). The paper's scale modes see a streamed split's whole images (rescaled to each scale
+    by the workers, batched by original size, ``batch_size`` images' worth of pixels at the input
+    side per batch); a cached split's stored squares otherwise."""
+    dense = dense_head(inf.model) if tta in ("dense", "dense+multicrop") and inf.model.config.head.type != "linear" else None
     fmt = torch.channels_last if inf.channels_last else torch.contiguous_format
+    if tta in SCALE_MODES and isinstance(split, StreamSplit):
+        scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
+        out = torch.empty(len(split), len(inf.classes))
+        for rows, batches in full_image_batches(split, scales, batch_size * inf.image_size**2):
+            scaled = {q: inf.normalize(b).contiguous(memory_format=fmt) for q, b in zip(scales, batches)}
+            with autocast(inf.device, inf.precision):
+                out[rows] = scale_probs(inf.model, scaled, tta, inf.image_size, grid=grid, dense=dense).float().cpu()
+        return out
+    out = []
     for images in uint8_batches(split, batch_size):
         x = inf.normalize(images).contiguous(memory_format=fmt)
         with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
-            probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, dense=dense)
+            probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, grid=grid, dense=dense)
         out.append(probs.float())
     return torch.cat(out).cpu()  # one copy back, after the last batch
 
@@ -54,6 +66,9 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     result = {"n": n, "loss": loss}
     for k in range(1, min(topk, k_classes) + 1):
         result[f"top{k}"] = hits[:, :k].any(1).float().mean().item()
+    for k in (1, 5):  # the error rates papers report (the VGG paper's tables: top-1 / top-5 error)
+        if f"top{k}" in result:
+            result[f"top{k}_error"] = 1.0 - result[f"top{k}"]
     pred = ranked[:, 0].numpy()
     y = labels.numpy()
     shown = list(range(k_classes))
@@ -82,7 +97,10 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
 def format_metrics(m: dict) -> str:
     """A printable table: summary, per class (accuracy, precision, recall, F1, support), confusions."""
     tops = "  ".join(f"top-{k[3:]} {100 * m[k]:.2f}%" for k in m if k.startswith("top") and k[3:].isdigit())
-    lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}: n {m['n']}  loss {m['loss']:.4f}  {tops}  ECE {m['ece']:.4f}", ""]
+    errors = " / ".join(f"{100 * m[f'top{k}_error']:.2f}" for k in (1, 5) if f"top{k}_error" in m)
+    errors = f"  error (top-1{' / top-5' if 'top5_error' in m else ''}) {errors}%" if errors else ""
+    scales = f" at {','.join(map(str, m['scales']))}" if m.get("scales") else ""
+    lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}{scales}: n {m['n']}  loss {m['loss']:.4f}  {tops}{errors}  ECE {m['ece']:.4f}", ""]
     if m.get("note"):
         lines[-1:] = [f"note: {m['note']}", ""]
     width = max(12, *(len(c) for c in m["per_class"]))

@@ -4,22 +4,31 @@
 ``flip-translate``: the center crop shifted by ``shift`` pixels up, down, left and right
 (reflect padding) plus unshifted, each also mirrored: 10 views. ``flip-shift``: the cheaper
 6-view version the CIFAR-10 speed runs use (Jordan 2024): unshifted, shifted by ``shift`` pixels
-diagonally up-left and down-right, each also mirrored. ``multicrop``: the image resized
-to 256/224 of the input side, a 3x3 grid of crops, each also mirrored: 18 views (the paper's
-multi-crop evaluation, with a smaller grid). ``dense``: the paper's fully-convolutional
-evaluation (see :func:`dense_logits`) on the uncropped image at each of ``scales``.
+diagonally up-left and down-right, each also mirrored.
+
+The paper's protocol (Simonyan & Zisserman, sec. 3.2 and 4.3) rescales the whole image to each
+of ``scales`` (its shorter side Q; the aspect kept) first:
+
+- ``dense``: the head as convolutions over the whole image's conv map (:func:`dense_head`), the
+  class score map averaged over space, softmax, averaged with the mirrored image and over scales;
+- ``multicrop``: a ``grid`` x ``grid`` set of crops of the model's input side per scale, corners and
+  center included, each also mirrored (grid 5: 50 views per scale, 150 over three);
+- ``dense+multicrop``: the average of the two (Table 5).
+
+Streamed splits are evaluated on the full images; cached ones on their stored squares.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from ..errors import VgglabError
 from ..models import VGG
-from ..data.views import TTA_MODES, resize_square, view_probs
+from ..data.views import MULTICROP_GRID, SCALE_MODES, TTA_MODES, layout_of, multicrop_views, rescale_shorter, view_probs
 
-__all__ = ["TTA_MODES", "dense_head", "dense_logits", "tta_probs"]
+__all__ = ["TTA_MODES", "SCALE_MODES", "dense_head", "dense_logits", "dense_probs", "multicrop_probs", "scale_probs", "tta_probs"]
 
 
 def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -50,13 +59,15 @@ def dense_head(model: VGG) -> nn.Sequential:
             w, b = layer.weight.detach(), layer.bias.detach()
             if first and cfg.head.type == "imagenet":
                 k = cfg.head.pool_size
-                pool = _pool_matrix(side, k).to(w)
-                w = torch.einsum("ocpq,pi,qj->ocij", w.view(-1, c, k, k), pool, pool)
+                w = w.view(-1, c, k, k)
+                if side != k:  # at side == k the pool is the identity
+                    pool = _pool_matrix(side, k).to(w)
+                    w = torch.einsum("ocpq,pi,qj->ocij", w, pool, pool)
             elif first and cfg.head.type == "cifar":
                 w = w.view(-1, c, side, side)
             else:  # gap head's classifier, or any later FC: a 1x1 conv
                 w = w.view(w.shape[0], w.shape[1], 1, 1)
-            conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[-2:]).to(w)
+            conv = skip_init(nn.Conv2d, w.shape[1], w.shape[0], w.shape[-2:], device=w.device, dtype=w.dtype)  # no init: overwritten
             conv.weight.data.copy_(w)
             conv.bias.data.copy_(b)
             layers.append(conv)
@@ -84,11 +95,53 @@ def dense_logits(model: VGG, x: torch.Tensor, head: nn.Sequential | None = None)
     return head(f).mean((2, 3))
 
 
+def dense_probs(model: VGG, scaled: dict[int, torch.Tensor], head: nn.Sequential | None = None) -> torch.Tensor:
+    """(N, classes): softmax of the spatially averaged dense score map, averaged over the mirror
+    and over the scales; ``scaled`` maps each Q to the normalised images rescaled to it."""
+    if head is None and model.config.head.type != "linear":
+        head = dense_head(model)  # once: the first FC as a conv is as large as the layer (~100M weights for VGG-16)
+    probs = [dense_logits(model, v, head).float().softmax(1) for x in scaled.values() for v in (x, x.flip(3))]
+    return torch.stack(probs).mean(0)
+
+
+def multicrop_probs(model: VGG, scaled: dict[int, torch.Tensor], size: int, grid: int) -> torch.Tensor:
+    """(N, classes): softmax averaged over every grid crop (and mirror) of every scale."""
+    for q, x in scaled.items():
+        if min(x.shape[-2:]) < size:
+            raise VgglabError(f"multi-crop takes {size}-pixel crops: every scale must be at least {size}, got {q}")
+    probs = [model(v.contiguous(memory_format=layout_of(x))).float().softmax(1)
+             for x in scaled.values() for v in multicrop_views(x, size, grid)]
+    return torch.stack(probs).mean(0)
+
+
+@torch.inference_mode()
+def scale_probs(model: VGG, scaled: dict[int, torch.Tensor], mode: str, size: int, *, grid: int = MULTICROP_GRID,
+                dense: nn.Sequential | None = None) -> torch.Tensor:
+    """One of :data:`SCALE_MODES` over images already rescaled to each scale."""
+    if mode == "dense":
+        return dense_probs(model, scaled, dense)
+    if mode == "multicrop":
+        return multicrop_probs(model, scaled, size, grid)
+    if mode == "dense+multicrop":
+        return (dense_probs(model, scaled, dense) + multicrop_probs(model, scaled, size, grid)) / 2
+    raise VgglabError(f"unknown TTA mode {mode!r}; valid: {', '.join(SCALE_MODES)}")
+
+
+def default_scales(mode: str, side: int, size: int) -> list[int]:
+    """Scales when none are given, for images whose shorter side is ``side``: that side for dense
+    evaluation; with multi-crop, at least 256/224 of the model's input ``size`` (the single center
+    crop's resize), so that the grid has room to move."""
+    if mode == "dense":
+        return [side]
+    return [max(side, round(size * 256 / 224))]
+
+
 @torch.inference_mode()
 def tta_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift: int = 1,
-              scales: list[int] | None = None, dense: nn.Sequential | None = None) -> torch.Tensor:
-    """Softmax probabilities (N, classes) of normalised full images ``x``, averaged over views."""
-    if mode == "dense":
-        probs = [dense_logits(model, resize_square(x, s), dense).float().softmax(1) for s in (scales or [x.shape[-1]])]
-        return torch.stack(probs).mean(0)
+              scales: list[int] | None = None, grid: int = MULTICROP_GRID, dense: nn.Sequential | None = None) -> torch.Tensor:
+    """Softmax probabilities (N, classes) of normalised images ``x`` (N, C, H, W), averaged over views."""
+    if mode in SCALE_MODES:
+        scales = scales or default_scales(mode, min(x.shape[-2:]), image_size)
+        return scale_probs(model, {q: rescale_shorter(x, q) for q in scales}, mode, image_size, grid=grid, dense=dense)
     return view_probs(model, x, mode, image_size, shift=shift).mean(0)
+
