@@ -96,7 +96,7 @@ def main():
         print(f"machine: {machine_label()}, device {device}")
         print(f"vgg16 (width {a.width}) at 224, batch {a.batch}, {speed.precision}, "
               f"{'channels_last' if speed.channels_last else 'NCHW'}, decoding workers {loader.workers}, {a.steps} timed steps")
-        print(f"streamed training {streamed:.1f} images/s; same step on on-device batches {synthetic:.1f} images/s; "
+        print(f"streamed training {streamed:.3g} images/s; same step on on-device batches {synthetic:.3g} images/s; "
               f"streamed/on-device {streamed / synthetic:.2f}")
         print(f"implied: {hours:.2f} h per ImageNet epoch ({IMAGENET_TRAIN:,} images), "
               f"{hours * PAPER_EPOCHS:.1f} h = {hours * PAPER_EPOCHS / 24:.1f} days for the paper's {PAPER_EPOCHS} epochs")
@@ -127,7 +127,7 @@ def dense_eval(model, ds, device, precision: str, fmt) -> None:
         torch.cuda.synchronize()
     rate = n / (time.perf_counter() - t)
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else ""
-    print(f"dense evaluation, Q = 256, 384, 512 with flips (6 passes per image): {n} images, {rate:.2f} images/s{peak}; "
+    print(f"dense evaluation, Q = 256, 384, 512 with flips (6 passes per image): {n} images, {rate:.3g} images/s{peak}; "
           f"implied {50_000 / rate / 3600:.2f} h for ImageNet's 50,000 validation images")
 
 

@@ -205,3 +205,17 @@ def test_a_worker_error_is_one_line_and_evaluation_batches_come_in_order(tree, t
     with pytest.raises(DataError) as err:
         list(uint8_batches(bad, 3, workers=1))
     assert "\n" not in str(err.value) and str(err.value).startswith("cannot read image") and bad.files[4] in str(err.value)
+
+
+@pytest.mark.parametrize("storage", ["memory", "stream"])
+def test_imagenets_layout_reads_val_as_the_test_split_and_holds_validation_out_of_train(tmp_path, storage):
+    """train/ and val/ with no test/ (ImageNet's): val/ is what results are reported on, so it is the
+    test split, and the validation split the schedule watches comes out of train/."""
+    from tests.data.test_sources import make_tree
+
+    tree = make_tree(tmp_path / "t", per_class=5)
+    (tree / "test").rename(tree / "val")
+    ds = load_dataset(DataConfig(dataset="imagefolder", root=str(tree), storage=storage, val_size=2, image_size=32,
+                                 cache_dir=str(tmp_path / "c")))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (8, 2, 10)
+    assert ds.classes == ["cat", "dog"] and ds.test.y.tolist() == [0] * 5 + [1] * 5
