@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=MULTICROP_GRID, help="multicrop: crops per side per scale (the paper's: 5)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
-    p.add_argument("--data-root", help="where the dataset is now, if it moved since training")
+    p.add_argument("--data-root", help="where the dataset is now, if it moved since training; for torchvision:NAME, "
+                                        "a folder holding SPLIT/<class>/ (ImageNet: val/<synset id>/)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 
