@@ -3,6 +3,7 @@ crops, the storage auto picks, and bad files with one line each."""
 
 import copy
 import csv
+import dataclasses
 import warnings
 
 import numpy as np
@@ -219,3 +220,31 @@ def test_imagenets_layout_reads_val_as_the_test_split_and_holds_validation_out_o
                                  cache_dir=str(tmp_path / "c")))
     assert (len(ds.train), len(ds.val), len(ds.test)) == (8, 2, 10)
     assert ds.classes == ["cat", "dog"] and ds.test.y.tolist() == [0] * 5 + [1] * 5
+
+
+def test_whole_image_batches_for_the_papers_evaluation(tmp_path):
+    """Whole images rescaled per scale (aspect kept, torchvision's sizes), batched by original size;
+    a file broken after indexing is a warning and a gray stand-in, or one DataError when strict."""
+    from vgglab.data.errors import DataError
+    from vgglab.data.stream import folder_split, full_image_batches
+
+    folder = tmp_path / "val"
+    for i, (w, h) in enumerate([(40, 30), (30, 47), (40, 30)]):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((h, w, 3), 60 * i, dtype=np.uint8)).save(folder / f"c{i % 2}" / f"{i}.png")
+    split, classes = folder_split(folder, 36, 32, cache_dir=str(tmp_path / "c"))
+    assert classes == ["c0", "c1"] and len(split) == 3
+    seen = {}
+    for rows, batches in full_image_batches(split, [32, 48], pixels=10_000, workers=0):
+        assert [tuple(b.shape[-2:]) for b in batches] in ([(32, 42), (48, 64)], [(50, 32), (75, 48)])  # (H, W) per scale
+        for r, img in zip(rows.tolist(), batches[0]):
+            seen[r] = img
+    assert sorted(seen) == [0, 1, 2]
+    broken = folder / split.files[0]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated after the index was built
+    with pytest.warns(UserWarning, match="gray image stands in"):
+        out = [b for _, b in full_image_batches(split, [32], pixels=10_000, workers=0)]
+    assert sum(len(b[0]) for b in out) == 3
+    strict = dataclasses.replace(split, strict=True)
+    with pytest.raises(DataError, match=f"cannot read image .*{broken.name}"):
+        list(full_image_batches(strict, [32], pixels=10_000, workers=1))

@@ -101,14 +101,20 @@ def decode_view(path: Path, view: tuple, out: int, strict: bool = False) -> torc
                 box = (box[0] * kx, box[1] * ky, min(box[2] * kx, im.size[0]), min(box[3] * ky, im.size[1]))
             img = to_rgb(im).resize((out, out), Image.BILINEAR, box=box, reducing_gap=None)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        if strict:
-            raise DataError(f"cannot read image {path}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
-        warnings.warn(f"unreadable image {path} ({type(exc).__name__}: {exc}); a gray image stands in for it", stacklevel=2)
+        _unreadable(path, exc, strict)
         return torch.full((3, out, out), 128, dtype=torch.uint8)
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
     if view[0] != "square" and view[-1]:
         x = x.flip(2)
     return x
+
+
+def _unreadable(path: Path, exc: Exception, strict: bool) -> None:
+    """A file that cannot be decoded: a DataError under ``strict``, else a warning (the caller puts
+    a gray image in its place, so the run goes on and the file is named)."""
+    if strict:
+        raise DataError(f"cannot read image {path}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+    warnings.warn(f"unreadable image {path} ({type(exc).__name__}: {exc}); a gray image stands in for it", stacklevel=3)
 
 
 def _box(view: tuple, w: int, h: int, out: int) -> tuple[float, float, float, float]:
@@ -239,9 +245,7 @@ def decode_rescaled(path: Path, scales: list[int], side: tuple[int, int], strict
             im.load()
             return [pil_to_tensor(resize(im, [q])) for q in scales]
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        if strict:
-            raise DataError(f"cannot read image {path}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
-        warnings.warn(f"unreadable image {path} ({type(exc).__name__}: {exc}); a gray image stands in for it", stacklevel=2)
+        _unreadable(path, exc, strict)
         return [torch.full((3, *rescaled_size(*side, q)[::-1]), 128, dtype=torch.uint8) for q in scales]
 
 
