@@ -75,8 +75,7 @@ class Inference:
     def trained_with_flips(self) -> bool:
         """Whether training mirrored its images (a run's augment.flip; torchvision's ImageNet
         weights were trained with flips). Flip TTA shows a model without them images it never saw."""
-        config = self.checkpoint.get("config")
-        return True if config is None else bool(config.get("augment", {}).get("flip", True))
+        return self.augment is None or self.augment.flip
 
     @property
     def test_scale(self) -> int:
