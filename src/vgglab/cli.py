@@ -20,6 +20,7 @@ from .models import create_model, param_count, format_summary, get_entry, list_m
 from .models.spec import HEAD_TYPES
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
+from .train.speed import ProbeCache, machine_label
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
 from .viz.report import build_report
@@ -145,6 +146,18 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_speed(args) -> int:
+    cache = ProbeCache(args.cache_dir)
+    if args.forget:
+        n = cache.forget()
+        print(f"forgot {n} cached speed verdict{'s' if n != 1 else ''} ({cache.path}); the next run probes again")
+        return 0
+    n = len(cache.entries())
+    print(f"{n} cached speed verdict{'s' if n != 1 else ''} in {cache.path} ({machine_label()}); "
+          "`vgglab speed --forget` removes them")
+    return 0
+
+
 def _shipped_config(name: str):
     """The demo's recipe ships inside the package, so the demo works from any folder."""
     data = yaml.safe_load(resources.files("vgglab").joinpath("recipes", name).read_text())
@@ -249,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output .npz file")
     p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("speed", help="the speed probe's cached verdicts (precision, layout) on this machine")
+    p.add_argument("--forget", action="store_true", help="remove them: the next run (and eval/predict) measures again")
+    p.add_argument("--cache-dir", help="the cache folder runs use (data.cache_dir; default ~/.cache/vgglab or $VGGLAB_CACHE)")
+    p.set_defaults(func=_cmd_speed)
 
     p = sub.add_parser("export", help="ONNX / TorchScript / safetensors, checked against PyTorch")
     p.add_argument("checkpoint")

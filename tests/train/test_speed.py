@@ -66,7 +66,7 @@ def test_cpu_with_native_bf16_takes_bf16_only_where_the_probe_measures_it_faster
     slower = FakeTimer({("fp32", False): 100.0, ("fp32", True): 95.0, ("bf16", False): 90.0, ("bf16", True): 99.0})
     c = resolve(model, tmp_path / "b", slower)
     assert (c.precision, c.channels_last) == ("fp32", False)
-    assert "only 0.99x fp32" in c.precision_reason and "1.05x channels_last" in c.channels_last_reason
+    assert "measured 0.99x fp32" in c.precision_reason and "1.05x channels_last" in c.channels_last_reason
 
 
 def test_pinned_settings_are_used_as_given_without_a_probe(model, machine, tmp_path):
@@ -153,7 +153,7 @@ def test_fit_records_the_setting_and_what_it_resolved_to_and_resume_reuses_it(tm
     ckpt = load_checkpoint(res.run_dir / "last.pt")
     assert ckpt["speed"]["precision_setting"] == "auto" and ckpt["speed"]["precision"] == "fp32"
     assert ckpt["speed"]["channels_last"] == saved["resolved"]["channels_last"]
-    assert any(line.startswith("precision auto -> fp32 (no native bf16 on this CPU: AVX2)") for line in lines)
+    assert any(line.startswith("precision auto -> fp32 (no native bf16 on this CPU: AVX2)") for line in lines), lines
 
     def no_probe(*a, **k):
         raise AssertionError("resume probed again instead of reusing the recorded choice")
@@ -209,7 +209,7 @@ def test_a_layout_verdict_within_the_probes_noise_is_measured_again_then_kept_at
         c = resolve(model, tmp_path / str(len(list(tmp_path.iterdir()))), timer)
         assert (c.precision, c.channels_last) == ("fp32", speed.CPU_TIE_LAYOUT)
         assert len(timer.calls) == 2  # measured once more before deciding
-        assert "within its noise (3%) twice: kept the layout never much slower on CPUs" in c.channels_last_reason
+        assert "a tie (within 3%): kept the layout never much slower on CPUs" in c.channels_last_reason
         assert "probe, measured twice" in c.channels_last_reason
 
 
@@ -226,9 +226,90 @@ def test_a_clear_difference_is_not_a_tie_and_a_noisy_probe_widens_the_margin(mod
             return r
     noisy = Noisy({("fp32", False): 100.0, ("fp32", True): 90.0})
     c = resolve(model, tmp_path / "b", noisy)
-    assert c.channels_last is speed.CPU_TIE_LAYOUT and len(noisy.calls) == 2 and "within its noise (15%)" in c.channels_last_reason
+    assert c.channels_last is speed.CPU_TIE_LAYOUT and len(noisy.calls) == 2 and "within its noise (15%): inconclusive" in c.channels_last_reason
+    assert c.provisional and "the probe was inconclusive" in c.header("auto", "auto")
 
 
 def test_time_arms_reports_its_spread(model):
     rates = speed.time_arms(model, [("fp32", False), ("fp32", True)], 4, CPU, budget_s=2.0, max_rounds=3)
     assert isinstance(rates, speed.Rates) and rates.spread >= 0.0
+
+
+class NoisyTimer(FakeTimer):
+    """A probe that shared its cores: the rates it returns, with the spread such a probe measures."""
+
+    def __init__(self, rates, spread):
+        super().__init__(rates)
+        self.spread = spread
+
+    def __call__(self, *a):
+        r = speed.Rates(super().__call__(*a))
+        r.spread = self.spread
+        return r
+
+
+def test_a_busy_probe_neither_flips_bf16_off_nor_poisons_the_cache_on_native_bf16(model, machine, tmp_path):
+    """Issue 26: two busy processes made bf16 measure 0.90x fp32; the quiet run after must not inherit that."""
+    machine(native=True, capability="AVX512")
+    busy = NoisyTimer({("fp32", False): 100.0, ("fp32", True): 60.0, ("bf16", False): 90.0, ("bf16", True): 70.0}, spread=0.45)
+    c = resolve(model, tmp_path, busy)
+    assert c.precision == "bf16" and c.provisional
+    assert "0.70x fp32 in the probe, measured twice, within its noise (45%): inconclusive, so bf16" in c.precision_reason
+    assert "the probe was inconclusive" in c.header("auto", "auto") and "only" not in c.header("auto", "auto")
+    quiet = NoisyTimer({("fp32", False): 100.0, ("fp32", True): 110.0, ("bf16", False): 150.0, ("bf16", True): 170.0}, spread=0.01)
+    c = resolve(model, tmp_path, quiet)
+    assert len(quiet.calls) == 1  # the busy verdict was not kept: measured again
+    assert (c.precision, c.channels_last, c.provisional) == ("bf16", True, False)
+    again = resolve(model, tmp_path, quiet)
+    assert len(quiet.calls) == 1 and "cached probe" in again.precision_reason and again.precision == "bf16"
+
+
+def test_a_busy_probe_on_avx2_changes_nothing(model, machine, tmp_path):
+    machine(native=False, capability="AVX2")
+    busy = NoisyTimer({("fp32", False): 100.0, ("fp32", True): 80.0}, spread=0.6)
+    c = resolve(model, tmp_path, busy)
+    assert (c.precision, c.channels_last) == ("fp32", speed.CPU_TIE_LAYOUT) and c.provisional
+    assert [a for a, _ in busy.calls] == [[("fp32", False), ("fp32", True)]] * 2  # bf16 is never probed without native support
+
+
+def test_a_clear_bf16_loss_on_a_quiet_probe_is_a_cached_fp32_verdict(model, machine, tmp_path):
+    machine(native=True, capability="AVX512")
+    quiet = NoisyTimer({("fp32", False): 100.0, ("fp32", True): 110.0, ("bf16", False): 50.0, ("bf16", True): 55.0}, spread=0.01)
+    c = resolve(model, tmp_path, quiet)
+    assert (c.precision, c.provisional) == ("fp32", False) and "measured 0.50x fp32" in c.precision_reason
+    resolve(model, tmp_path, quiet)
+    assert len(quiet.calls) == 1
+
+
+def test_the_spread_is_a_median_over_rounds_not_the_worst_step():
+    # arm b is 1.2x slower in every round but one, where another job stalled it 5x
+    times = {("fp32", False): [1.0, 1.0, 1.0, 1.0, 1.0], ("fp32", True): [1.2, 1.2, 6.0, 1.2, 1.21]}
+    rates = speed.rates_of(times, batch=10)
+    assert rates[("fp32", False)] == pytest.approx(10.0) and rates[("fp32", True)] == pytest.approx(10 / 1.2)
+    assert rates.spread < 0.01
+    shared = {("fp32", False): [1.0, 1.6, 1.0, 2.0, 1.1], ("fp32", True): [1.9, 1.0, 1.5, 1.0, 1.2]}
+    assert speed.rates_of(shared, batch=10).spread > 0.2  # busy throughout: the ratio wanders every round
+
+
+@pytest.mark.parametrize("content", ['[1, 2]', '{"KEY": 3}', '{"KEY": {"rates": [["fp32", "yes", -1]], "spread": 0}}',
+                                     '{"KEY": {"rates": 5}}', 'not json'])
+def test_a_probe_cache_of_the_wrong_shape_is_measured_again_with_a_warning(model, machine, tmp_path, content):
+    machine(native=False)
+    timer = FakeTimer({("fp32", False): 50.0, ("fp32", True): 60.0})
+    key = speed.probe_key(speed.machine_info(), model, 128, f"arms={[('fp32', False), ('fp32', True)]}")
+    (tmp_path / "speed_probe.json").write_text(content.replace("KEY", key))
+    with pytest.warns(UserWarning, match="speed probe cache"):
+        c = resolve(model, tmp_path, timer)
+    assert c.channels_last is True and len(timer.calls) == 1
+    assert speed.ProbeCache(tmp_path).get(key)["rates"]  # rewritten whole
+
+
+def test_vgglab_speed_forget_removes_the_cached_verdicts(model, machine, tmp_path, capsys):
+    from vgglab.cli import main
+
+    machine(native=False)
+    resolve(model, tmp_path, FakeTimer({("fp32", False): 50.0, ("fp32", True): 60.0}))
+    assert main(["speed", "--cache-dir", str(tmp_path)]) == 0
+    assert "1 cached speed verdict" in capsys.readouterr().out
+    assert main(["speed", "--forget", "--cache-dir", str(tmp_path)]) == 0
+    assert "forgot 1 cached speed verdict" in capsys.readouterr().out and not (tmp_path / "speed_probe.json").exists()
