@@ -32,7 +32,7 @@ PAPER_EPOCHS = 74
 
 def time_steps(model, opt, batches, steps: int, device, precision: str) -> float:
     """Images/s over ``steps`` training steps after one warm-up step (workers started, kernels chosen)."""
-    from vgglab.train.loop import autocast
+    from vgglab.device import autocast
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
@@ -108,7 +108,7 @@ def dense_eval(model, ds, device, precision: str, fmt) -> None:
     """The paper's dense evaluation (Q = 256, 384, 512, flips) over the test split's whole images."""
     from vgglab.data.stream import full_image_batches
     from vgglab.evaluate.tta import dense_head, scale_probs
-    from vgglab.train.loop import autocast
+    from vgglab.device import autocast
 
     model.eval()
     norm = ds.normalization()

@@ -1,8 +1,9 @@
-"""``vgglab predict`` over a folder against a plain batched forward of the same model (issue 20):
-images/s after start-up of (a) predict_files as the CLI runs it (batches of 32, two decoding
-threads, the precision auto resolves to on this machine), (b) the same with one file per forward
-(the path before issue 20), and (c) the limit: one batched forward of already-decoded images at
-that precision. Also checks that (a) and (b) give the same top-1 labels.
+"""``vgglab predict`` of a pretrained-like model over a folder (issues 20 and 26): images/s after
+start-up of (a) predict_files in fp32, what predict always ran for a model without a recorded
+precision before issue 26 (e2924c5), (b) predict_files in the precision ``--precision auto``
+resolves to now (bf16 where native and measured faster), and (c) the limit: one batched forward of
+already-decoded images at that precision. Prints (b)/(a), the issue's figure, and checks that (a)
+and (b) give the same top-1 labels on most files (bf16 rounds).
 
     python benchmarks/predict_throughput.py [--images 96] [--model vgg11]
 """
@@ -32,35 +33,39 @@ def main():
     from vgglab.evaluate.predict import load_image, predict_files
     from vgglab.models import create_model
     from vgglab.runmeta import RunMeta
+    from vgglab.device import autocast
     from vgglab.train import speed
-    from vgglab.train.loop import autocast
 
     tree = make_tree(Path(a.root) / "jpeg1000", 1000)
     files = sorted((tree / "train").rglob("*.jpg"))[: a.images]
     model = create_model(a.model, num_classes=1000).eval()
-    precision = speed.resolve_speed("auto", "auto", model, 32, torch.device("cpu")).precision
+    choice = speed.resolve_inference_precision(model, torch.device("cpu"))
     meta = RunMeta(tuple(f"c{i}" for i in range(1000)), 224, 256, model.config.to_dict(),
                    Normalization("standardize", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
-    inf = Inference(model, meta, {"path": "bench", "config": None}, torch.device("cpu"), precision, False)
-    predict_files(inf, files[:4])  # warm-up
 
+    def inference(precision):
+        return Inference(model, meta, {"path": "bench", "config": None}, torch.device("cpu"), precision, False)
+
+    before, now = inference("fp32"), inference(choice.precision)
+    predict_files(before, files[:4])  # warm-up, both precisions
+    predict_files(now, files[:4])
+    rates, results = {}, {}
+    for name, inf in (("before", before), ("now", now)):
+        t = time.perf_counter()
+        results[name] = predict_files(inf, files)
+        rates[name] = len(files) / (time.perf_counter() - t)
+    x = now.prepare(torch.cat([load_image(now, f) for f in files]))
     t = time.perf_counter()
-    batched = predict_files(inf, files)
-    batched_rate = len(files) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    single = predict_files(inf, files, batch_size=1)
-    single_rate = len(files) / (time.perf_counter() - t)
-    x = inf.prepare(torch.cat([load_image(inf, f) for f in files]))
-    t = time.perf_counter()
-    with torch.inference_mode(), autocast(inf.device, precision):
+    with torch.inference_mode(), autocast(now.device, now.precision):
         for i in range(0, len(x), 32):
             model(x[i:i + 32])
     limit = len(files) / (time.perf_counter() - t)
-    same = sum(p.top[0][0] == q.top[0][0] for p, q in zip(batched, single))
-    print(f"machine: {speed.cpu_model()}, {a.model} at 224, {len(files)} ImageNet-like JPEGs, precision {precision}")
-    print(f"predict (batches of 32) {batched_rate:.2f} img/s, one file per forward {single_rate:.2f} img/s "
-          f"({batched_rate / single_rate:.2f}x), batched forward alone {limit:.2f} img/s (predict at {batched_rate / limit:.2f} of it); "
-          f"same top-1 label for {same}/{len(files)}")
+    same = sum(p.top[0][0] == q.top[0][0] for p, q in zip(results["before"], results["now"]))
+    print(f"machine: {speed.machine_label()}; {a.model} at 224, {len(files)} ImageNet-like JPEGs")
+    print(f"precision auto -> {choice.precision} ({choice.precision_reason})")
+    print(f"predict fp32 (e2924c5's) {rates['before']:.2f} img/s, predict {now.precision} (auto now) {rates['now']:.2f} img/s: "
+          f"ratio {rates['now'] / rates['before']:.2f}; batched {now.precision} forward alone {limit:.2f} img/s "
+          f"(predict at {rates['now'] / limit:.2f} of it); same top-1 label for {same}/{len(files)}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from .data.views import MULTICROP_GRID, TTA_MODES
 from .errors import VgglabError
 from .evaluate import expand_inputs, format_metrics, load_inference, predict_files
 from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
+from .evaluate.inference import INFERENCE_PRECISIONS
 from .export import FORMATS, export_model, extract_features, features_out, save_features
 from .models import create_model, param_count, format_summary, get_entry, list_models, summarize
 from .models.spec import HEAD_TYPES
@@ -74,21 +75,22 @@ def _cmd_eval(args) -> int:
     scales = args.scales
     out = args.out or default_out(args.checkpoint)
     m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out, data_root=args.data_root,
-                            shift=args.tta_shift, scales=scales, grid=args.grid, device=args.device)
+                            shift=args.tta_shift, scales=scales, grid=args.grid, device=args.device, precision=args.precision)
     print(format_metrics(m))
     print(f"wrote {out}")
     return 0
 
 
 def _cmd_predict(args) -> int:
-    inf = load_inference(args.checkpoint, args.device)
+    inf = load_inference(args.checkpoint, args.device, precision=args.precision)
     results = predict_files(inf, expand_inputs(args.inputs), args.topk)
+    print(f"precision {inf.precision}: {inf.precision_reason}", file=sys.stderr)
     if not results:
         raise VgglabError("no image files found in the given inputs")
     for r in results:
         if args.json:
             print(json.dumps({"file": r.path, "error": r.error} if r.error else
-                             {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top]}))
+                             {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top], "precision": inf.precision}))
         elif r.error:
             print(f"vgglab predict: error: {r.path}: {r.error}", file=sys.stderr)
         else:
@@ -123,17 +125,17 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta)}")
+    print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta, precision=args.precision)}")
     return 0
 
 
 def _cmd_features(args) -> int:
     layers = [n.strip() for n in args.layer.split(",")] if args.layer else None
     out = features_out(args.out, args.checkpoint)
-    feats = extract_features(args.checkpoint, args.split, layers, args.data_root)
+    feats = extract_features(args.checkpoint, args.split, layers, args.data_root, precision=args.precision)
     save_features(feats, out)
-    arrays = ", ".join(f"{k} {v.shape}" for k, v in feats.items() if k not in ("labels", "classes"))
-    print(f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes")
+    arrays = ", ".join(f"{k} {v.shape}" for k, v in feats.items() if k not in ("labels", "classes", "precision"))
+    print(f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes (computed in {feats['precision']})")
     return 0
 
 
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where the dataset is now, if it moved since training; for torchvision:NAME, "
                                         "a folder holding SPLIT/<class>/ (ImageNet: val/<synset id>/)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files (any size or mode)")
@@ -226,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("inspect", help="activation maps, filters and Grad-CAM for one image")
@@ -252,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TTA reported beside the plain metrics; auto: flip when the model trained with flips, else none")
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("features", help="embeddings of a split as .npz (features, labels, classes)")
@@ -261,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "default: the penultimate embedding")
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("speed", help="the speed probe's cached verdicts (precision, layout) on this machine")

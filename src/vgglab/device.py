@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .strict import ConfigError
@@ -22,3 +24,12 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(name)!r}: CUDA is not available on this machine; use device: auto or cpu")
     return dev
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision setting (fp32: none; bf16; fp16) on ``device``: used by
+    training and by every evaluation, so both compute alike."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

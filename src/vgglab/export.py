@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import VgglabError
 from .data.stream import uint8_batches
+from .device import autocast
+from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
 from .files import atomic_write, check_output_file, write_error
 from .models import create_model_from_spec
@@ -111,17 +112,17 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
 
 
 def extract_features(checkpoint, split: str = "test", layers: str | list[str] | None = None, data_root: str | None = None,
-                     batch_size: int = 250) -> dict:
+                     batch_size: int = 250, precision: str = "auto") -> dict:
     """Embeddings of a split: the pre-logits embedding, or named layers' outputs averaged over
     space. Returns ``features`` (one layer, or the embedding), one array per layer name when
     several are asked for, ``labels`` and ``classes``."""
-    inf = load_inference(checkpoint, "auto")
+    inf = load_inference(checkpoint, "auto", precision=precision)
     data, _ = inf.load_split(split, data_root)
     model = inf.model
     layers = [layers] if isinstance(layers, str) else list(layers or [])
     extractor = feature_extractor(model, layers) if layers else None
     feats: dict[str, list[torch.Tensor]] = {name: [] for name in layers or ["features"]}
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(inf.device, inf.precision):
         for images in uint8_batches(data, batch_size):
             x = inf.prepare(images)
             got = extractor(x) if extractor is not None else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
@@ -130,7 +131,7 @@ def extract_features(checkpoint, split: str = "test", layers: str | list[str] | 
     out = {name: torch.cat(parts).numpy() for name, parts in feats.items()}
     if len(out) == 1:
         out = {"features": next(iter(out.values()))}
-    return {**out, "labels": data.y.numpy(), "classes": np.array(inf.classes)}
+    return {**out, "labels": data.y.numpy(), "classes": np.array(inf.classes), "precision": np.array(inf.precision)}
 
 
 def features_out(out: str | Path, checkpoint) -> Path:

@@ -15,7 +15,8 @@ import vgglab
 from vgglab.data import load_dataset
 from vgglab.data.config import AugmentConfig, DataConfig
 from vgglab.data.errors import DataError
-from vgglab.data.stream import _box, decode_view, make_loader
+from vgglab.data.decode import crop_box as _box, decode_view
+from vgglab.data.stream import make_loader
 
 from ..conftest import TINY
 
@@ -226,7 +227,8 @@ def test_whole_image_batches_for_the_papers_evaluation(tmp_path):
     """Whole images rescaled per scale (aspect kept, torchvision's sizes), batched by original size;
     a file broken after indexing is a warning and a gray stand-in, or one DataError when strict."""
     from vgglab.data.errors import DataError
-    from vgglab.data.stream import folder_split, full_image_batches
+    from vgglab.data.stream import full_image_batches
+    from vgglab.data.stream_index import folder_split
 
     folder = tmp_path / "val"
     for i, (w, h) in enumerate([(40, 30), (30, 47), (40, 30)]):

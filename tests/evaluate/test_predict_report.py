@@ -53,7 +53,8 @@ def test_predict_any_mode_and_clear_errors(trained_run, image_files, capsys):
     # plain output: errors on stderr, one line each; all inputs failing is exit status 1
     assert main(["predict", str(trained_run), str(image_files["notes.jpg"]), str(image_files["truncated.jpg"]), "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "notes.jpg" in err[0]
+    # first what the figures were computed in, then one line per unreadable file
+    assert len(err) == 3 and err[0] == "precision fp32: the run's own choice on this machine" and "notes.jpg" in err[1]
 
 
 def test_inspect_writes_pictures_and_refuses_unknown_layers(trained_run, image_files, tmp_path, capsys):

@@ -16,7 +16,7 @@ from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .normalization import Normalization
 from .sources import ImageFolderSource, resolve_source
-from .stream import build_index, index_stats, stream_splits
+from .stream_index import build_index, index_stats, stream_splits
 from .split import Split
 from .stats import PixelStats, pixel_stats
 

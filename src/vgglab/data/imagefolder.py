@@ -3,6 +3,8 @@ tensors, and the one PIL decoding that training, ``predict`` and ``load_model`` 
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,11 +18,31 @@ from .split import RawData, Split
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def decode_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
-    """One image -> (size, size, 3) uint8, as :func:`square_rgb` prepares it."""
+def open_image(path: Path):
+    """``PIL.Image.open`` of a regular file only: a FIFO, a device or a link to one would block or
+    read forever, so it is refused (``NotAnImageFile``) before anything opens it."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise NotAnImageFile(f"cannot stat it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise NotAnImageFile(f"it is {kind}, not an image file")
+    return Image.open(path)
+
+
+class NotAnImageFile(OSError):
+    """A path that is not a regular file (a FIFO, a device, a folder): never opened for reading."""
+
+
+def decode_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
+    """One image -> (size, size, 3) uint8, as :func:`square_rgb` prepares it."""
+    with open_image(path) as im:
         im.load()
         return square_rgb(im, size, crop)
 
@@ -146,15 +168,23 @@ def count_images(root: Path) -> int:
                for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def image_size_of_tree(root: Path) -> int:
-    """Side of the first training image (used when data.image_size is not set)."""
+def image_size_of_tree(root: Path, strict: bool = False) -> int:
+    """Shorter side of the first readable training image (the input size when data.image_size is
+    not set). The rule for every file holds for the first: special files are never opened, and an
+    unreadable file is skipped with a warning (a DataError under ``strict``)."""
     from PIL import Image
 
     for p in sorted((root / "train").rglob("*")):
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
-            with Image.open(p) as im:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith(".") or not p.is_file():
+            continue
+        try:
+            with open_image(p) as im:
                 return min(im.size)
-    raise DataError(f"no images found under {root / 'train'}")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            if strict:
+                raise DataError(f"cannot read image {p}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+            warnings.warn(f"skipped unreadable image {p} ({type(exc).__name__}: {exc})", stacklevel=2)
+    raise DataError(f"no readable images found under {root / 'train'}")
 
 
 def find_imagefolder(root: Path) -> Path | None:

@@ -174,7 +174,7 @@ def resolve_source(cfg: DataConfig) -> Source:
         root = unpack_archive(root, cfg.cache_dir)
     tree = find_imagefolder(root) if root.exists() else None
     if tree is not None:
-        native = image_size_of_tree(tree)
+        native = image_size_of_tree(tree, cfg.strict)
         size = cfg.image_size or (native if cfg.dataset != "imagefolder" else min(native, 224))
         store = size if (cfg.dataset != "imagefolder" or native == size) else round(size * EVAL_RESIZE_RATIO)
         return ImageFolderSource(size, store, tree, cfg.strict)

@@ -42,7 +42,7 @@ def default_out(checkpoint: str | Path) -> Path:
 
 def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", topk: int = 5, out=None,
                         data_root: str | None = None, shift: int = 1, scales: list[int] | None = None,
-                        grid: int = MULTICROP_GRID, device: str = "auto", pictures: bool = True) -> dict:
+                        grid: int = MULTICROP_GRID, device: str = "auto", pictures: bool = True, precision: str = "auto") -> dict:
     """Evaluate a run or checkpoint (or ``torchvision:NAME``) on a split; writes ``eval.json`` (+
     PNGs) into ``out`` (default :func:`default_out`) and returns the same metrics. The paper's
     scale modes (dense, multicrop, dense+multicrop) read an ImageFolder split's whole images."""
@@ -51,13 +51,14 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     if not 1 <= topk <= 5:
         raise VgglabError(f"--topk must be between 1 and 5, got {topk}")
     out = check_output_dir(Path(out) if out else default_out(checkpoint))
-    inf = load_inference(checkpoint, device)
+    inf = load_inference(checkpoint, device, precision=precision)
     check_tta_sizes(inf, shift, scales, tta, grid)
     data, _ = inf.load_split(split, data_root, full_images=tta in SCALE_MODES)
     if tta in SCALE_MODES and isinstance(data, StreamSplit):  # whole images: the paper's default Q (sec. 4.1)
         scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
     probs = predict_split(inf, data, tta, shift=shift, scales=scales, grid=grid)
-    metrics = {"split": split, "tta": tta, **({"scales": scales} if scales else {}), **({"grid": grid} if "multicrop" in tta else {}),
+    metrics = {"split": split, "tta": tta, "precision": inf.precision, "precision_reason": inf.precision_reason,
+               **({"scales": scales} if scales else {}), **({"grid": grid} if "multicrop" in tta else {}),
                **compute_metrics(probs, data.y, inf.classes, topk)}
     if tta != "none" and not inf.trained_with_flips:
         metrics["note"] = FLIP_NOTE

@@ -13,7 +13,7 @@ from ..data import Dataset, load_dataset
 from ..data.config import AugmentConfig, DataConfig
 from ..data.normalization import Normalization
 from ..data.split import Split
-from ..data.stream import folder_split
+from ..data.stream_index import folder_split
 from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
@@ -33,9 +33,11 @@ class Inference:
     meta: RunMeta
     checkpoint: dict
     device: torch.device
-    # the run's resolved speed settings where it was trained on this same machine, else fp32 / NCHW
+    # the run's resolved speed settings where it was trained on this same machine; else NCHW and
+    # the precision ``auto`` resolves to here (see load_inference), or the one asked for
     precision: str = "fp32"
     channels_last: bool = False
+    precision_reason: str = "asked for"
 
     @property
     def classes(self) -> list[str]:
@@ -145,25 +147,51 @@ class Inference:
         return dataclasses.replace(chosen, y=index[chosen.y])
 
 
-def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Inference:
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, precision: str = "auto",
+                   cache_dir: str | None = None) -> Inference:
     """A run directory (its best.pt, else last.pt), a checkpoint file or torchvision weights
-    (``torchvision:vgg16_bn[:WEIGHTS]``) -> ready-to-use model."""
+    (``torchvision:vgg16_bn[:WEIGHTS]``) -> ready-to-use model. ``precision``: ``auto`` is the
+    run's own choice on the machine it trained on, elsewhere (and for pretrained weights) bf16
+    where it is native and a forward probe does not measure it slower, else fp32
+    (:func:`~vgglab.train.speed.resolve_inference_precision`); or fp32, bf16, fp16 (CUDA) as given."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise VgglabError(f"unknown precision {precision!r}; valid: {', '.join(INFERENCE_PRECISIONS)}")
     device = resolve_device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise VgglabError("precision fp16 needs CUDA; use bf16 or fp32 on a CPU")
     if is_pretrained(path):
-        model = parse_pretrained(path).model()
-        return Inference(model.to(device), model.meta, {"path": str(path), "config": None, "epoch": None}, device)
+        model = parse_pretrained(path).model().to(device).eval()
+        inf = Inference(model, model.meta, {"path": str(path), "config": None, "epoch": None}, device)
+        return _with_precision(inf, precision, cache_dir)
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, use_ema=use_ema).to(device).eval()
-    precision, channels_last = recorded_speed(ckpt, device)
+    recorded = recorded_speed(ckpt, device)
+    channels_last = bool(recorded and recorded[1])
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return Inference(model, meta_of(ckpt), ckpt, device, precision, channels_last)
+    inf = Inference(model, meta_of(ckpt), ckpt, device, channels_last=channels_last)
+    if precision == "auto" and recorded:
+        inf.precision, inf.precision_reason = recorded[0], "the run's own choice on this machine"
+        return inf
+    return _with_precision(inf, precision, cache_dir)
 
 
-def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool]:
+def _with_precision(inf: Inference, precision: str, cache_dir: str | None) -> Inference:
+    if precision != "auto":
+        inf.precision, inf.precision_reason = precision, "asked for"
+        return inf
+    choice = speed.resolve_inference_precision(inf.model, inf.device, cache_dir=cache_dir)
+    inf.precision, inf.precision_reason = choice.precision, choice.precision_reason
+    return inf
+
+
+def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool] | None:
     """The precision and memory layout training resolved to, when this is the machine (and kind of
-    device) it ran on; elsewhere the portable fp32 / NCHW."""
+    device) it ran on; None elsewhere."""
     rec = ckpt.get("speed")
     if not rec or rec.get("device") != device.type or not speed.same_machine(rec.get("machine", {}), speed.machine_info()):
-        return "fp32", False
+        return None
     return rec["precision"], bool(rec["channels_last"])

@@ -9,7 +9,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from ..data.split import Split
 from ..data.stream import StreamSplit, full_image_batches, uint8_batches
 from ..data.views import MULTICROP_GRID, SCALE_MODES
-from ..train.loop import autocast
+from ..device import autocast
 from .inference import Inference
 from .tta import default_scales, dense_head, scale_probs, tta_probs
 
@@ -100,7 +100,11 @@ def format_metrics(m: dict) -> str:
     errors = " / ".join(f"{100 * m[f'top{k}_error']:.2f}" for k in (1, 5) if f"top{k}_error" in m)
     errors = f"  error (top-1{' / top-5' if 'top5_error' in m else ''}) {errors}%" if errors else ""
     scales = f" at {','.join(map(str, m['scales']))}" if m.get("scales") else ""
-    lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}{scales}: n {m['n']}  loss {m['loss']:.4f}  {tops}{errors}  ECE {m['ece']:.4f}", ""]
+    precision = f", {m['precision']}" if m.get("precision") else ""
+    lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}{scales}{precision}: n {m['n']}  loss {m['loss']:.4f}  {tops}{errors}  "
+             f"ECE {m['ece']:.4f}", ""]
+    if m.get("precision_reason"):
+        lines[-1:] = [f"precision {m['precision']}: {m['precision_reason']}", ""]
     if m.get("note"):
         lines[-1:] = [f"note: {m['note']}", ""]
     width = max(12, *(len(c) for c in m["per_class"]))

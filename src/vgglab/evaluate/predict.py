@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ..data.imagefolder import IMAGE_EXTENSIONS, decode_image
+from ..device import autocast
 from ..errors import VgglabError
-from ..train.loop import autocast
 from .inference import Inference
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.views import view_probs
+from ..device import autocast
 from ..errors import VgglabError
 from .config import TrainConfig
 from .distributed import all_sum
@@ -22,13 +22,6 @@ if TYPE_CHECKING:  # annotations only: state.py builds on this module
 
 class TrainingDiverged(VgglabError):
     pass
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:

@@ -17,27 +17,20 @@ On CUDA: bf16 where the GPU supports it, else fp16 with the grad scaler, and cha
 
 from __future__ import annotations
 
-import copy
-import json
-import math
 import os
-import warnings
 import platform
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data.cache import cache_root, fingerprint
-from ..errors import VgglabError
-from ..files import write_text
+from .probe import PROBE_BUDGET_S, ProbeCache, Rates, probe_key, rates_of, time_arms, time_forward
+
+__all__ = ["SpeedChoice", "ProbeCache", "Rates", "rates_of", "time_arms", "time_forward", "resolve_speed",
+           "resolve_inference_precision", "machine_info", "machine_label", "native_bf16"]
 
 PROBE_BATCH = 128  # images per probe step at most: larger batches give the same images/s on a CPU
-PROBE_BUDGET_S = 10.0  # soft limit of one probe (up to 3x at the run's own batch); cached per machine, model and batch
 BF16_MIN_GAIN = 1.05  # bf16 costs a little accuracy: keep it only where it is clearly faster
 # Two arms closer than this, or than the probe's own spread, are a tie: measured once more, and if
 # still tied the layout never much slower on CPUs is kept (channels_last: 0.95x NCHW at worst on the
@@ -45,15 +38,6 @@ BF16_MIN_GAIN = 1.05  # bf16 costs a little accuracy: keep it only where it is c
 # vary by a few percent, enough to flip a verdict between two equal arms.
 NOISE_FLOOR = 0.03
 CPU_TIE_LAYOUT = True
-
-
-class Rates(dict):
-    """Images/s per arm (each arm's median step), with ``spread``: the probe's own noise, the median
-    over rounds of how far each round's step ratio between arms strays from the median ratio (0 when
-    there was one round). A median, not the worst step: one step disturbed by another job does not
-    make a whole probe look noisy, while a probe that shared its cores throughout does."""
-
-    spread: float = 0.0
 
 
 def cpu_model() -> str:
@@ -67,11 +51,28 @@ def cpu_model() -> str:
 
 
 def native_bf16() -> bool:
-    """Whether oneDNN runs bf16 in hardware here (AVX-512 BF16 or AMX); otherwise it is emulated."""
+    """Whether bf16 arithmetic runs in hardware here (AVX-512 BF16 or AMX). oneDNN's own check
+    says yes on any AVX-512 core, where it converts to fp32 around each op (measured 0.3-0.6x fp32
+    on a Xeon whose hypervisor hides avx512_bf16 and amx), so where the kernel lists the CPU's
+    flags, one of those two must be among them."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):
         return False
+    flags = _cpu_flags()
+    return flags is None or bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags as Linux lists them; None where they cannot be read (other systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
 
 
 def cpu_capability() -> str:
@@ -131,144 +132,6 @@ def same_machine(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _probe_step(model: nn.Module, precision: str, channels_last: bool, batch: int, device: torch.device):
-    """A closure doing one SGD step of a private copy of ``model`` on random data."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    m = copy.deepcopy(model).to(device, memory_format=fmt).train()
-    cfg = m.config
-    x = torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
-    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = F.cross_entropy(m(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def time_arms(model: nn.Module, arms: list[tuple[str, bool]], batch: int, device: torch.device,
-              budget_s: float = PROBE_BUDGET_S, max_rounds: int = 5, min_rounds: int = 3) -> Rates:
-    """Images/s of each (precision, channels_last) arm: a warm-up step each, then timed steps in
-    interleaved rounds (alternating the arms' order, so a shared machine's drift and any
-    first-after-another effect hit every arm alike), at least ``min_rounds`` and more while the
-    budget lasts; each arm's best step counts, and the gap to its next best is the probe's
-    ``spread``. ``batch`` is lowered only where a 2-image step says that the warm-ups and
-    ``min_rounds`` rounds at full size would take over 3x the budget (a 224-pixel VGG-16 step of 128
-    images takes minutes on a laptop CPU); with one timed step per arm a verdict is a coin toss.
-    The caller's RNG state is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        if budget_s > 0 and batch > 2:
-            calibrate = _probe_step(model, *arms[0], 2, device)
-            calibrate()  # the first step sets up the kernels
-            t = time.perf_counter()
-            calibrate()
-            per_image = (time.perf_counter() - t) / 2
-            # the layout verdict depends on the batch (on the EPYC a probe at a lowered batch chose NCHW, where
-            # batch 128 runs 1.14x faster in channels_last): keep the run's batch unless a warm-up and
-            # min_rounds rounds would take over 3x the budget
-            batch = max(2, min(batch, int(3 * budget_s / ((1 + min_rounds) * len(arms) * per_image))))
-        steps = {a: _probe_step(model, *a, batch, device) for a in arms}
-        for s in steps.values():
-            s()
-        t_start = time.perf_counter()
-        times: dict = {a: [] for a in arms}
-        order = list(steps.items())
-        for r in range(max_rounds):
-            if r >= min_rounds and time.perf_counter() - t_start > budget_s * (r / (r + 1)):
-                break
-            for a, s in (order if r % 2 == 0 else order[::-1]):
-                t = time.perf_counter()
-                s()
-                times[a].append(time.perf_counter() - t)
-    return rates_of(times, batch)
-
-
-def rates_of(times: dict, batch: int) -> Rates:
-    """Images/s per arm from the seconds of each of its steps (one per round, the arms interleaved),
-    and the spread (see :class:`Rates`)."""
-    rates = Rates({a: batch / statistics.median(ts) for a, ts in times.items()})
-    arms = list(times)
-    rounds = min(len(ts) for ts in times.values())
-    if len(arms) > 1 and rounds > 1:
-        base = arms[0]
-        devs = []
-        for a in arms[1:]:
-            ratios = [times[a][r] / times[base][r] for r in range(rounds)]  # one round: the same conditions for both
-            mid = statistics.median(ratios)
-            devs += [abs(x / mid - 1) for x in ratios]
-        rates.spread = statistics.median(devs)
-    return rates
-
-
-class ProbeCache:
-    """Verdicts of earlier probes, one JSON file in the cache directory (``vgglab speed --forget``
-    removes them). A file or entry of the wrong shape (hand-edited, another version's) is not
-    trusted: a warning, and the probe measures again and rewrites it."""
-
-    def __init__(self, root: str | Path | None = None):
-        self.path = cache_root(str(root) if root else None) / "speed_probe.json"
-
-    def _read(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"speed probe cache {self.path} is unreadable ({exc}); probing again", stacklevel=3)
-            return {}
-        if not isinstance(data, dict):
-            warnings.warn(f"speed probe cache {self.path} is not a mapping of verdicts; probing again", stacklevel=3)
-            return {}
-        return data
-
-    def get(self, key: str) -> dict | None:
-        entry = self._read().get(key)
-        if entry is None or _valid_entry(entry):
-            return entry
-        warnings.warn(f"speed probe cache {self.path}: an entry of the wrong shape; probing again", stacklevel=3)
-        return None
-
-    def put(self, key: str, value: dict) -> None:
-        data = self._read()
-        data[key] = value
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(self.path, json.dumps(data, indent=1))
-        except (OSError, VgglabError) as exc:
-            warnings.warn(f"could not cache the speed probe's verdict ({exc}); it will be measured again next run", stacklevel=3)
-
-    def entries(self) -> dict:
-        return self._read()
-
-    def forget(self) -> int:
-        """Remove every cached verdict; returns how many there were."""
-        n = len(self._read()) if self.path.is_file() else 0
-        self.path.unlink(missing_ok=True)
-        return n
-
-
-def _valid_entry(entry) -> bool:
-    """``{"rates": [[precision, channels_last, images/s], ...], "spread": number, ...}``."""
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-    try:
-        return (isinstance(entry, dict) and isinstance(entry.get("rates"), list) and entry["rates"] and number(entry.get("spread"))
-                and all(isinstance(r, list) and len(r) == 3 and r[0] in ("fp32", "bf16", "fp16") and isinstance(r[1], bool)
-                        and number(r[2]) and r[2] > 0 for r in entry["rates"]))
-    except TypeError:
-        return False
-
-
-def probe_key(info: dict, model: nn.Module, batch: int, what: str) -> str:
-    return fingerprint(what, info["cpu"], info["cpu_capability"], info["threads"], info["torch"],
-                       sorted(model.config.to_dict().items()), batch)
-
-
 def _ratio_text(rates: dict, a, b) -> str:
     return f"{rates[a] / rates[b]:.2f}x"
 
@@ -317,16 +180,8 @@ def _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, 
     pb = min(batch, 16 if precision == "bf16" and not native else PROBE_BATCH)
     arms = [(p, cl) for p in precisions for cl in layouts]
     if len(arms) > 1:
-        key = probe_key(info, model, pb, f"arms={arms}")
-        rates, source = _rates(cache, key, timer, model, arms, pb, device, budget_s)
-        verdict = Verdict(rates, cl_auto, precision == "auto" and native)
-        if source == "probe" and verdict.undecided:
-            rates, source = _rates(cache, key, timer, model, arms, pb, device, budget_s, more=rates)  # measure once more
-            verdict = Verdict(rates, cl_auto, precision == "auto" and native)
-        if source != "cached probe":
-            # a verdict that noise decided is not kept: the next run measures again
-            cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()], "spread": rates.spread,
-                            "provisional": verdict.inconclusive})
+        verdict, source = _decide(cache, probe_key(info, model, pb, f"arms={arms}"), timer, model, arms, pb, device, budget_s,
+                                  cl_auto, precision == "auto" and native)
         verdict.apply(choice, cap, source)
     if precision == "bf16" and not native:
         choice.warning = _emulated_bf16_warning(model, choice.channels_last, device, info, cache, timer)
@@ -394,6 +249,21 @@ class Verdict:
         choice.provisional = self.inconclusive
 
 
+def _decide(cache: ProbeCache, key: str, timer, model, arms, batch, device, budget_s, cl_auto: bool,
+            bf16_candidate: bool) -> tuple["Verdict", str]:
+    """The verdict of a cached probe, else of one measured (once more when it is undecided), cached
+    unless the probe's noise decided it."""
+    rates, source = _rates(cache, key, timer, model, arms, batch, device, budget_s)
+    verdict = Verdict(rates, cl_auto, bf16_candidate)
+    if source == "probe" and verdict.undecided:
+        rates, source = _rates(cache, key, timer, model, arms, batch, device, budget_s, more=rates)
+        verdict = Verdict(rates, cl_auto, bf16_candidate)
+    if source != "cached probe":
+        cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()], "spread": rates.spread,
+                        "provisional": verdict.inconclusive})
+    return verdict, source
+
+
 def _tied(rates: dict, a, b, margin: float) -> bool:
     """Whether arms ``a`` and ``b`` (both measured) differ by less than ``margin``."""
     return a in rates and b in rates and abs(rates[a] / rates[b] - 1) < margin
@@ -429,3 +299,31 @@ def _emulated_bf16_warning(model, channels_last, device, info, cache, timer) -> 
     slowdown = rates[arms[0]] / rates[arms[1]]
     return (f"warning: train.precision bf16 on a CPU without native bf16 ({info['cpu_capability']}) is emulated and "
             f"measured {slowdown:.1f}x slower than fp32 here; set train.precision: auto (or fp32)")
+
+
+INFERENCE_BATCH = 16  # images per timed forward pass of the inference probe (predict batches 32, eval 250)
+
+
+def resolve_inference_precision(model: nn.Module, device: torch.device, *, cache_dir=None, timer=None,
+                                batch: int = INFERENCE_BATCH) -> SpeedChoice:
+    """The precision to evaluate ``model`` in where no run recorded one for this machine (a pretrained
+    model, a run trained elsewhere): bf16 on a GPU that supports it; on a CPU bf16 only where it is
+    native and a probe of forward passes does not measure it slower (inconclusive probes keep bf16,
+    as for training, and are not cached), else fp32. The layout stays NCHW."""
+    info = machine_info()
+    choice = SpeedChoice("fp32", False, machine=info)
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            choice.precision, choice.precision_reason = "bf16", f"{info['gpu']} supports bf16"
+        else:
+            choice.precision_reason = f"no bf16 on {info['gpu']}"
+        return choice
+    if not native_bf16():
+        choice.precision_reason = f"no native bf16 on this CPU: {info['cpu_capability']}"
+        return choice
+    cache, timer = ProbeCache(cache_dir), timer or time_forward
+    arms = [("fp32", False), ("bf16", False)]
+    verdict, source = _decide(cache, probe_key(info, model, batch, f"inference arms={arms}"), timer, model, arms, batch, device,
+                              PROBE_BUDGET_S, False, True)
+    verdict.apply(choice, info["cpu_capability"], source.replace("probe", "inference probe"))
+    return choice

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import autocast
 from ..evaluate.inference import load_inference
 from ..errors import VgglabError
 from ..evaluate.tta import TTA_MODES
@@ -43,7 +44,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: str | None = None,
-                 tsne_samples: int = 1000, device: str = "auto", tta: str = "auto") -> Path:
+                 tsne_samples: int = 1000, device: str = "auto", tta: str = "auto", precision: str = "auto") -> Path:
     """The HTML page of a run. ``tta``: the test-time augmentation reported beside the plain
     metrics; ``auto`` means flip for a model trained with flips and none for one trained without
     (mirrored digits are other digits), where an explicitly asked TTA is marked as such."""
@@ -53,15 +54,16 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     ckpt_path = resolve_checkpoint(run_dir)
     out = check_output_file(Path(out) if out else run_dir / "report.html", [run_dir, ckpt_path], example="report.html")
     files = check_output_dir(out.parent / (out.stem + "_files"), "the report's pictures folder")
-    inf = load_inference(ckpt_path, device)
+    inf = load_inference(ckpt_path, device, precision=precision)
     model = inf.model
     summary = summarize(model)
 
-    m_none = evaluate_checkpoint(ckpt_path, split="test", tta="none", out=files, data_root=data_root, device=device)
+    m_none = evaluate_checkpoint(ckpt_path, split="test", tta="none", out=files, data_root=data_root, device=device,
+                                 precision=inf.precision)
     if tta == "auto":
         tta = "flip" if inf.trained_with_flips else "none"
     m_tta = None if tta == "none" else evaluate_checkpoint(ckpt_path, split="test", tta=tta, out=files, data_root=data_root,
-                                                           device=device, pictures=False)
+                                                           device=device, pictures=False, precision=inf.precision)
     tta_label = f"{tta} (model trained without flips)" if m_tta is not None and m_tta.get("note") else tta
     test, _ = inf.load_split("test", data_root)
 
@@ -78,7 +80,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     n = min(tsne_samples, len(test))
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(test), generator=g)[:n]
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(inf.device, inf.precision):
         emb = torch.cat([
             model.forward_head(model.forward_features(inf.prepare(test.images(idx[i:i + 250]))), pre_logits=True).float().cpu()
             for i in range(0, n, 250)
@@ -99,7 +101,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         f"<style>{CSS}</style></head><body>",
         f"<h1>vgglab report: {html.escape(run_dir.name)}</h1>",
         f"<p>checkpoint <code>{html.escape(str(ckpt_path))}</code>, epoch {ck.get('epoch')}, "
-        f"{len(inf.classes)} classes, input {inf.in_chans}x{inf.image_size}x{inf.image_size}</p>",
+        f"{len(inf.classes)} classes, input {inf.in_chans}x{inf.image_size}x{inf.image_size}; computed in {inf.precision} "
+        f"({html.escape(inf.precision_reason)})</p>",
         "<h2>Final metrics (test split)</h2>",
         f"<div class='kpi'>top-1 <b>{100 * m_none['top1']:.2f}%</b></div>",
         *([f"<div class='kpi'>top-1 with {html.escape(tta_label)} TTA <b>{100 * m_tta['top1']:.2f}%</b></div>"] if m_tta else []),
