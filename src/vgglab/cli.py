@@ -150,6 +150,8 @@ def _cmd_export(args) -> int:
 
 def _cmd_speed(args) -> int:
     cache = ProbeCache(args.cache_dir)
+    if cache.path.parent.exists() and not cache.path.parent.is_dir():
+        raise VgglabError(f"--cache-dir {cache.path.parent} is a file; give the cache folder runs use (data.cache_dir)")
     if args.forget:
         n = cache.forget()
         print(f"forgot {n} cached speed verdict{'s' if n != 1 else ''} ({cache.path}); the next run probes again")

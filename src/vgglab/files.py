@@ -42,6 +42,14 @@ def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
             os.unlink(tmp)
 
 
+def refuse_link(path: str | Path) -> None:
+    """A file vgglab appends to or reads as its own (metrics.csv) must not be a symbolic link:
+    writing through one would change whatever it points to. (Atomic writes replace a link itself.)"""
+    if Path(path).is_symlink():
+        raise VgglabError(f"{path} is a symbolic link; vgglab writes its run files only as plain files: replace the link "
+                          "with the file it points to (or remove it), then retry")
+
+
 class WriteError(VgglabError):
     """A file that could not be written; earlier files stay as they were."""
 

@@ -53,7 +53,9 @@ def bad_inputs(run, tmp):
     return {
         "models": [["models", "--bogus"]],
         "summary": [["summary", "vgg11", "--width", "nan"], ["summary", "vgg11", "--width", "1e6"], ["summary", "vgg17"],
-                    ["summary", "vgg11", "--input-size", "8"], ["summary", "vgg11", "--num-classes", "0"]],
+                    ["summary", "vgg11", "--input-size", "8"], ["summary", "vgg11", "--num-classes", "0"],
+                    ["summary", "vgg11", "--input-size", "1000000"]],
+        "speed": [["speed", "--bogus"], ["speed", "--cache-dir", recipe]],
         "train": [["train"], ["train", "--config", tmp / "missing.yaml"], *(["train", "--config", tmp / f"{n}.yaml"] for n in
                   ("dup", "empty", "list", "binary", "deep", "alias")),
                   [*new, "--set", "model.options.width=1e6"], [*new, "--set", "data.image_size=100000"],
@@ -64,7 +66,8 @@ def bad_inputs(run, tmp):
         "eval": [["eval", run, "--scales", "a,b"], ["eval", run, "--tta-shift", "-100", "--tta", "flip-translate"],
                  ["eval", run, "--topk", "0"], ["eval", run, "--tta", "sideways"], ["eval", tmp / "nothing"],
                  ["eval", run, "--tta", "dense", "--scales", "8"], ["eval", run, "--out", recipe]],
-        "predict": [["predict", run, image, "--topk", "-1"], ["predict", tmp / "nothing", image]],
+        "predict": [["predict", run, image, "--topk", "-1"], ["predict", tmp / "nothing", image],
+                    ["predict", run, image, "--precision", "fp8"], ["predict", run, image, "--precision", "fp16", "--device", "cpu"]],
         "inspect": [["inspect", run, "--image", tmp / "nothing.png"], ["inspect", run, "--image", image, "--layers", "features.nope"],
                     ["inspect", run, "--image", image, "--out", recipe]],
         "data": [["data"], ["data", "--dataset", "cifar10", "--data-root", tmp / "nothing"], ["data", "--config", tmp / "dup.yaml"]],

@@ -69,16 +69,47 @@ def _stratified_split(y: torch.Tensor, n_val: int, seed: int) -> tuple[torch.Ten
     return torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(va))
 
 
-def _read_cache(path: Path) -> dict | None:
+def _read_cache(path: Path, store: int) -> dict | None:
     """The decoded dataset cached at ``path``; a damaged one is reported, then rebuilt, never trusted."""
     if not path.exists():
         return None
     try:
-        return load_tensors(path)
+        blob = load_tensors(path)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"dataset cache {path} could not be read ({first}); decoding the dataset again to rebuild it", stacklevel=3)
         return None
+    problem = _cache_problem(blob, store)
+    if problem:
+        warnings.warn(f"dataset cache {path} has the wrong shape ({problem}); decoding the dataset again to rebuild it", stacklevel=3)
+        return None
+    return blob
+
+
+def _cache_problem(blob, store: int) -> str | None:
+    """What is wrong with a cache's contents (a readable torch file that is not what this version
+    writes: edited, another dataset's, truncated arrays), or None."""
+    if not isinstance(blob, dict):
+        return "not a mapping"
+    classes = blob.get("classes")
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        return "no class names"
+    if not isinstance(blob.get("skipped"), (list, tuple)):
+        return "no list of skipped files"
+    for split in ("train", "test", *(["val"] if "val_x" in blob else [])):
+        x, y = blob.get(f"{split}_x"), blob.get(f"{split}_y")
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            return f"no {split} tensors"
+        if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[2:]) != (store, store) or x.shape[1] not in (1, 3):
+            return f"{split} images of shape {tuple(x.shape)} ({x.dtype}), expected (N, C, {store}, {store}) uint8"
+        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(classes)):
+            return f"{split} labels that do not match its {len(x)} images and {len(classes)} classes"
+    c = blob["train_x"].shape[1]
+    for k, shape in (("mean", (c,)), ("std", (c,)), ("eigvals", (c,)), ("eigvecs", (c, c))):
+        v = blob.get(k)
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not torch.isfinite(v).all():
+            return f"pixel statistic {k} is not {shape}"
+    return None
 
 
 def choose_storage(cfg: DataConfig, source, augment: AugmentConfig | None, device: torch.device | None) -> tuple[str, str]:
@@ -119,7 +150,7 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
                        image_size=size, store_size=store, skipped=list(index["skipped"]), load_seconds=time.perf_counter() - t0,
                        storage="stream", storage_note=why)
     path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
-    blob = _read_cache(path)
+    blob = _read_cache(path, store)
     if blob is None:
         n, c = source.count()
         check_fits(f"decoding {n:,} images of {c}x{store}x{store} pixels (data.image_size {size})", source.decoded_bytes(),

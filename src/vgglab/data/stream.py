@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..workers import worker_init
 from .decode import decode_rescaled, decode_view, rescaled_size
 from .errors import DataError
 from .loader import BatchLoader, epoch_generator, place
@@ -131,7 +132,7 @@ class StreamLoader(BatchLoader):
             requests.append((rows, views, out))
             slices.append(sl)
         loader = DataLoader(_Views(self.split), batch_size=None, sampler=requests, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", collate_fn=None)
+                            pin_memory=self.device.type == "cuda", collate_fn=None, worker_init_fn=worker_init)
         for x, sl in zip(_clean_errors(loader), slices):
             idx = plan["order"][sl]
             p = {k: v[sl].to(self.device, non_blocking=True) for k, v in plan.items() if k not in ("order", "view")}
@@ -151,7 +152,7 @@ def uint8_batches(split, batch_size: int, workers: int | str = "auto"):
     requests = [(list(range(s, min(s + batch_size, n))), [split.eval_view] * (min(s + batch_size, n) - s), split.store_size)
                 for s in range(0, n, batch_size)]
     workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
-    yield from _clean_errors(DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers))
+    yield from _clean_errors(DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers, worker_init_fn=worker_init))
 
 
 class _FullImages(torch.utils.data.Dataset):
@@ -181,7 +182,7 @@ def full_image_batches(split: StreamSplit, scales: list[int], pixels: int, worke
         per = max(1, pixels // (qw * qh))
         requests += [rows[k:k + per] for k in range(0, len(rows), per)]
     workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
-    loader = DataLoader(_FullImages(split, scales), batch_size=None, sampler=requests, num_workers=workers)
+    loader = DataLoader(_FullImages(split, scales), batch_size=None, sampler=requests, num_workers=workers, worker_init_fn=worker_init)
     for rows, batches in zip(requests, _clean_errors(loader)):
         yield torch.tensor(rows), batches
 

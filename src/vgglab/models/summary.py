@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..memory import check_fits
 from .vgg import VGG, PatchWhitening
 
 
@@ -29,6 +30,9 @@ def summarize(model: VGG, input_size: int | None = None) -> dict:
     """
     cfg = model.config
     size = input_size or cfg.input_size
+    # one image's input and conv outputs in fp32 (each kept for the hooks), before any allocation
+    check_fits(f"a summary of {cfg.name} at {size}x{size}", 4 * (cfg.in_chans * size * size + 2 * cfg.conv_outputs(size)),
+               "give a smaller --input-size", device=next(model.parameters()).device)
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]

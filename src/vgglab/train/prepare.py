@@ -20,8 +20,9 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
 from ..strict import plain
 from .checkpoint import load_checkpoint
-from .config import RESUME_KEYS, Config, ConfigError, load_config
+from .config import RESUME_KEYS, Config, ConfigError, load_config, read_yaml
 from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
+from .reporter import MetricsLog
 from .rundir import PhaseClock, new_run_dir
 from .runlock import RunLock
 from .transfer import init_as_configured
@@ -46,9 +47,11 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
             raise ConfigError(f"cannot resume {run_dir} with --config {config}: it differs from the run's config.yaml in {shown}; "
                               f"omit --config to continue the run as it was, and give changes with --set")
     if not (run_dir / "last.pt").is_file():
+        refuse_trained_without_last(run_dir)
         log(f"note: {run_dir} stopped before its first checkpoint; training it again from epoch 1 in place")
         return cfg, None
     ckpt = load_checkpoint(run_dir / "last.pt")
+    check_config_matches_checkpoint(run_dir, saved, ckpt)
     changed = config_differences(saved, cfg)
     refused = [k for k in changed if k not in RESUME_KEYS]
     if refused:
@@ -62,6 +65,51 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
         now = flat_config(cfg)
         cfg.changes = [*(saved.changes or []), {"epoch": ckpt["epoch"] + 1, "set": {k: now.get(k) for k in changed}}]
     return cfg, ckpt
+
+
+SECTIONS_WRITTEN = ("name", "data", "augment", "model", "optim", "schedule", "train", "log")
+
+
+def refuse_trained_without_last(run_dir: Path) -> None:
+    """A run with trained epochs (metrics.csv rows, best.pt, model.safetensors, results.json) whose
+    last.pt is gone cannot continue exactly, and must never be trained again from epoch 1 over them."""
+    evidence = [n for n in ("best.pt", "model.safetensors", "results.json") if (run_dir / n).exists()]
+    epochs = len(MetricsLog(run_dir / "metrics.csv").rows()) if (run_dir / "metrics.csv").is_file() else 0
+    if epochs:
+        evidence.insert(0, f"metrics.csv ({epochs} epoch{'s' if epochs != 1 else ''})")
+    if evidence:
+        start = f"--init-from {run_dir / 'best.pt'} " if (run_dir / "best.pt").exists() else ""
+        raise VgglabError(f"cannot resume {run_dir}: its last.pt is missing, yet it has trained ({', '.join(evidence)}); nothing was "
+                          f"changed. Restore last.pt to continue it, or start a new run from it: vgglab train --config "
+                          f"{run_dir / 'config.yaml'} {start}--out NEW_DIR")
+
+
+def check_config_matches_checkpoint(run_dir: Path, saved: Config, ckpt: dict) -> None:
+    """config.yaml is vgglab's record of the run, written whole; the checkpoint holds the config it
+    trained with. A section missing from the file, or a value that differs from the checkpoint's
+    (beyond what a resume changed and recorded in ``changes``), means the file was edited: the
+    resumed state would keep the old meaning while the file said another, so it is refused."""
+    path = run_dir / "config.yaml"
+    raw = read_yaml(path)
+    missing = [k for k in SECTIONS_WRITTEN if k not in raw]
+    if missing:
+        raise ConfigError(f"{path} lacks {', '.join(missing)} (vgglab writes every section); it was edited: restore it "
+                          f"(last.pt holds the run's config) before resuming")
+    recorded = ckpt.get("config")
+    if not isinstance(recorded, dict):
+        return
+    try:
+        trained = load_config(recorded)
+    except ConfigError:
+        return  # a checkpoint of an older vgglab: its config is what load_checkpoint accepted
+    later = {k for change in saved.changes or [] for k in (change.get("set") or {})}
+    differ = [k for k in config_differences(trained, saved) if not (k in RESUME_KEYS and k in later)]
+    if differ:
+        now, then = flat_config(saved), flat_config(trained)
+        shown = ", ".join(f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in differ[:4]) + (" ..." if len(differ) > 4 else "")
+        raise ConfigError(f"{path} differs from the config its checkpoint trained with ({shown}): it was edited after the run "
+                          f"started. Restore those values to resume; change what resume allows with --set, or start a new run "
+                          f"from this one with --init-from {run_dir}")
 
 
 def flat_config(cfg: Config) -> dict:

@@ -6,9 +6,10 @@ import csv
 import io
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from ..files import write_error, write_text
+from ..files import refuse_link, write_error, write_text
 from .config import Config, ConfigError
 
 # changed: the settings a resume changed, on the first epoch trained with them (e.g. train.epochs=30)
@@ -22,14 +23,21 @@ class MetricsLog:
         self.path = path
 
     def rows(self) -> list[dict]:
+        """The rows of finished epochs; lines that are not one (an edit, a stray paste) are dropped
+        with a warning, and the next rewrite of the file leaves them out."""
         if not self.path.exists():
             return []
-        with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+        refuse_link(self.path)
+        with open(self.path, newline="", errors="replace") as f:
+            rows = list(csv.DictReader(f))
+        good = [r for r in rows if _epoch(r) is not None]
+        if len(good) < len(rows):
+            warnings.warn(f"{self.path}: {len(rows) - len(good)} line(s) that are not an epoch's row were dropped", stacklevel=2)
+        return good
 
     def truncate(self, last_epoch: int) -> None:
         """Keep rows up to ``last_epoch`` (a resumed run rewrites later ones, never duplicates)."""
-        keep = [r for r in self.rows() if int(r["epoch"]) <= last_epoch]
+        keep = [{k: r.get(k) for k in METRIC_COLUMNS} for r in self.rows() if _epoch(r) <= last_epoch]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
@@ -37,6 +45,7 @@ class MetricsLog:
         write_text(self.path, buf.getvalue())
 
     def append(self, row: dict) -> None:
+        refuse_link(self.path)
         new = not self.path.exists()
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
@@ -48,6 +57,14 @@ class MetricsLog:
                 f.write(buf.getvalue())
         except OSError as exc:
             raise write_error(self.path, exc, len(buf.getvalue())) from None
+
+
+def _epoch(row: dict) -> int | None:
+    try:
+        epoch = int(row.get("epoch") or "")
+    except (TypeError, ValueError):
+        return None
+    return epoch if epoch >= 1 else None
 
 
 def _fmt(v) -> str:

@@ -9,6 +9,7 @@ gone is a stale lock: the next run takes it over with a note. Where ``fcntl`` is
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from ..errors import VgglabError
+from ..workers import keep_out_of_workers, release_fd
 
 try:
     import fcntl
@@ -46,6 +48,19 @@ def _read(fd: int) -> dict:
         return {}
 
 
+def _open_lock(path: Path, flags: int) -> int:
+    """The lock file itself, never what a symbolic link in its place points to (writing the lock
+    through a link would replace another file), and never inherited by a process the run execs."""
+    if path.is_symlink():
+        raise VgglabError(f"{path} is a symbolic link; vgglab writes its lock only as a plain file: remove the link, then retry")
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise VgglabError(f"{path} is a symbolic link; vgglab writes its lock only as a plain file: remove the link, then retry") from None
+        raise
+
+
 class RunLock:
     """``acquire(run_dir)`` once, ``release()`` on any exit (idempotent). ``log`` prints the note
     about a stale lock taken over."""
@@ -68,10 +83,11 @@ class RunLock:
         os.write(fd, json.dumps(me).encode())
         os.fsync(fd)
         self.path, self.fd = path, fd
+        keep_out_of_workers(fd)
 
     def _lock_flock(self, path: Path) -> int:
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -90,9 +106,9 @@ class RunLock:
     def _lock_exclusive(self, path: Path) -> int:
         while True:
             try:
-                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                return _open_lock(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             except FileExistsError:
-                fd = os.open(path, os.O_RDWR)
+                fd = _open_lock(path, os.O_RDWR)
                 holder = _read(fd)
                 if holder.get("pid") and psutil.pid_exists(holder["pid"]) and holder.get("host") == socket.gethostname():
                     os.close(fd)
@@ -110,5 +126,6 @@ class RunLock:
         try:
             self.path.unlink(missing_ok=True)
         finally:
+            release_fd(self.fd)
             os.close(self.fd)
             self.fd = self.path = None
