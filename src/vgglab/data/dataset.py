@@ -141,6 +141,10 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     t0 = time.perf_counter()
     source = resolve_source(cfg)
     size, store = source.image_size, source.store_size
+    if augment is not None and augment.crop == "scale" and augment.scale_min < size:
+        raise DataError(f"augment.scale_min {augment.scale_min} is below the {size}-pixel input: the paper's S is the rescaled "
+                        f"image's shorter side, from which {size}x{size} crops are cut, so S >= {size}; raise augment.scale_min "
+                        f"(and scale_max) or lower data.image_size")
     storage, why = choose_storage(cfg, source, augment, device)
     if storage == "stream":
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
@@ -188,6 +192,9 @@ def _carve(cfg: DataConfig, train, val, n_classes: int):
         n_val = int(round(want * n)) if isinstance(want, float) else int(want)
         if n_val >= n:
             raise DataError(f"data.val_size {want} leaves no training images (the training split has {n})")
+        if 0 < n_val < n_classes:
+            raise DataError(f"data.val_size {want} gives {n_val} validation image(s) for {n_classes} classes, and the split is "
+                            f"stratified: set data.val_size to at least {n_classes} (or 0 for none)")
         tr_idx, va_idx = _stratified_split(train.y, n_val, cfg.split_seed)
         val = train.subset(va_idx) if n_val else None
         train = train.subset(tr_idx)

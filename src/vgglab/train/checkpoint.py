@@ -60,9 +60,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> VGG:
     """Rebuild the model from the checkpoint's own config and load its weights (EMA if saved)."""
-    model = create_model_from_spec(ckpt["model_config"])
+    where = ckpt.get("path", "the checkpoint")
+    try:
+        model = create_model_from_spec(ckpt["model_config"])
+    except (VgglabError, TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{where}: its model config is damaged ({exc})") from None
     state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        own = model.state_dict()
+        state = state if isinstance(state, dict) else {}
+        differ = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state)
+                                                       if getattr(state[k], "shape", None) != own[k].shape)
+        shown = ", ".join(differ[:4]) + (" ..." if len(differ) > 4 else "") if differ else str(exc).splitlines()[0]
+        raise CheckpointError(f"{where}: its weights do not fit the model its metadata describes ({shown}); "
+                              "the file was changed after vgglab wrote it") from None
     return model
 
 
@@ -96,7 +109,12 @@ def checkpoint_of_safetensors(path: Path) -> dict:
     state, meta = read_safetensors(path)
     with safe_open(str(path), "pt") as f:
         raw = f.metadata() or {}
-    extra = {k: json.loads(raw[k]) for k in ("epoch", "config") if k in raw}
+    try:
+        extra = {k: json.loads(raw[k]) for k in ("epoch", "config") if k in raw}
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its metadata is damaged (not JSON: {exc}); export model.safetensors again") from None
+    if not isinstance(extra.get("config", {}), (dict, type(None))) or not isinstance(extra.get("epoch", 0), (int, type(None))):
+        raise CheckpointError(f"{path}: its metadata is damaged (config must be a mapping, epoch a number); export model.safetensors again")
     beside = path.parent / "config.yaml"
     if extra.get("config") is None and beside.is_file():
         extra["config"] = read_yaml(beside)
