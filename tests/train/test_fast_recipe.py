@@ -12,7 +12,8 @@ import vgglab
 from vgglab.models import create_model
 from vgglab.train.checkpoint import load_checkpoint
 from vgglab.train.config import ConfigError, OptimConfig, ScheduleConfig, load_config
-from vgglab.train.loop import Lookahead, evaluate_batches
+from vgglab.train.averaging import Lookahead
+from vgglab.train.loop import evaluate_batches
 from vgglab.train.optim import Schedule, param_groups
 
 from ..conftest import cifar10_root

@@ -5,6 +5,7 @@ their count per epoch must not grow with the number of steps (counted here on th
 import pytest
 import torch
 
+import vgglab.train.averaging as averaging
 import vgglab.train.loop as loop
 from vgglab import create_model
 from vgglab.data import BatchLoader, Normalization, Split, pixel_stats
@@ -55,7 +56,7 @@ def eval_loader(data: Split) -> BatchLoader:
 
 def epoch_reads(reads, steps: int, **kw) -> int:
     model, loader, opt, sched = parts(steps)
-    ema = loop.EMA(model, 0.9) if kw.pop("ema", False) else None
+    ema = averaging.EMA(model, 0.9) if kw.pop("ema", False) else None
     train = TrainConfig(**{k: kw.pop(k) for k in ("label_smoothing", "grad_clip") if k in kw})
     before = reads["n"]
     out = loop.train_one_epoch(model, loader, TrainState(model, opt, sched, ema=ema), train=train, **kw)
@@ -110,7 +111,7 @@ def test_a_non_finite_loss_is_found_on_the_device_and_named_by_its_batch(monkeyp
 def test_the_sync_free_ema_equals_pytorchs_averaged_model():
     torch.manual_seed(0)
     model = create_model("vgg11_bn", width=0.125, num_classes=10, input_size=32, head="gap")
-    ours = loop.EMA(model, 0.9)
+    ours = averaging.EMA(model, 0.9)
     ref = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
     for _ in range(3):
         with torch.no_grad():
@@ -122,7 +123,7 @@ def test_the_sync_free_ema_equals_pytorchs_averaged_model():
     assert ours.state_dict().keys() == ref.state_dict().keys()
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(ours.state_dict()[k], v)
-    restored = loop.EMA(model, 0.9)
+    restored = averaging.EMA(model, 0.9)
     restored.load_state_dict(ref.state_dict())
     assert restored._count == 3
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .loop import EMA, Lookahead
+from .averaging import EMA, Lookahead
 from .optim import Schedule, build_optimizer
 
 
