@@ -35,8 +35,6 @@ def worker_init(_worker_id: int = 0) -> None:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
     for fd in list(_inherited):
         try:
             os.close(fd)
