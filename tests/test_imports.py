@@ -75,3 +75,18 @@ def test_the_modules_import_each_other_without_a_cycle():
             walk(node, [node])
     assert cycles == []
     assert "vgglab.evaluate.tta" not in {t for m, ts in edges.items() if m.startswith("vgglab.train") for t in ts}
+
+
+# the layers, bottom up: a module imports only its own layer and those below it
+LAYERS = {"data": 1, "models": 1, "train": 2, "evaluate": 3, "viz": 4}
+
+
+def test_no_import_runs_up_the_layers():
+    up = []
+    for module, targets in graph().items():
+        here = module.split(".")[1] if module.count(".") >= 2 else None
+        for t in targets:
+            there = t.split(".")[1] if t.count(".") >= 1 and len(t.split(".")) > 1 else None
+            if here in LAYERS and there in LAYERS and LAYERS[there] > LAYERS[here]:
+                up.append(f"{module} imports {t}")
+    assert up == []

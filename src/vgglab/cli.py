@@ -22,8 +22,10 @@ from .models.spec import HEAD_TYPES
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
 from .train.speed import ProbeCache, machine_label
+from . import progress
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
+from .viz.plots import write_eval_pictures
 from .viz.report import build_report
 
 
@@ -75,7 +77,8 @@ def _cmd_eval(args) -> int:
     scales = args.scales
     out = args.out or default_out(args.checkpoint)
     m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out, data_root=args.data_root,
-                            shift=args.tta_shift, scales=scales, grid=args.grid, device=args.device, precision=args.precision)
+                            shift=args.tta_shift, scales=scales, grid=args.grid, device=args.device, precision=args.precision,
+                            pictures=write_eval_pictures)
     print(format_metrics(m))
     print(f"wrote {out}")
     return 0
@@ -280,19 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="the cache folder runs use (data.cache_dir; default ~/.cache/vgglab or $VGGLAB_CACHE)")
     p.set_defaults(func=_cmd_speed)
 
-    p = sub.add_parser("export", help="ONNX / TorchScript / safetensors, checked against PyTorch")
+    p = sub.add_parser("export", help="ONNX / torch.export (.pt2) / safetensors / legacy TorchScript, checked against PyTorch")
     p.add_argument("checkpoint")
-    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--format", required=True, choices=list(FORMATS),
+                   help="onnx: ONNX Runtime and other engines; pt2: torch.export's ExportedProgram with a dynamic batch "
+                        "(torch.export.load); safetensors: weights and metadata; torchscript: legacy, torch.jit is "
+                        "deprecated in favour of torch.export, kept for runtimes that only load TorchScript")
     p.add_argument("--out", help="output file (default: next to the checkpoint)")
     p.add_argument("--data-root")
     p.set_defaults(func=_cmd_export)
+    for p in sub.choices.values():
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar or progress lines (also: log.progress: none in a recipe)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        progress.interval_s()  # a bad VGGLAB_PROGRESS_S is one line now, not an hour into a job
+        with progress.default_mode("none" if args.quiet else "auto"):
+            return args.func(args)
     except VgglabError as exc:
         print(f"vgglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -303,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print(f"vgglab {args.command}: error: out of memory; lower the batch size, image size or model width", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"vgglab {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # every file is written whole or not at all (files.atomic_write): nothing is half-written
+        resume = " (vgglab train --resume RUN_DIR goes on from the last finished epoch)" if args.command == "train" else ""
+        print(f"vgglab {args.command}: interrupted; nothing was half-written{resume}", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""Export a trained model (ONNX, TorchScript, safetensors) and check the export against PyTorch.
+"""Export a trained model (ONNX, torch.export's .pt2, safetensors, legacy TorchScript) and check
+the export against PyTorch.
 
 Every export is written to a temporary file, run on random and (when the run's dataset is at
 hand) real inputs, compared with the PyTorch model, and only then renamed into place: an
@@ -22,9 +23,12 @@ from .files import atomic_write, check_output_file, write_error
 from .models import create_model_from_spec
 from .models.features import feature_extractor
 from .pretrained import is_pretrained
+from .progress import Progress, track
 from .train.checkpoint import read_safetensors, save_safetensors
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
+# pt2: torch.export (ExportedProgram, dynamic batch), what torch now recommends; torchscript is the
+# legacy format (torch.jit.save warns that it is deprecated), kept for runtimes that still load it
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors", "torchscript": ".ts.pt"}
 ONNX_OPSET = 18
 
 
@@ -50,6 +54,8 @@ def _run_exported(fmt: str, path: str, x: torch.Tensor, inf: Inference) -> torch
         return torch.from_numpy(sess.run(None, {name: x.numpy().astype(np.float32)})[0])
     if fmt == "torchscript":
         return torch.jit.load(path, map_location="cpu")(x)
+    if fmt == "pt2":
+        return torch.export.load(path).module()(x)
     state, _ = read_safetensors(path)
     model = create_model_from_spec(inf.meta.model_config).eval()
     model.load_state_dict(state)
@@ -85,6 +91,11 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
             torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
                               dynamic_shapes={"x": {0: batch}}, opset_version=ONNX_OPSET, dynamo=True)
             result["opset"] = ONNX_OPSET
+        elif fmt == "pt2":
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+            with open(tmp, "wb") as f:  # a file object: a full disk is an OSError
+                torch.export.save(program, f)
         elif fmt == "torchscript":
             with torch.no_grad():
                 traced = torch.jit.trace(model, example)
@@ -94,11 +105,12 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
             save_safetensors(model, inf.meta, tmp)
         checked, worst = [], 0.0
         inputs, result["skipped"] = _inputs(inf, data_root)
-        with torch.inference_mode():
+        with torch.inference_mode(), Progress(sum(len(x) for _, x in inputs), f"export {fmt}: parity check") as progress:
             for name, x in inputs:
                 diff = (_run_exported(fmt, tmp, x, inf).float() - model(x).float()).abs().max().item()
                 worst = max(worst, diff)
                 checked.append(f"{name} x{len(x)}")
+                progress.advance(len(x))
         if not worst <= tolerance:
             raise VgglabError(f"{fmt} export differs from the PyTorch model by {worst:.2e} in logits (> {tolerance:g}); nothing was written")
         os.replace(tmp, out)
@@ -123,7 +135,7 @@ def extract_features(checkpoint, split: str = "test", layers: str | list[str] | 
     extractor = feature_extractor(model, layers) if layers else None
     feats: dict[str, list[torch.Tensor]] = {name: [] for name in layers or ["features"]}
     with torch.inference_mode(), autocast(inf.device, inf.precision):
-        for images in uint8_batches(data, batch_size):
+        for images in track(uint8_batches(data, batch_size), len(data), f"features {split}"):
             x = inf.prepare(images)
             got = extractor(x) if extractor is not None else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
             for name, f in got.items():

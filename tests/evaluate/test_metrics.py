@@ -89,3 +89,6 @@ def test_eval_cli_with_tta(trained_run, capsys):
     out = capsys.readouterr().out
     assert "val split, tta flip-translate" in out and "macro avg" in out
     assert json.loads((trained_run / "ev2" / "eval-flip-translate.json").read_text())["n"] == 144
+    # the command draws its pictures (the viz layer's writer, passed in by the CLI)
+    for name in ("confusion.png", "predictions.png"):
+        assert (trained_run / "ev2" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

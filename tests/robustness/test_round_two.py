@@ -251,3 +251,50 @@ def test_a_stream_index_of_the_wrong_shape_is_rebuilt_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="wrong shape"):
         again = vgglab.data.load_dataset(data)
     assert again.train.files == first.train.files
+
+
+@pytest.mark.parametrize("storage", ["memory", "stream"])
+def test_a_tree_changed_since_the_run_started_is_named_and_its_validation_split_kept(tmp_path, storage):
+    root = tree(tmp_path / "t", per_class=12)
+    cfg = folder_config(root, storage=storage, val_size=4, cache_dir=str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    vgglab.fit(cfg, out=out, log=lambda *_: None)
+    before = vgglab.data.record.read_record(out)
+    assert len(before["val"]) == 4 and len(before["tree"]["train"]) == 24
+    # images added to (and one removed from) train/ and test/ between two starts of the run
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / "train" / "ant" / f"new{i:02d}.png")
+    gone_val = before["val"][0]
+    (root / gone_val).unlink()
+    (root / "test" / "bee" / "000.png").unlink()
+    lines = []
+    vgglab.fit(overrides=["train.epochs=2"], resume=out, log=lines.append)
+    (note,) = [line for line in lines if "data changed" in line]
+    assert "train +20 / -1 images" in note and "test +0 / -1 images" in note
+    assert "kept as recorded (3 of its 4 images still there)" in note
+    # the validation split is the recorded one, less the removed image; the new images train
+    ds = vgglab.data.load_dataset(vgglab.train.config.load_config(cfg).data, keep_val=before["val"])
+    assert sorted(ds.val.files) == sorted(before["val"][1:])
+    assert sum(f.startswith("train/ant/new") for f in ds.train.files) == 20
+    # the record now holds the tree as this start found it: a third start says nothing
+    lines.clear()
+    vgglab.fit(overrides=["train.epochs=3"], resume=out, log=lines.append)
+    assert not [line for line in lines if "data changed" in line]
+    after = vgglab.data.record.read_record(out)
+    assert sorted(after["val"]) == sorted(before["val"][1:])
+    # evaluation of the run's validation split reads the recorded one too
+    inf = vgglab.evaluate.inference.load_inference(out)
+    split, _ = inf.load_split("val")
+    assert len(split) == 3
+
+
+def test_a_damaged_split_record_is_one_line_on_resume(tmp_path, capsys):
+    root = tree(tmp_path / "t")
+    out = tmp_path / "run"
+    vgglab.fit(folder_config(root, cache_dir=str(tmp_path / "cache")), out=out, log=lambda *_: None)
+    (out / "splits.json.gz").write_bytes(b"not gzip")
+    kept = files_of(out)
+    code, err = cli(["train", "--resume", out, "--set", "train.epochs=2"], capsys)
+    assert code != 0 and len(err) == 1 and "splits.json.gz cannot be read" in err[0] and "delete it" in err[0]
+    assert files_of(out) == kept

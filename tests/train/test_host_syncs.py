@@ -70,10 +70,19 @@ def test_one_training_epoch_reads_the_device_a_fixed_number_of_times(reads, kw):
     assert few == many and few <= 3
 
 
-def test_progress_reads_every_k_steps_not_every_step(reads):
-    calls = []
-    epoch_reads(reads, 7, on_step=lambda loss, top1, seen: calls.append(seen), progress_every=3)
-    assert calls == [3 * BATCH, 6 * BATCH, 7 * BATCH]  # every 3 steps, and after the last
+def test_progress_counts_on_the_host_and_reads_only_when_asked(reads):
+    calls, means = [], []
+
+    def on_step(seen, read):
+        calls.append(seen)
+        if len(calls) % 3 == 0:  # a display that shows the loss every third step
+            means.append(read())
+
+    quiet = epoch_reads(reads, 7, on_step=lambda seen, read: None)
+    shown = epoch_reads(reads, 7, on_step=on_step)
+    assert calls == [k * BATCH for k in range(1, 8)]  # every step, from a host count
+    assert len(means) == 2 and all(0 <= top1 <= 1 for _, top1 in means)
+    assert shown - quiet == 2  # one device read per displayed value, none otherwise
 
 
 @pytest.mark.parametrize("tta", ["none", "flip-shift"])

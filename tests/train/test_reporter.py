@@ -63,9 +63,10 @@ def test_other_ranks_write_and_print_nothing(tmp_path):
 def test_a_bar_gets_a_progress_callback_and_none_prints_nothing(tmp_path, capsys):
     rep, lines = reporter(tmp_path, progress="bar")
     on_step = rep.start_epoch(1, steps=4, local_batch=8, lr_now=lambda: 0.1)
-    on_step(0.7, 0.25, 16)
-    assert rep._bar.n == 2  # 16 images of 8 per step
-    assert rep.end_training() >= 0 and rep._bar is None
+    on_step(8, lambda: (0.7, 0.25))
+    on_step(16, lambda: (0.7, 0.25))
+    assert rep._progress.bar.n == 16  # images, as the loop counts them
+    assert rep.end_training() >= 0 and rep._progress is None
     (tmp_path / "q").mkdir()
     quiet, quiet_lines = reporter(tmp_path / "q", progress="none")
     assert quiet.start_epoch(1, 4, 8, lambda: 0.1) is None

@@ -158,6 +158,16 @@ def test_finetune_recipe_end_to_end_from_torchvision_weights(tmp_path, torchvisi
     lines = []
     res = vgglab.fit(recipe, overrides, out=tmp_path / "ft", log=lines.append)
     assert any("initialised from" in l and "features" in l for l in lines)
+    # the first screen: from the command to the header line, the init summary and what did not
+    # match, not 105 tensor names; the full list is in the run directory
+    header = next(i for i, l in enumerate(lines) if "params) on" in l)
+    first_screen = "\n".join(lines[:header + 1]).splitlines()
+    assert len(first_screen) < 15, first_screen
+    init = next(l for l in lines if "initialised from" in l)
+    assert "91 tensors matched, 0 reshaped, 6 skipped, 6 new" in init and f"listed in {res.run_dir / 'init_report.txt'}" in init
+    assert "\n  skipped: " in init and "\n  new: head.fc1.weight" in init
+    full = (res.run_dir / "init_report.txt").read_text().splitlines()
+    assert len(full) == 1 + 91 + 6 + 6 and full[1].startswith("  matched  features.block1.conv1.weight")
     ckpt = load_checkpoint(res.run_dir / "last.pt")
     assert torch.equal(ckpt["model"]["features.block1.conv1.weight"], sd["features.0.weight"])  # frozen in epoch 1
     assert ckpt["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])

@@ -38,6 +38,7 @@ class Dataset:
     load_seconds: float = 0.0
     storage: str = "memory"  # memory (uint8 tensors) or stream (files read per batch)
     storage_note: str = ""  # why, with the estimate, for the run header
+    listing: dict[str, list[str]] | None = None  # the tree's readable files per folder split, before carving (ImageFolder)
 
     @property
     def in_chans(self) -> int:
@@ -104,6 +105,9 @@ def _cache_problem(blob, store: int) -> str | None:
             return f"{split} images of shape {tuple(x.shape)} ({x.dtype}), expected (N, C, {store}, {store}) uint8"
         if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(classes)):
             return f"{split} labels that do not match its {len(x)} images and {len(classes)} classes"
+        files = blob.get(f"{split}_files")
+        if files is not None and (not isinstance(files, (list, tuple)) or len(files) != len(x) or not all(isinstance(f, str) for f in files)):
+            return f"{split} file names that do not match its {len(x)} images"
     c = blob["train_x"].shape[1]
     for k, shape in (("mean", (c,)), ("std", (c,)), ("eigvals", (c,)), ("eigvecs", (c, c))):
         v = blob.get(k)
@@ -135,9 +139,12 @@ def choose_storage(cfg: DataConfig, source, augment: AugmentConfig | None, devic
     return "memory", f"data.storage auto -> memory ({estimate})"
 
 
-def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: torch.device | None = None) -> Dataset:
+def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: torch.device | None = None,
+                 keep_val: list[str] | None = None) -> Dataset:
     """Decode once (then read the cache), carve the validation split, attach statistics; or, for
-    the streamed storage, index the tree. ``augment`` and ``device`` inform ``data.storage: auto``."""
+    the streamed storage, index the tree. ``augment`` and ``device`` inform ``data.storage: auto``.
+    ``keep_val``: the validation split a run recorded (file names, :mod:`.record`): those of its
+    images still in the tree are the validation split again, whatever was added or removed since."""
     t0 = time.perf_counter()
     source = resolve_source(cfg)
     size, store = source.image_size, source.store_size
@@ -149,10 +156,10 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     if storage == "stream":
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
         splits = stream_splits(index, source.tree, store, cfg.strict, size)
-        train, val = _carve(cfg, splits["train"], splits.get("val"), len(index["classes"]))
+        train, val = _carve(cfg, splits["train"], splits.get("val"), len(index["classes"]), keep_val)
         return Dataset(classes=list(index["classes"]), train=train, val=val, test=splits["test"], stats=index_stats(index),
                        image_size=size, store_size=store, skipped=list(index["skipped"]), load_seconds=time.perf_counter() - t0,
-                       storage="stream", storage_note=why)
+                       storage="stream", storage_note=why, listing=_listing(splits))
     path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
     blob = _read_cache(path, store)
     if blob is None:
@@ -161,30 +168,45 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
                    "lower data.image_size, or stream the files (data.storage: stream, an ImageFolder tree)")
         raw = source.decode()
         stats = pixel_stats(raw.train.x)
-        blob = {
-            "classes": raw.classes, "train_x": raw.train.x, "train_y": raw.train.y,
-            "test_x": raw.test.x, "test_y": raw.test.y, "skipped": raw.skipped, **stats.to_dict(),
-        }
-        if raw.val is not None:
-            blob.update(val_x=raw.val.x, val_y=raw.val.y)
+        blob = {"classes": raw.classes, "skipped": raw.skipped, **stats.to_dict()}
+        for name, split in (("train", raw.train), ("test", raw.test), ("val", raw.val)):
+            if split is not None:
+                blob.update({f"{name}_x": split.x, f"{name}_y": split.y, **({f"{name}_files": split.files} if split.files is not None else {})})
         save_tensors(blob, path)
     if cfg.strict and blob["skipped"]:
         raise DataError(f"cannot read image {blob['skipped'][0]} (and {len(blob['skipped']) - 1} more); remove or replace them, or set data.strict: false")
 
-    train = Split(blob["train_x"], blob["train_y"])
-    test = Split(blob["test_x"], blob["test_y"])
-    train, val = _carve(cfg, train, Split(blob["val_x"], blob["val_y"]) if "val_x" in blob else None, len(blob["classes"]))
+    train, test, val = (Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files")) if f"{n}_x" in blob else None
+                        for n in ("train", "test", "val"))
+    listing = _listing({"train": train, "test": test, **({"val": val} if val is not None else {})})
+    train, val = _carve(cfg, train, val, len(blob["classes"]), keep_val)
     return Dataset(
         classes=list(blob["classes"]), train=train, val=val, test=test,
         stats=PixelStats.from_dict(blob), image_size=size, store_size=store,
         cache_file=path, skipped=list(blob["skipped"]), load_seconds=time.perf_counter() - t0,
-        storage="memory", storage_note=why,
+        storage="memory", storage_note=why, listing=listing,
     )
 
 
-def _carve(cfg: DataConfig, train, val, n_classes: int):
-    """The validation split (the source's own, else a stratified share of train) and train_limit."""
-    if val is None:
+def _listing(splits: dict) -> dict[str, list[str]] | None:
+    """File names per split as the source has them (None when it has none: CIFAR, digits)."""
+    if any(getattr(s, "files", None) is None for s in splits.values()):
+        return None
+    return {name: list(s.files) for name, s in splits.items()}
+
+
+def _carve(cfg: DataConfig, train, val, n_classes: int, keep_val: list[str] | None = None):
+    """The validation split (the source's own, else the one recorded in ``keep_val``, else a
+    stratified share of train) and train_limit."""
+    if val is None and keep_val is not None and train.files is not None:
+        kept = set(keep_val)
+        is_val = torch.tensor([f in kept for f in train.files], dtype=torch.bool)
+        if keep_val and not is_val.any():
+            raise DataError(f"none of the {len(kept):,} validation images this run recorded is in {cfg.root} any more: "
+                            f"restore them to resume this run, or start a new run on the tree as it is")
+        val = train.subset(torch.nonzero(is_val).flatten()) if keep_val else None
+        train = train.subset(torch.nonzero(~is_val).flatten())
+    elif val is None:
         n = len(train)
         want = cfg.val_size
         if want is None:

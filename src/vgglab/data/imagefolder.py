@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..progress import Progress
 from .errors import DataError
 from .split import RawData, Split
 
@@ -147,16 +148,18 @@ def read_imagefolder(root: Path, size: int, strict: bool, crop: int | None = Non
                     raise DataError(f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
                 ok[i] = False
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(work, range(len(files))))
+        with ThreadPoolExecutor(max_workers=2) as pool, Progress(len(files), f"decoding {name}/ (first load, cached after)") as progress:
+            for _ in pool.map(work, range(len(files))):
+                progress.advance(1)
         for i in np.flatnonzero(~ok):
             skipped.append(str(files[i]))
             warnings.warn(f"skipped unreadable image {files[i]}", stacklevel=2)
         y = torch.tensor(labels, dtype=torch.int64)
+        names = [str(f.relative_to(root)) for f in files]
         if not ok.all():
             keep = torch.from_numpy(np.flatnonzero(ok))
-            out, y = out[keep], y[keep]
-        splits[name] = Split(out, y)
+            out, y, names = out[keep], y[keep], [names[i] for i in keep.tolist()]
+        splits[name] = Split(out, y, names)
     if "train" not in splits or "test" not in splits:
         raise DataError(f"{root} needs train/<class>/ and test/<class>/ (or val/<class>/, as ImageNet's) folders")
     return RawData(classes, splits["train"], splits["test"], splits.get("val"), skipped)

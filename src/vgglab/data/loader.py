@@ -120,6 +120,12 @@ class BatchLoader:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    @property
+    def local_total(self) -> int:
+        """Images this process sees in an epoch (its shard of every batch), for progress."""
+        n, bs, lb = len(self.y), self.batch_size, self.local_batch
+        return sum(max(0, min(b * bs + (self.rank + 1) * lb, (b + 1) * bs, n) - (b * bs + self.rank * lb)) for b in range(len(self)))
+
     def _plan(self):
         """The epoch's order and every sample's augmentation parameters, drawn at once."""
         n = len(self.y)

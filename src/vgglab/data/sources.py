@@ -23,7 +23,7 @@ from .imagefolder import count_images, find_imagefolder, image_size_of_tree, rea
 from .split import RawData, Split
 
 CACHE_VERSION = 1
-IMAGEFOLDER_DECODE = 2  # 2: squares placed by torchvision's eval geometry around the image_size crop
+IMAGEFOLDER_DECODE = 3  # 2: squares placed by torchvision's eval geometry around the image_size crop; 3: file names kept
 EVAL_RESIZE_RATIO = 256 / 224  # resize-shorter-side then center-crop, as for ImageNet evaluation
 
 __all__ = ["Source", "DigitsSource", "ImageFolderSource", "CifarSource", "resolve_source", "DataError", "RawData", "Split"]

@@ -11,12 +11,15 @@ import torch
 class Split:
     x: torch.Tensor  # (N, C, S, S) uint8
     y: torch.Tensor  # (N,) int64
+    files: list[str] | None = None  # each image's path relative to its tree (ImageFolder sources only)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, idx: torch.Tensor) -> "Split":
-        return Split(self.x[idx], self.y[idx])
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        files = None if self.files is None else [self.files[i] for i in idx.tolist()]
+        return Split(self.x[idx], self.y[idx], files)
 
     @property
     def channels(self) -> int:

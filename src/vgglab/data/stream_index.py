@@ -13,6 +13,7 @@ import torch
 
 from ..errors import VgglabError
 from ..files import write_text
+from ..progress import track
 from .cache import cache_root, fingerprint, tree_fingerprint
 from .decode import decode_view
 from .errors import DataError
@@ -84,7 +85,8 @@ def _valid_folder_index(index) -> bool:
 def _index_rows(tree: Path, files: list[Path], labels: list[int], strict: bool, skipped: list[str]) -> list:
     """(path relative to ``tree``, label, width, height) per readable file (headers only)."""
     rows = []
-    for f, label in zip(files, labels):
+    what = f"indexing {files[0].relative_to(tree).parts[0]}/ of {tree}" if files else "indexing"
+    for f, label in track(zip(files, labels), len(files), f"{what} (image headers, cached after)", "files", count=lambda _: 1):
         try:
             with open_image(f) as im:
                 rows.append((str(f.relative_to(tree)), label, *im.size))

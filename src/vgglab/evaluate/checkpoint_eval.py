@@ -1,16 +1,17 @@
-"""``vgglab eval``: one call from a checkpoint to eval.json, a printed table and pictures."""
+"""``vgglab eval``: one call from a checkpoint to eval.json and its metrics (the pictures come from
+the layer above: ``pictures=vgglab.viz.plots.write_eval_pictures``, as the CLI passes)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from ..data.config import MAX_IMAGE_SIZE
 from ..data.stream import StreamSplit
 from ..data.views import MULTICROP_GRID
 from ..errors import VgglabError
 from ..files import check_output_dir, write_text
-from ..viz.plots import plot_confusion, plot_predictions
 from .inference import load_inference
 from .metrics import compute_metrics, predict_split
 from .tta import SCALE_MODES, TTA_MODES, default_scales
@@ -42,10 +43,12 @@ def default_out(checkpoint: str | Path) -> Path:
 
 def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", topk: int = 5, out=None,
                         data_root: str | None = None, shift: int = 1, scales: list[int] | None = None,
-                        grid: int = MULTICROP_GRID, device: str = "auto", pictures: bool = True, precision: str = "auto") -> dict:
-    """Evaluate a run or checkpoint (or ``torchvision:NAME``) on a split; writes ``eval.json`` (+
-    PNGs) into ``out`` (default :func:`default_out`) and returns the same metrics. The paper's
-    scale modes (dense, multicrop, dense+multicrop) read an ImageFolder split's whole images."""
+                        grid: int = MULTICROP_GRID, device: str = "auto", pictures: Callable | None = None, precision: str = "auto") -> dict:
+    """Evaluate a run or checkpoint (or ``torchvision:NAME``) on a split; writes ``eval.json`` into
+    ``out`` (default :func:`default_out`) and returns the same metrics. The paper's scale modes
+    (dense, multicrop, dense+multicrop) read an ImageFolder split's whole images. ``pictures``:
+    called as ``pictures(metrics, inf, data, probs, out)`` to draw them (e.g.
+    :func:`vgglab.viz.plots.write_eval_pictures`); None or False draws none."""
     if tta not in TTA_MODES:
         raise VgglabError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     if not 1 <= topk <= 5:
@@ -56,7 +59,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     data, _ = inf.load_split(split, data_root, full_images=tta in SCALE_MODES)
     if tta in SCALE_MODES and isinstance(data, StreamSplit):  # whole images: the paper's default Q (sec. 4.1)
         scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
-    probs = predict_split(inf, data, tta, shift=shift, scales=scales, grid=grid)
+    probs = predict_split(inf, data, tta, shift=shift, scales=scales, grid=grid, what=f"eval {split}")
     metrics = {"split": split, "tta": tta, "precision": inf.precision, "precision_reason": inf.precision_reason,
                **({"scales": scales} if scales else {}), **({"grid": grid} if "multicrop" in tta else {}),
                **compute_metrics(probs, data.y, inf.classes, topk)}
@@ -65,9 +68,6 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     name = "eval.json" if tta == "none" else f"eval-{tta}.json"
     write_text(out / name, json.dumps(metrics, indent=1))
     if pictures:
-        plot_confusion(metrics["confusion_matrix"], metrics["confusion_classes"], out / "confusion.png")
-        sample = slice(0, min(len(data), 2000))
-        shown = inf.denormalize(inf.prepare(data.images(sample))).cpu()
-        plot_predictions(shown, data.y[sample], probs[sample], inf.classes, out / "predictions.png")
+        pictures(metrics, inf, data, probs, out)
     return metrics
 

@@ -12,6 +12,7 @@ import torch
 from ..data import Dataset, load_dataset
 from ..data.config import AugmentConfig, DataConfig
 from ..data.normalization import Normalization
+from ..data.record import read_record
 from ..data.split import Split
 from ..data.stream_index import folder_split
 from ..data.views import center_crop
@@ -108,11 +109,17 @@ class Inference:
         cfg = self.data_config(data_root)
         if full_images and cfg.dataset == "imagefolder":
             cfg.storage = "stream"
-        ds = load_dataset(cfg, self.augment)
+        ds = load_dataset(cfg, self.augment, keep_val=self.recorded_val())
         chosen = ds.split(split)
         if chosen is None:
             raise VgglabError(f"this run has no {split} split (data.val_size was 0); use --split test")
         return self._in_model_numbering(chosen, ds.classes), ds
+
+    def recorded_val(self) -> list[str] | None:
+        """The validation files the run recorded beside its checkpoint (None: carve as configured)."""
+        path = self.checkpoint.get("path")
+        recorded = read_record(Path(path).parent) if path and Path(path).is_file() else None
+        return recorded["val"] if recorded else None
 
     def _folder_split(self, split: str, data_root: str | None) -> Split:
         if data_root is None:

@@ -10,33 +10,38 @@ from ..data.split import Split
 from ..data.stream import StreamSplit, full_image_batches, uint8_batches
 from ..data.views import MULTICROP_GRID, SCALE_MODES
 from ..device import autocast
+from ..progress import Progress
 from .inference import Inference
 from .tta import default_scales, dense_head, scale_probs, tta_probs
 
 
 @torch.inference_mode()
 def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size: int = 250, shift: int = 1,
-                  scales: list[int] | None = None, grid: int = MULTICROP_GRID) -> torch.Tensor:
+                  scales: list[int] | None = None, grid: int = MULTICROP_GRID, what: str = "evaluating") -> torch.Tensor:
     """Probabilities (N, classes) for every image of a split (cached, or streamed by the loader's
     workers). The paper's scale modes see a streamed split's whole images (rescaled to each scale
     by the workers, batched by original size, ``batch_size`` images' worth of pixels at the input
-    side per batch); a cached split's stored squares otherwise."""
+    side per batch); a cached split's stored squares otherwise. Progress is shown as ``what``."""
     dense = dense_head(inf.model) if tta in ("dense", "dense+multicrop") and inf.model.config.head.type != "linear" else None
     fmt = torch.channels_last if inf.channels_last else torch.contiguous_format
-    if tta in SCALE_MODES and isinstance(split, StreamSplit):
-        scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
-        out = torch.empty(len(split), len(inf.classes))
-        for rows, batches in full_image_batches(split, scales, batch_size * inf.image_size**2):
-            scaled = {q: inf.normalize(b).contiguous(memory_format=fmt) for q, b in zip(scales, batches)}
-            with autocast(inf.device, inf.precision):
-                out[rows] = scale_probs(inf.model, scaled, tta, inf.image_size, grid=grid, dense=dense).float().cpu()
-        return out
-    out = []
-    for images in uint8_batches(split, batch_size):
-        x = inf.normalize(images).contiguous(memory_format=fmt)
-        with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
-            probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, grid=grid, dense=dense)
-        out.append(probs.float())
+    label = what if tta == "none" else f"{what} (tta {tta})"
+    with Progress(len(split), label) as progress:
+        if tta in SCALE_MODES and isinstance(split, StreamSplit):
+            scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
+            out = torch.empty(len(split), len(inf.classes))
+            for rows, batches in full_image_batches(split, scales, batch_size * inf.image_size**2):
+                scaled = {q: inf.normalize(b).contiguous(memory_format=fmt) for q, b in zip(scales, batches)}
+                with autocast(inf.device, inf.precision):
+                    out[rows] = scale_probs(inf.model, scaled, tta, inf.image_size, grid=grid, dense=dense).float().cpu()
+                progress.advance(len(rows))
+            return out
+        out = []
+        for images in uint8_batches(split, batch_size):
+            x = inf.normalize(images).contiguous(memory_format=fmt)
+            with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
+                probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, grid=grid, dense=dense)
+            out.append(probs.float())
+            progress.advance(len(images))
     return torch.cat(out).cpu()  # one copy back, after the last batch
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from ..data.imagefolder import IMAGE_EXTENSIONS, decode_image
 from ..device import autocast
 from ..errors import VgglabError
+from ..progress import Progress
 from .inference import Inference
 
 
@@ -61,7 +63,8 @@ def predict_files(inf: Inference, paths: list[Path], topk: int = 5, batch_size: 
     k = min(topk, len(inf.classes))
     results: list[Prediction | None] = [None] * len(paths)
     fmt = torch.channels_last if inf.channels_last else torch.contiguous_format
-    with ThreadPoolExecutor(max_workers=2) as pool:  # PIL releases the GIL while decoding
+    # progress on stderr: predict's stdout is its results
+    with ThreadPoolExecutor(max_workers=2) as pool, Progress(len(paths), "predict", "files", stream=sys.stderr) as progress:
         for start in range(0, len(paths), batch_size):
             chunk = list(range(start, min(start + batch_size, len(paths))))
             good, images = [], []
@@ -71,6 +74,7 @@ def predict_files(inf: Inference, paths: list[Path], topk: int = 5, batch_size: 
                 else:
                     good.append(i)
                     images.append(got)
+            progress.advance(len(chunk))
             if not good:
                 continue
             x = inf.prepare(torch.cat(images)).contiguous(memory_format=fmt)

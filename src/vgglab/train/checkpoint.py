@@ -13,7 +13,7 @@ from ..files import atomic_write, tensor_bytes, torch_save
 from ..errors import VgglabError
 from ..models import VGG, create_model_from_spec
 from ..runmeta import RunMeta
-from .config import read_yaml
+from .yamlio import read_yaml
 
 FORMAT = "vgglab-checkpoint"
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..data import BatchLoader, Dataset, Normalization, load_dataset
+from ..data.record import describe_changes, read_record, write_record
 from ..data.stream import make_loader
 from ..errors import VgglabError
 from ..files import write_text
@@ -57,10 +58,14 @@ def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
     cfg, ckpt = read_run_config(config, overrides, resume, log)
     info, device = start_process(cfg)
     run = Run(cfg, ckpt, info, device, log if info.is_main else _quiet, lock)
+    recorded = read_record(Path(resume)) if resume is not None else None
     with run.clock("data"):
-        ds = load_dataset(cfg.data, cfg.augment, device)
+        ds = load_dataset(cfg.data, cfg.augment, device, keep_val=recorded["val"] if recorded else None)
+    tree_changes = describe_changes(recorded, ds) if recorded else None
     norm = training_normalization(cfg, ds)
     model = prepare_model(run, ds, norm, out, resume)
+    if info.is_main and (recorded is None or tree_changes):
+        write_record(run.dir, ds)  # the next resume compares with the tree as this start found it
     freeze = FreezePlan(model, cfg.train)
     speed = decide_speed(run, model)
     model = model.to(device, memory_format=torch.channels_last if speed.channels_last else torch.contiguous_format)
@@ -75,14 +80,22 @@ def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
     extra = {"speed": {"precision_setting": cfg.train.precision, "channels_last_setting": cfg.train.channels_last,
                        "device": device.type, **speed.to_dict()}}
     announce(run, model, ds, speed)
-    epochs = Epochs(run, state, freeze, train_loader, val_loader, reporter, speed.precision)
-    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
-        row, improved = epochs.train_epoch(epoch)
-        save_epoch(run, state, meta, extra, row, improved)
-        reporter.end_epoch(row)  # after the checkpoint: a metrics row always has its last.pt
+    if tree_changes:
+        run.log(tree_changes)
+    reporter.start_tracking()
+    try:
+        epochs = Epochs(run, state, freeze, train_loader, val_loader, reporter, speed.precision)
+        for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+            row, improved = epochs.train_epoch(epoch)
+            save_epoch(run, state, meta, extra, row, improved)
+            reporter.end_epoch(row)  # after the checkpoint: a metrics row always has its last.pt
+        barrier(info)  # the selected checkpoint is written before any rank reads it
+        result = final_test(run, ds, norm, speed, run.dir / state.selection.checkpoint_name, reporter)
+    except BaseException as exc:  # the tracked run ends as what happened; the error goes on up
+        reporter.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     reporter.close()
-    barrier(info)  # the selected checkpoint is written before any rank reads it
-    result = final_test(run, ds, norm, speed, run.dir / state.selection.checkpoint_name)
+    reporter.finish(result)
     teardown(info)
     return FitResult(run.dir, result)
 
@@ -185,7 +198,8 @@ class Epochs:
         if self.val is not None:
             self.eval_model = self.eval_model or maybe_compile(state.eval_model, tc.compile)
             with run.clock("validation"):
-                va = evaluate_batches(self.eval_model, self.val, precision=self.precision)
+                va = evaluate_batches(self.eval_model, self.val, precision=self.precision,
+                                      progress=self.reporter.progress(self.val.local_total, f"validation {epoch}/{tc.epochs}"))
         # Only validation (or training) metrics drive the schedule and model selection; the test split is untouched.
         monitored = state.selection.monitored(tr, va)
         state.schedule.step_epoch(monitored)
@@ -209,7 +223,7 @@ def save_epoch(run: Run, state: TrainState, meta: RunMeta, extra: dict, row: dic
             save_safetensors(state.eval_model, meta, run.dir / "model.safetensors", epoch=state.epoch, config=run.cfg.to_dict())
 
 
-def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, checkpoint: Path) -> dict:
+def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, checkpoint: Path, reporter: Reporter) -> dict:
     """Evaluate the selected checkpoint (best on validation, else the last) on the validation and
     test splits, once (on the test split also with ``train.test_tta`` when set); results.json."""
     t_start = time.perf_counter()
@@ -219,11 +233,13 @@ def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, c
     model = maybe_compile(model_from_checkpoint(ckpt).to(device, memory_format=fmt), cfg.train.compile)
     result = {"best_epoch": ckpt["epoch"]}
     if ds.val is not None:
-        va = evaluate_batches(model, eval_loader(run, ds, ds.val, norm, speed.channels_last), precision=speed.precision)
+        loader = eval_loader(run, ds, ds.val, norm, speed.channels_last)
+        va = evaluate_batches(model, loader, precision=speed.precision, progress=reporter.progress(loader.local_total, "final validation"))
         result.update(val_loss=va["loss"], val_top1=va["top1"])
     tta = cfg.train.test_tta
     # with TTA one pass gives both: the plain center crop is the TTA's first view
-    te = evaluate_batches(model, eval_loader(run, ds, ds.test, norm, speed.channels_last), precision=speed.precision, tta=tta)
+    loader = eval_loader(run, ds, ds.test, norm, speed.channels_last)
+    te = evaluate_batches(model, loader, precision=speed.precision, tta=tta, progress=reporter.progress(loader.local_total, "test"))
     plain = "" if tta == "none" else "plain_"
     result.update(test_loss=te[f"{plain}loss"], test_top1=te[f"{plain}top1"], test_n=te["n"])
     if tta != "none":

@@ -31,19 +31,19 @@ def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
 
 
 CHECK_EVERY = 100  # steps between host reads of the non-finite-loss flag (each read waits for the device)
-PROGRESS_EVERY = 10  # steps between progress callbacks (each reads two device sums)
 
 
 def train_one_epoch(model, loader, state: TrainState, *, train: TrainConfig | None = None, precision="fp32", on_step=None,
-                    frozen=(), check_every=CHECK_EVERY, progress_every=PROGRESS_EVERY) -> dict:
+                    frozen=(), check_every=CHECK_EVERY) -> dict:
     """One pass over ``loader``, stepping ``state`` (its optimiser, schedule, grad scaler and weight
     averages; ``model`` is ``state.model`` or its DDP / compiled wrapper) with ``train``'s label
     smoothing and gradient clipping; returns mean loss and top-1 (fraction) over the seen samples.
 
     Nothing is read back to the host per step, so a CUDA device runs ahead of Python: the loss and
     accuracy sums stay on the device, a non-finite loss is flagged there (its first batch index
-    kept) and raised every ``check_every`` steps and at the end, and ``on_step(loss, top1, seen)``
-    (running means) is called every ``progress_every`` steps and after the last one.
+    kept) and raised every ``check_every`` steps and at the end. ``on_step(seen, means)`` is
+    called after every step with the images seen (a host count) and ``means()``, which reads the
+    running loss and top-1 from the device: the caller decides how rarely to pay for that read.
     ``frozen`` modules stay in eval mode (BatchNorm keeps its running statistics)."""
     tc = train or TrainConfig()
     device, optimizer, scaler = loader.device, state.optimizer, state.scaler
@@ -84,11 +84,9 @@ def train_one_epoch(model, loader, state: TrainState, *, train: TrainConfig | No
         seen += n
         if (step + 1) % check_every == 0:
             _raise_if_diverged(first_bad)
-        if on_step is not None and (step + 1) % progress_every == 0:
-            on_step(*_means(loss_sum, correct, seen), seen)
+        if on_step is not None:
+            on_step(seen, lambda: _means(loss_sum, correct, seen))
     _raise_if_diverged(first_bad)
-    if on_step is not None and (step + 1) % progress_every:
-        on_step(*_means(loss_sum, correct, seen), seen)
     loss_sum, correct, seen_t = all_sum(loss_sum, correct, torch.tensor(seen, device=device))  # over all ranks
     stats = torch.stack([loss_sum, correct.double(), seen_t.double()]).tolist()  # one read for all three
     return {"loss": stats[0] / stats[2], "top1": stats[1] / stats[2], "n": int(stats[2])}
@@ -106,14 +104,15 @@ def _raise_if_diverged(first_bad: torch.Tensor) -> None:
 
 
 @torch.inference_mode()
-def evaluate_batches(model, loader, *, precision="fp32", tta="none") -> dict:
+def evaluate_batches(model, loader, *, precision="fp32", tta="none", progress=None) -> dict:
     """Mean cross-entropy and top-1 (fraction) of ``model`` on every sample of ``loader``;
     with ``tta`` (none, flip, flip-shift, flip-translate; see ``vgglab.evaluate.tta``) of its views'
     averaged probabilities, and then also ``plain_loss`` / ``plain_top1`` of the first view (the
     plain center crop) from the same pass. The sums live on ``loader.device``.
 
     Under torchrun each rank evaluates its shard and the sums are all-reduced, which gives
-    exactly the single-process numbers."""
+    exactly the single-process numbers. ``progress`` (a :class:`~vgglab.progress.Progress`)
+    advances by each batch's images, counted on the host."""
     device = loader.device
     model.eval()
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, correct, n, plain loss, plain correct
@@ -127,6 +126,8 @@ def evaluate_batches(model, loader, *, precision="fp32", tta="none") -> dict:
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (logits.argmax(1) == y).sum().double(),
                              torch.tensor(len(y), dtype=torch.float64, device=device),
                              F.cross_entropy(plain, y, reduction="sum").double(), (plain.argmax(1) == y).sum().double()])
+        if progress is not None:
+            progress.advance(len(y))
     (sums,) = all_sum(sums)
     total, right, n, plain_total, plain_right = sums.tolist()  # the one read back
     n = max(int(n), 1)

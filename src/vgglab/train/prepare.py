@@ -20,7 +20,8 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
 from ..strict import plain
 from .checkpoint import load_checkpoint
-from .config import RESUME_KEYS, Config, ConfigError, load_config, read_yaml
+from .config import RESUME_KEYS, Config, ConfigError, load_config
+from .yamlio import read_yaml
 from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
 from .reporter import MetricsLog
 from .rundir import PhaseClock, new_run_dir
@@ -237,7 +238,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
         report = init_as_configured(model, tc)
         if info.is_main:
             write_text(run.dir / "init_report.txt", report.format() + "\n")
-        run.log(f"initialised from {tc.init_from} ({tc.init_mode}):\n{report.format()}")
+        run.log(f"initialised from {tc.init_from} ({tc.init_mode}): {report.brief(run.dir / 'init_report.txt')}")
     elif run.ckpt is None and model.config.whiten:
         with run.clock("whitening"):
             fit_whitening(model, ds, norm)

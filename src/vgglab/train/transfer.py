@@ -45,6 +45,18 @@ class TransferReport:
         lines += [f"  new      {k} {list(s)}" for k, s in self.new]
         return "\n".join(lines)
 
+    def brief(self, full_list: str | Path | None = None, names: int = 8) -> str:
+        """The summary line and, one line per kind, the tensors that did not transfer as they were
+        (reshaped, skipped, new: at most ``names`` each, then how many more); where the full list is."""
+        where = f"; every tensor is listed in {full_list}" if full_list else ""
+        lines = [self.format().splitlines()[0].removeprefix("init: ") + where]
+        for kind, keys in (("reshaped", [k for k, *_ in self.reshaped]), ("skipped", [k for k, *_ in self.skipped]),
+                           ("new", [k for k, _ in self.new])):
+            if keys:
+                more = f" and {len(keys) - names} more" if len(keys) > names else ""
+                lines.append(f"  {kind}: {', '.join(keys[:names])}{more}")
+        return "\n".join(lines)
+
 
 def _torchvision_config(sd: dict) -> VGGConfig:
     """The registered VGG whose torchvision layout this state_dict has."""

@@ -16,10 +16,12 @@ from ..evaluate.tta import TTA_MODES
 from ..files import check_output_dir, check_output_file, write_text
 from ..evaluate.checkpoint_eval import evaluate_checkpoint
 from ..models import summarize
+from ..progress import Progress
 from ..train.checkpoint import resolve_checkpoint
 from ..models.layers import default_layers
 from .inspect import activations, grad_cam, plot_activations, plot_filters, plot_grad_cam
-from .plots import plot_curves, plot_tsne
+from ..train.tracking import log_artifact_to_run
+from .plots import plot_curves, plot_tsne, write_eval_pictures
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -59,11 +61,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     summary = summarize(model)
 
     m_none = evaluate_checkpoint(ckpt_path, split="test", tta="none", out=files, data_root=data_root, device=device,
-                                 precision=inf.precision)
+                                 precision=inf.precision, pictures=write_eval_pictures)
     if tta == "auto":
         tta = "flip" if inf.trained_with_flips else "none"
     m_tta = None if tta == "none" else evaluate_checkpoint(ckpt_path, split="test", tta=tta, out=files, data_root=data_root,
-                                                           device=device, pictures=False, precision=inf.precision)
+                                                           device=device, precision=inf.precision)
     tta_label = f"{tta} (model trained without flips)" if m_tta is not None and m_tta.get("note") else tta
     test, _ = inf.load_split("test", data_root)
 
@@ -80,11 +82,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     n = min(tsne_samples, len(test))
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(test), generator=g)[:n]
-    with torch.inference_mode(), autocast(inf.device, inf.precision):
-        emb = torch.cat([
-            model.forward_head(model.forward_features(inf.prepare(test.images(idx[i:i + 250]))), pre_logits=True).float().cpu()
-            for i in range(0, n, 250)
-        ])
+    with torch.inference_mode(), autocast(inf.device, inf.precision), Progress(n, "report: t-SNE embeddings") as progress:
+        chunks = []
+        for i in range(0, n, 250):
+            batch = test.images(idx[i:i + 250])
+            chunks.append(model.forward_head(model.forward_features(inf.prepare(batch)), pre_logits=True).float().cpu())
+            progress.advance(len(batch))
+        emb = torch.cat(chunks)
     pictures["tsne"] = plot_tsne(emb, test.y[idx], inf.classes, files / "tsne.png")
 
     ck = inf.checkpoint
@@ -139,4 +143,6 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         "</body></html>",
     ]
     write_text(out, "\n".join(parts))  # eval.json and eval-flip.json are already in the files folder
+    if run_dir.is_dir():  # a run tracked in MLflow gets its report there too (self-contained: one file)
+        log_artifact_to_run(run_dir, out)
     return out
