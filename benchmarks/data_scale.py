@@ -77,8 +77,10 @@ def measure(tree: Path, storage: str) -> dict:
 
 RUN_RECIPE = {
     "name": "data_scale",
-    "data": {"dataset": "imagefolder", "image_size": 96, "storage": "stream", "batch_size": 64, "val_size": 0.05,
-             "workers": 2},
+    # evaluation batches of 50: at 1,000 images validation (55) and test (100) already span two
+    # batches, so the sizes compare the data path at equal batch memory
+    "data": {"dataset": "imagefolder", "image_size": 96, "storage": "stream", "batch_size": 64, "eval_batch_size": 50,
+             "val_size": 0.05, "workers": 2},
     "augment": {"crop": "scale", "scale_min": 96, "scale_max": 160, "flip": True},
     "model": {"name": "vgg11_bn", "options": {"width": 0.125, "head": "gap"}},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -138,7 +140,7 @@ def main_whole_run(a) -> None:
     print(f"machine: {cpu_model()}, peak RSS of the process tree (workers included) of whole streamed commands: "
           f"`vgglab train` (1 epoch: index, statistics, training with scale jitter {RUN_RECIPE['augment']['scale_min']}-"
           f"{RUN_RECIPE['augment']['scale_max']} px, validation, checkpoints, test; {RUN_RECIPE['model']['name']} width 0.125 at "
-          f"{RUN_RECIPE['data']['image_size']} px, batches of 64, 2 workers), then `vgglab eval` of the run")
+          f"{RUN_RECIPE['data']['image_size']} px, batches of 64, evaluation batches of 50, 2 workers), then `vgglab eval` of the run")
     print(f"{'images':>8} {'command':>8} {'peak RSS MB':>12} {'vs first':>9} {'seconds':>8}")
     first = {}
     for n in (int(v) for v in a.sizes.split(",")):

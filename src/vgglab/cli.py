@@ -23,6 +23,7 @@ from .train import fit
 from .train.config import TRANSFER_MODES, load_config
 from .train.speed import ProbeCache, machine_label
 from . import progress
+from .workers import quiet_shutdown_races
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
 from .viz.plots import write_eval_pictures
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_shutdown_races()
     try:
         progress.interval_s()  # a bad VGGLAB_PROGRESS_S is one line now, not an hour into a job
         with progress.default_mode("none" if args.quiet else "auto"):

@@ -124,12 +124,13 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
 
 
 def extract_features(checkpoint, split: str = "test", layers: str | list[str] | None = None, data_root: str | None = None,
-                     batch_size: int = 250, precision: str = "auto") -> dict:
+                     batch_size: int | None = None, precision: str = "auto") -> dict:
     """Embeddings of a split: the pre-logits embedding, or named layers' outputs averaged over
     space. Returns ``features`` (one layer, or the embedding), one array per layer name when
     several are asked for, ``labels`` and ``classes``."""
     inf = load_inference(checkpoint, "auto", precision=precision)
     data, _ = inf.load_split(split, data_root)
+    batch_size = batch_size or inf.eval_batch_size
     model = inf.model
     layers = [layers] if isinstance(layers, str) else list(layers or [])
     extractor = feature_extractor(model, layers) if layers else None

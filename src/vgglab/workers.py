@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 _inherited: set[int] = set()  # descriptors a worker must close (the run lock's)
@@ -40,3 +41,36 @@ def worker_init(_worker_id: int = 0) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def quiet_shutdown_races() -> None:
+    """Leave out the one traceback a stopped loader can print beside the command's own line.
+
+    Workers hand batches to the main process as file descriptors, through a thread that
+    multiprocessing runs in the main process (``resource_sharer``). When a command stops (Ctrl-C,
+    an error) while a worker is handing one over, the worker is shut down mid-handshake and that
+    thread reports ``ConnectionResetError`` through ``sys.excepthook``. Only connection errors
+    raised in that module are dropped; every other exception is reported as before."""
+    if getattr(sys.excepthook, "vgglab_quiet", False):
+        return  # installed once per process
+    previous_sys, previous_thread = sys.excepthook, threading.excepthook
+
+    def from_sharer(exc_type, tb) -> bool:
+        if exc_type is None or not issubclass(exc_type, (ConnectionError, EOFError)):
+            return False
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.endswith("resource_sharer.py"):
+                return True
+            tb = tb.tb_next
+        return False
+
+    def sys_hook(exc_type, exc, tb):
+        if not from_sharer(exc_type, tb):
+            previous_sys(exc_type, exc, tb)
+
+    def thread_hook(args):
+        if not from_sharer(args.exc_type, args.exc_traceback):
+            previous_thread(args)
+
+    sys_hook.vgglab_quiet = True
+    sys.excepthook, threading.excepthook = sys_hook, thread_hook

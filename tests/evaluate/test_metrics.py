@@ -92,3 +92,24 @@ def test_eval_cli_with_tta(trained_run, capsys):
     # the command draws its pictures (the viz layer's writer, passed in by the CLI)
     for name in ("confusion.png", "predictions.png"):
         assert (trained_run / "ev2" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_pictures_decode_only_the_images_they_show(trained_run, tmp_path):
+    from vgglab.viz.plots import write_eval_pictures
+
+    inf = load_inference(trained_run, "cpu")
+    data, _ = inf.load_split("test")
+    asked = []
+
+    class Counted:
+        y = data.y
+
+        def images(self, idx):
+            asked.append(len(idx))
+            return data.images(idx)
+
+    probs = torch.rand(len(data), len(inf.classes)).softmax(1)
+    m = evaluate_checkpoint(trained_run, split="test", out=tmp_path / "m", device="cpu")
+    write_eval_pictures(m, inf, Counted(), probs, tmp_path)
+    assert asked == [32] and len(data) == 360  # 16 right and 16 wrong of 360
+    assert (tmp_path / "predictions.png").stat().st_size > 0

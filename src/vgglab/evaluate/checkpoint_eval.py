@@ -59,7 +59,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str = "none", t
     data, _ = inf.load_split(split, data_root, full_images=tta in SCALE_MODES)
     if tta in SCALE_MODES and isinstance(data, StreamSplit):  # whole images: the paper's default Q (sec. 4.1)
         scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
-    probs = predict_split(inf, data, tta, shift=shift, scales=scales, grid=grid, what=f"eval {split}")
+    probs = predict_split(inf, data, tta, batch_size=inf.eval_batch_size, shift=shift, scales=scales, grid=grid, what=f"eval {split}")
     metrics = {"split": split, "tta": tta, "precision": inf.precision, "precision_reason": inf.precision_reason,
                **({"scales": scales} if scales else {}), **({"grid": grid} if "multicrop" in tta else {}),
                **compute_metrics(probs, data.y, inf.classes, topk)}

@@ -88,6 +88,13 @@ class Inference:
         return (aug.scale_min + aug.scale_max) // 2 if aug is not None and aug.crop == "scale" else self.eval_resize
 
     @property
+    def eval_batch_size(self) -> int:
+        """Images per evaluation batch: the run's ``data.eval_batch_size`` (what its memory was
+        sized for), else 250 (torchvision's weights, a bare checkpoint)."""
+        data = (self.checkpoint.get("config") or {}).get("data") or {}
+        return int(data.get("eval_batch_size") or 250)
+
+    @property
     def augment(self) -> AugmentConfig | None:
         config = self.checkpoint.get("config") or {}
         return AugmentConfig(**config["augment"]) if config.get("augment") else None

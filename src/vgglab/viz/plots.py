@@ -113,13 +113,15 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Te
                            suptitle=f"{len(right)} correct (green), {len(wrong)} wrong (red)")
 
 
-def write_eval_pictures(metrics: dict, inf, data, probs: torch.Tensor, out: Path) -> None:
-    """``vgglab eval``'s pictures in ``out``: the confusion matrix and up to 2,000 test images
-    (as the model saw them, centre-cropped) with their predictions."""
+def write_eval_pictures(metrics: dict, inf, data, probs: torch.Tensor, out: Path, per_kind: int = 16) -> None:
+    """``vgglab eval``'s pictures in ``out``: the confusion matrix, and the first ``per_kind``
+    correct and wrong test images (as the model saw them, centre-cropped) with their predictions.
+    Only the images shown are decoded, whatever the split's size."""
     plot_confusion(metrics["confusion_matrix"], metrics["confusion_classes"], Path(out) / "confusion.png")
-    sample = slice(0, min(len(data), 2000))
-    shown = inf.denormalize(inf.prepare(data.images(sample))).cpu()
-    plot_predictions(shown, data.y[sample], probs[sample], inf.classes, Path(out) / "predictions.png")
+    pred = probs.argmax(1)
+    idx = torch.cat([torch.nonzero(pred == data.y).flatten()[:per_kind], torch.nonzero(pred != data.y).flatten()[:per_kind]])
+    shown = inf.denormalize(inf.prepare(data.images(idx))).cpu()
+    plot_predictions(shown, data.y[idx], probs[idx], inf.classes, Path(out) / "predictions.png", per_kind=per_kind)
 
 
 def plot_tsne(embeddings: torch.Tensor, labels: torch.Tensor, classes: list[str], path: str | Path | None = None, seed: int = 0):
