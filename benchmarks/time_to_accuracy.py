@@ -4,6 +4,7 @@
     python benchmarks/time_to_accuracy.py --config configs/fast_cifar10_short.yaml --data-root PATH \\
         --seeds 2 --ablation no-whitening          # one technique switched off (see ABLATIONS)
     python benchmarks/time_to_accuracy.py --table  # the README's tables, from every record
+    python benchmarks/time_to_accuracy.py --curve  # cifar10_compute.csv and its plot, from every record
 
 Each run is ``vgglab.fit`` with ``train.seed`` set, from the start of training to the end of
 the final test (plain and with the recipe's ``train.test_tta``), with the dataset already in
@@ -13,8 +14,11 @@ vgglab's "ratios, not absolute times"): run it alone on the machine.
 
 Every run writes ``benchmarks/results/time_to_accuracy/<recipe>[-<ablation>]-seed<N>-<time>.json``
 with ``recipe, config_sha256, seed, commit, minutes, top1, top1_tta, images_per_s, cpu``
-(accuracies as fractions) and a few more keys; the records are small and committed, so runs
-from different sessions add up. ``--table`` summarises them (mean +- sample std per recipe).
+(accuracies as fractions), ``train_pflops`` (every training forward and backward: 6 x the model's
+forward MACs at each epoch's input side x the images it sees, vgglab.train.compute),
+``val_pflops`` (validation forwards during training) and ``test_pflops`` (the final test with
+its TTA views), and a few more keys; the records are small and committed, so runs from
+different sessions add up. ``--table`` summarises them (mean +- sample std per recipe).
 Records of a recipe whose code has since changed are moved to ``superseded/`` (kept, not tabled).
 """
 
@@ -58,6 +62,33 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def compute_of(cfg, n_train: int, n_val: int, n_test: int, image_size: int) -> dict:
+    """The recipe's arithmetic in PFLOPs (see vgglab.train.compute), from its model's own MACs."""
+    from vgglab.models import create_model, create_model_from_spec
+    from vgglab.train.compute import recipe_compute
+
+    m = cfg.model
+    model = create_model_from_spec(m.spec) if m.spec is not None else create_model(m.name, **m.options)
+    c = recipe_compute(cfg, model.config, n_train, n_val, n_test, image_size)
+    return {"train_pflops": round(c.train_pflops, 5), "val_pflops": round(c.val_flops / 1e15, 5),
+            "test_pflops": round(c.test_flops / 1e15, 6), "images_seen": c.images_seen}
+
+
+CIFAR10_SPLITS = (50_000, 10_000)  # training and test images
+
+
+def record_compute(r: dict) -> dict:
+    """A record's PFLOPs: its own, or (records made before they were counted) the recipe's in
+    configs/ with the record's overrides, on CIFAR-10's splits."""
+    if "train_pflops" in r:
+        return r
+    from vgglab.train.config import load_config
+
+    cfg = load_config(ROOT / "configs" / f"{r['recipe']}.yaml", r.get("overrides") or [])
+    n_val = int(cfg.data.val_size if cfg.data.val_size is not None else 5000)
+    return {**r, **compute_of(cfg, CIFAR10_SPLITS[0] - n_val, n_val, CIFAR10_SPLITS[1], cfg.data.image_size or 32)}
 
 
 def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep: Path | None) -> dict:
@@ -122,6 +153,66 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+CURVE_COLUMNS = ["variant", "config", "pflops", "seeds", "mean_tta_top1", "min_tta_top1", "machine", "minutes"]
+
+
+def variant_of(r: dict) -> str:
+    """A record's variant: its recipe, the ablation and any further overrides."""
+    extra = [o for o in r.get("overrides") or [] if o not in ABLATIONS.get(r.get("ablation") or "", [])]
+    return r["recipe"] + (f" -{r['ablation']}" if r.get("ablation") else "") + "".join(f" {o}" for o in extra)
+
+
+def curve_rows(records: list[dict]) -> list[dict]:
+    """One row per variant and machine: training PFLOPs, seeds, mean and lowest TTA top-1 (%), mean minutes."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(variant_of(r), machine_of(r))].append(r)
+    rows = []
+    for (variant, machine), rs in sorted(groups.items(), key=lambda kv: (kv[1][0]["train_pflops"], kv[0])):
+        tta = [100 * r["top1_tta"] for r in rs if r.get("top1_tta") is not None]
+        shipped = ROOT / "configs" / f"{rs[0]['recipe']}.yaml"
+        rows.append({"variant": variant, "config": f"configs/{shipped.name}" if shipped.exists() else "",
+                     "pflops": round(rs[0]["train_pflops"], 4), "seeds": len(rs),
+                     "mean_tta_top1": round(statistics.fmean(tta), 2) if tta else "", "min_tta_top1": round(min(tta), 2) if tta else "",
+                     "machine": machine, "minutes": round(statistics.fmean(r["minutes"] for r in rs), 1)})
+    return rows
+
+
+def write_curve(rows: list[dict], path: Path) -> Path:
+    """The rows as CSV, and accuracy against training PFLOPs as a PNG beside it (one point per
+    variant and machine, a bar from its lowest seed to its mean)."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buf.getvalue())
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        if row["mean_tta_top1"] == "":
+            continue
+        mean, low = row["mean_tta_top1"], row["min_tta_top1"]
+        ax.errorbar([row["pflops"]], [mean], yerr=[[mean - low], [0]], fmt="o", capsize=3)
+        ax.annotate(f"{row['variant']} ({row['seeds']}x, {row['machine'].split(',')[0]})", (row["pflops"], mean),
+                    fontsize=6, xytext=(4, 2), textcoords="offset points")
+    ax.axhline(94.0, color="gray", lw=0.8, ls="--")
+    ax.axvline(0.20, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("training PFLOPs (6 x forward MACs x images seen)")
+    ax.set_ylabel("CIFAR-10 test top-1 with TTA (%): mean, bar down to the lowest seed")
+    ax.set_title("vgglab CIFAR-10 recipes: accuracy against training compute")
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+    return path
+
+
 def load_records(folder: Path = RESULTS) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
@@ -137,9 +228,16 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON records")
     ap.add_argument("--keep-runs", type=Path, help="keep the run directories under this folder (default: deleted)")
     ap.add_argument("--table", action="store_true", help="print the summary table of every record and exit")
+    ap.add_argument("--curve", action="store_true", help="write cifar10_compute.csv and its plot from every record and exit")
     args = ap.parse_args(argv)
     if args.table:
         print(table(load_records(args.results)))
+        return 0
+    if args.curve:
+        sys.path.insert(0, str(ROOT / "src"))
+        rows = curve_rows([record_compute(r) for r in load_records(args.results)])
+        csv_path = write_curve(rows, args.results.parent / "cifar10_compute.csv")
+        print(f"wrote {csv_path} and {csv_path.with_suffix('.png')} ({len(rows)} variants)")
         return 0
     if not args.config or not args.data_root:
         ap.error("--config and --data-root are required (or --table)")
@@ -154,8 +252,10 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, overrides)  # the recipe as run, before data root and seed: its hash names it
     sha = cfg.sha256()
     ds = load_dataset(load_config(cfg, [f"data.root={args.data_root}"]).data)  # decode + cache outside the clock
+    compute = compute_of(cfg, len(ds.train), len(ds.val) if ds.val is not None else 0, len(ds.test), ds.image_size)
     print(f"{cfg.name}{' without ' + args.ablation if args.ablation else ''}: {len(ds.train)} training images cached; "
-          f"config sha256 {sha[:12]}", flush=True)
+          f"config sha256 {sha[:12]}; training {compute['train_pflops']:.3f} PFLOPs ({compute['images_seen']:,} images seen), "
+          f"validation {compute['val_pflops']:.3f}, final test with its TTA {compute['test_pflops']:.4f}", flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
     records = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -163,12 +263,13 @@ def main(argv=None) -> int:
         rec = run_once(args.config, overrides, seed, args.data_root, keep)
         rec = {"recipe": cfg.name, "ablation": args.ablation, "overrides": overrides, "config_sha256": sha,
                "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(), **_machine(),
-               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **rec}
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **compute, **rec}
         stem = f"{cfg.name}{'-' + args.ablation if args.ablation else ''}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         (args.results / f"{stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
         records.append(rec)
         tta = f", {100 * rec['top1_tta']:.2f} % with TTA" if rec["top1_tta"] is not None else ""
-        print(f"seed {seed}: {rec['minutes']:.1f} min, test top-1 {100 * rec['top1']:.2f} %{tta}, "
+        print(f"seed {seed}: {rec['minutes']:.1f} min, {compute['train_pflops']:.3f} training PFLOPs "
+              f"(+{compute['test_pflops']:.4f} for the test with TTA), test top-1 {100 * rec['top1']:.2f} %{tta}, "
               f"{rec['images_per_s']:.0f} training images/s", flush=True)
     if len(records) > 1:
         tta = [r["top1_tta"] for r in records if r["top1_tta"] is not None]

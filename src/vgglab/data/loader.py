@@ -116,6 +116,15 @@ class BatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def crop_size(self) -> int:
+        """The side of this epoch's training crops: ``augment.early_crop`` in the first
+        ``augment.early_epochs`` epochs (counted from 1), else the model's input side."""
+        aug = self.augment
+        if aug is not None and aug.early_crop is not None and 1 <= self.epoch <= aug.early_epochs:
+            return aug.early_crop
+        return self.image_size
+
     def __len__(self) -> int:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
@@ -137,7 +146,7 @@ class BatchLoader:
             return plan
         store = self.x.shape[-1]
         if aug.crop == "pad":
-            span = store + 2 * aug.padding - self.image_size + 1
+            span = store + 2 * aug.padding - self.crop_size + 1
             plan["offsets"] = torch.randint(0, span, (n, 2), generator=g)
         elif aug.crop == "resized":
             plan["boxes"] = resized_crop_boxes(n, store, aug.scale, aug.ratio, g)
@@ -168,7 +177,7 @@ class BatchLoader:
             yield self._batch(idx, {k: v[sl] for k, v in plan.items() if k != "order"}), self.y[idx]
 
     def _batch(self, idx: torch.Tensor, p: dict) -> torch.Tensor:
-        return self.finish(place(self.x[idx], self.augment, p, self.image_size), p)
+        return self.finish(place(self.x[idx], self.augment, p, self.crop_size), p)
 
     def finish(self, x: torch.Tensor, p: dict) -> torch.Tensor:
         """Float images (B, C, size, size) on the device -> the normalised batch (memory layout as

@@ -212,6 +212,10 @@ def make_loader(split, batch_size: int, *, workers: int | str = "auto", **kw) ->
     """The loader for a split of either storage: ``BatchLoader`` over cached tensors, ``StreamLoader``
     over files. Both hand the same kind of normalised batch to the training step."""
     if isinstance(split, StreamSplit):
+        aug = kw.get("augment")
+        if aug is not None and aug.early_crop is not None:
+            raise DataError("augment.early_crop crops the cached images of data.storage: memory; this dataset is streamed: "
+                            "set data.storage: memory, or remove augment.early_crop")
         return StreamLoader(split, batch_size, workers=workers, **kw)
     return BatchLoader(split, batch_size, **kw)
 

@@ -15,6 +15,7 @@ VIEW_MODES = TTA_MODES[:4]  # crops of the evaluation square
 SCALE_MODES = TTA_MODES[4:]  # the paper's (sec. 3.2): the image rescaled to each of --scales first
 MULTICROP_GRID = 3  # crops per side by default (the paper's is 5: --grid 5)
 TRAIN_TTA_MODES = ("none", "flip", "flip-shift", "flip-translate")  # train.test_tta: cheap enough for every run
+VIEW_COUNTS = {"none": 1, "flip": 2, "flip-shift": 6, "flip-translate": 10}  # forward passes per image (tta_views)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -176,7 +176,8 @@ class LogConfig:
 
 # Settings added after recipes were published, left out of a recipe's hash at their defaults so
 # its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
-LATER_KEYS = {"data": {"storage": "auto", "workers": "auto"}, "augment": {"scale_min": 256, "scale_max": 512},
+LATER_KEYS = {"data": {"storage": "auto", "workers": "auto"},
+              "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
               "log": {"mlflow": False, "progress_s": None}}
 
 SECTIONS = {

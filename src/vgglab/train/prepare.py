@@ -168,6 +168,23 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
     return model
 
 
+def check_early_crop(cfg: Config, model: VGG, ds: Dataset) -> None:
+    """``augment.early_crop`` needs a side below the input that the model takes: a head that pools
+    (linear, gap, imagenet), not one that flattens a fixed map (cifar), and at least its smallest input."""
+    side = cfg.augment.early_crop
+    if side is None:
+        return
+    mc = model.config
+    if side >= ds.image_size:
+        raise ConfigError(f"augment.early_crop {side} is not smaller than the {ds.image_size}-pixel input: fewer pixels early means "
+                          f"a smaller side; lower it (e.g. {max(mc.min_input_size, ds.image_size * 3 // 4)}) or remove it")
+    if mc.head.type == "cifar":
+        raise ConfigError(f"augment.early_crop {side}: {mc.name}'s cifar head flattens a map of its {mc.input_size}-pixel input and "
+                          "takes no other size; use a pooling head (model.options.head: gap or linear) or remove early_crop")
+    if side < mc.min_input_size:
+        raise ConfigError(f"augment.early_crop {side}: {mc.name} takes inputs of at least {mc.min_input_size} pixels; raise early_crop")
+
+
 def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
     saved, now = plain(ckpt["model_config"]), plain(model.config.to_dict())  # tuples and lists alike
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -230,6 +247,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
     model = build_model_for(cfg, ds)
     if tc.sync_bn and info.enabled:  # same parameter names, so checkpoints stay interchangeable
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    check_early_crop(cfg, model, ds)
     if run.ckpt is not None:
         check_resumable(run.ckpt, model, ds.classes)
     check_training_memory(cfg, model, ds, run)
