@@ -71,3 +71,37 @@ def test_table_reports_mean_sample_std_and_worst_time_per_recipe_and_ablation():
 
 
 AVX2 = {"cpu": "AMD EPYC (2 cores)", "cpu_capability": "AVX2", "native_bf16": False, "gpu": None}
+
+
+def test_the_curve_has_one_row_per_variant_and_machine_with_the_issues_columns(tmp_path):
+    bench = _bench()
+    base = {"recipe": "fast_cifar10", "ablation": None, "overrides": [], "cpu": "AMD EPYC (2 cores)", "cpu_capability": "AVX2",
+            "native_bf16": False, "gpu": None, "train_pflops": 0.3833, "minutes": 60.0}
+    records = [{**base, "top1_tta": 0.9412}, {**base, "top1_tta": 0.9402, "minutes": 58.0},
+               {**base, "recipe": "fast_cifar10_lowres", "train_pflops": 0.1954, "top1_tta": 0.931, "minutes": 20.0},
+               {**base, "overrides": ["train.epochs=9"], "train_pflops": 0.31, "top1_tta": 0.936}]
+    rows = bench.curve_rows(records)
+    assert [r["variant"] for r in rows] == ["fast_cifar10_lowres", "fast_cifar10 train.epochs=9", "fast_cifar10"]  # by compute
+    assert rows[2] == {"variant": "fast_cifar10", "config": "configs/fast_cifar10.yaml", "pflops": 0.3833, "seeds": 2,
+                       "mean_tta_top1": 94.07, "min_tta_top1": 94.02, "machine": "AMD EPYC, AVX2", "minutes": 59.0}
+    path = bench.write_curve(rows, tmp_path / "cifar10_compute.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "variant,config,pflops,seeds,mean_tta_top1,min_tta_top1,machine,minutes" and len(lines) == 4
+    assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_records_made_before_compute_was_counted_get_their_recipes_count():
+    bench = _bench()
+    old = {"recipe": "fast_cifar10_short", "overrides": ["model.options.whiten=0"], "top1_tta": 0.87}
+    counted = bench.record_compute(old)
+    assert counted["images_seen"] == 4 * 48 * 1024
+    assert counted["train_pflops"] > bench.record_compute({**old, "overrides": []})["train_pflops"]  # no whitening: 32 px convs
+
+
+def test_the_table_keeps_a_recipe_run_with_other_overrides_apart():
+    bench = _bench()
+    base = {"recipe": "fast_cifar10_lowres", "ablation": None, "overrides": [], "cpu": "Intel Xeon (2 cores)",
+            "cpu_capability": "AVX512", "native_bf16": False, "gpu": None, "minutes": 15.0, "top1": 0.92, "top1_tta": 0.93,
+            "images_per_s": 400.0}
+    rows = bench.table([base, {**base, "overrides": ["train.epochs=10"], "top1_tta": 0.94}]).splitlines()[2:]
+    assert len(rows) == 2 and "| fast_cifar10_lowres train.epochs=10 |" in rows[1] and "| 94.00 |" in rows[1]

@@ -128,6 +128,8 @@ def evaluate_batches(model, loader, *, precision="fp32", tta="none", progress=No
                              F.cross_entropy(plain, y, reduction="sum").double(), (plain.argmax(1) == y).sum().double()])
         if progress is not None:
             progress.advance(len(y))
+    if progress is not None:
+        progress.close()
     (sums,) = all_sum(sums)
     total, right, n, plain_total, plain_right = sums.tolist()  # the one read back
     n = max(int(n), 1)
