@@ -96,3 +96,14 @@ def test_the_report_joins_the_runs_mlflow_run(tmp_path, store):
     client = mlflow.tracking.MlflowClient(tracking_uri=store)
     (run,) = client.search_runs(experiment_ids=["0"])
     assert "report.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_tracking_without_its_package_is_one_line_before_any_run_file(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    cfg = tracked_config(1)
+    with pytest.raises(vgglab.VgglabError, match=r"log.mlflow: true needs the mlflow package: pip install 'vgglab\[mlflow\]'"):
+        vgglab.fit(cfg, out=tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,9 @@ class LogConfig:
 
     def __post_init__(self):
         _choice("log", "progress", self.progress, ("auto", "bar", "line", "none"))
+        for key, module, extra in (("tensorboard", "tensorboard", "tensorboard"), ("mlflow", "mlflow", "mlflow")):
+            if getattr(self, key) is True and importlib.util.find_spec(module) is None:  # before any run file is written
+                raise ConfigError(f"log.{key}: true needs the {module} package: pip install 'vgglab[{extra}]' (or set log.{key}: false)")
         if self.progress_s is not None and (isinstance(self.progress_s, bool) or not isinstance(self.progress_s, (int, float))
                                             or not 0 < self.progress_s < float("inf")):
             raise ConfigError(f"log.progress_s must be a positive number of seconds (or null for $VGGLAB_PROGRESS_S, else 30), "
