@@ -118,13 +118,15 @@ def test_evaluate_with_tta_averages_the_probabilities_of_the_views(mode, shifts)
     assert got["loss"] == pytest.approx(F.nll_loss(probs.log(), y).item(), rel=1e-4)
 
 
-def test_the_recipe_switches_train_a_vgg_fast_on_digits(tmp_path, tiny_config):
+@pytest.mark.parametrize("muon", [False, True])
+def test_the_recipe_switches_train_a_vgg_fast_on_digits(tmp_path, tiny_config, muon):
     recipe = load_config(CONFIGS / "fast_cifar10_short.yaml").to_dict()
     cfg = {**recipe, "data": tiny_config["data"], "log": tiny_config["log"]}
     cfg["data"]["batch_size"] = 32
     cfg["model"] = {"name": "vgg_fast", "options": {"width": 0.25}}
     cfg["train"].update(epochs=3, test_tta="flip")
     cfg["augment"]["flip"] = False  # digits are not mirror-symmetric
+    cfg["optim"]["muon"] = muon
     res = vgglab.fit(cfg, out=tmp_path / "run", log=lambda *_: None)
     ckpt = load_checkpoint(res.run_dir / "last.pt")
     w = ckpt["model"]["features.whiten.weight"]
@@ -132,6 +134,11 @@ def test_the_recipe_switches_train_a_vgg_fast_on_digits(tmp_path, tiny_config):
     assert ckpt["lookahead"]["step"] == 3 * (320 // 32)  # every optimizer step of the 3 epochs
     assert torch.equal(ckpt["model"]["features.block1.bn1.weight"], torch.ones(16))  # frozen BN scales
     assert res.metrics["test_top1"] > 0.5 and 0.0 <= res.metrics["test_top1_flip"] <= 1.0
+    if muon:  # the filters stepped by Muon: each rescaled to norm sqrt(out) before its step of size ~ muon_lr
+        conv = ckpt["model"]["features.block2.conv1.weight"]
+        assert abs(conv.norm().item() - conv.shape[0] ** 0.5) < 0.05 * conv.shape[0] ** 0.5, conv.norm()
+        assert any(torch.is_tensor(s.get("momentum_buffer")) and s["momentum_buffer"].ndim == 4
+                   for s in ckpt["optimizer"]["state"].values())
 
 
 def test_lookahead_and_ema_are_exclusive():

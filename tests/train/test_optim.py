@@ -1,5 +1,7 @@
 """Optimiser parameter groups and the schedule, including the learning rate it reports."""
 
+import copy
+
 import pytest
 import torch
 
@@ -114,3 +116,88 @@ def test_parts_unfrozen_mid_run_step_like_sgd_from_zero_momentum_also_fused(fuse
             (p * p * k).sum().backward()
             o.step()
     assert torch.equal(a, ra.detach()) and torch.equal(b, rb.detach())
+
+
+def test_newton_schulz_keeps_the_singular_vectors_and_flattens_the_singular_values():
+    from vgglab.train.optim import newton_schulz
+    torch.manual_seed(0)
+    for shape in [(8, 72), (72, 8), (16, 16)]:
+        g = torch.randn(shape) @ torch.diag(torch.logspace(-1, 1, shape[1]))  # singular values 100x apart
+        o = newton_schulz(g)
+        s = torch.linalg.svdvals(o)
+        assert o.shape == g.shape
+        assert s.min() > 0.5 and s.max() < 1.3, s  # roughly orthogonal, whatever g's scale
+        u, _, v = torch.linalg.svd(g, full_matrices=False)
+        top = u[:, 0] @ o @ v[0]  # the top singular pair is kept with a positive value
+        assert top > 0.5
+
+
+def muon_model():
+    torch.manual_seed(0)
+    return create_model("vgg_fast", blocks=[[8], [16]], num_classes=4, input_size=8)
+
+
+def test_muon_steps_the_filters_and_sgd_the_rest():
+    from vgglab.train.optim import MuonSGD, newton_schulz
+    cfg = OptimConfig(lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.01, decoupled=True, muon=True, muon_lr=0.2,
+                      muon_momentum=0.6)
+    m, ref = muon_model(), muon_model()
+    opt = build_optimizer(m, cfg, batch_size=256)
+    assert isinstance(opt, MuonSGD)
+    filters = [n for n, p in m.named_parameters() if p.ndim == 4]
+    assert len(filters) == 2 and opt.param_groups[-1].get("muon") and not opt.param_groups[0].get("muon")
+    sgd = torch.optim.SGD([{k: v for k, v in g.items()} for g in param_groups(ref, OptimConfig(
+        lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.01, decoupled=True), batch_size=256)],
+        lr=1.0, momentum=0.85, nesterov=True)
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    for model_, o in [(m, opt), (ref, sgd)]:
+        torch.nn.functional.cross_entropy(model_(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters()}
+    opt.step()
+    sgd.step()
+    named, named_ref = dict(m.named_parameters()), dict(ref.named_parameters())
+    for n in named:
+        if n in filters:
+            w = before[n] * (before[n].shape[0] ** 0.5 / before[n].norm())
+            g = grads[n] * 1.6  # Nesterov, first step: g + 0.6 * (0.6 * 0 + g)
+            want = w - 0.2 * newton_schulz(g.reshape(len(g), -1)).view_as(w)
+            assert torch.allclose(named[n], want, atol=1e-5), n
+        else:
+            assert torch.allclose(named[n], named_ref[n], atol=1e-6), n
+    # the schedule scales the filters' rate like every other group's
+    sched = Schedule(opt, ScheduleConfig(name="linear", warmup_epochs=0, end_factor=0.0), steps_per_epoch=4, epochs=1,
+                     monitor_mode="max", optim=cfg)
+    sched.step_batch()
+    sched.step_batch()
+    assert opt.param_groups[-1]["lr"] == pytest.approx(0.1)
+
+
+def test_muon_state_round_trips_so_a_resume_steps_identically():
+    cfg = OptimConfig(lr=1.0, momentum=0.85, nesterov=True, muon=True)
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+
+    def one_step(model_, opt):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model_(x), y).backward()
+        opt.step()
+
+    a = muon_model()
+    opt_a = build_optimizer(a, cfg)
+    one_step(a, opt_a)
+    b = muon_model()
+    b.load_state_dict(a.state_dict())
+    opt_b = build_optimizer(b, cfg)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as from a checkpoint file: no shared buffers
+    one_step(a, opt_a)
+    one_step(b, opt_b)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_muon_is_refused_with_adamw():
+    from vgglab.train.config import ConfigError
+    with pytest.raises(ConfigError, match="optim.muon applies to sgd only"):
+        OptimConfig(name="adamw", muon=True)
+    with pytest.raises(ConfigError, match="muon_lr must be positive"):
+        OptimConfig(muon=True, muon_lr=0)

@@ -54,9 +54,22 @@ class OptimConfig:
     # divided out) and weight_decay the fraction the weights shrink per 1024 samples at full lr, so
     # neither changes meaning with batch_size, momentum or the lr multipliers. See optim.param_groups.
     decoupled: bool = False
+    # muon (sgd): every convolution filter (4-D weight) steps by Muon (Jordan et al. 2024; Bernstein &
+    # Newhouse 2024, "Old optimizer, new norm"): its Nesterov momentum, reshaped to out x (in * k * k),
+    # orthogonalised by five Newton-Schulz iterations, times muon_lr. That step's size does not depend on
+    # the gradient's scale nor on batch_size: muon_lr is per optimiser step. Each filter tensor is first
+    # rescaled to Frobenius norm sqrt(out_channels) (the BatchNorm after it makes its scale irrelevant;
+    # this replaces weight decay for it). Biases, BatchNorm and the head stay on SGD as set above.
+    muon: bool = False
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
 
     def __post_init__(self):
         _choice("optim", "name", self.name, ("sgd", "adamw"))
+        if self.muon and self.name != "sgd":
+            raise ConfigError("optim.muon applies to sgd only (the other parameters step by SGD); set optim.name: sgd or muon: false")
+        if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError(f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}")
         self.betas = tuple(self.betas)
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
@@ -182,6 +195,7 @@ class LogConfig:
 # its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
 LATER_KEYS = {"data": {"storage": "auto", "workers": "auto"},
               "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
+              "optim": {"muon": False, "muon_lr": 0.24, "muon_momentum": 0.6},
               "log": {"mlflow": False, "progress_s": None}}
 
 SECTIONS = {

@@ -28,13 +28,78 @@ def param_groups(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> 
         no_decay = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
         no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
     groups: dict[tuple[float, float], list] = {}
+    filters = []
     for name, p in model.named_parameters():
+        if cfg.muon and p.ndim == 4:
+            filters.append(p)
+            continue
         lr = cfg.lr * (cfg.head_lr_mult if name.startswith("head.") else 1.0) * (cfg.bn_bias_lr_mult if id(p) in bn_bias else 1.0)
         wd = 0.0 if id(p) in no_decay else cfg.weight_decay
         if cfg.decoupled:
             lr, wd = lr * (1.0 - cfg.momentum) * batch_size / 1024, wd / lr
         groups.setdefault((lr, wd), []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    out = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    if filters:  # last, so that the first group (the schedule's reference) is an SGD one
+        out.append({"params": filters, "lr": cfg.muon_lr, "weight_decay": 0.0, "muon": True})
+    return out
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """An approximately orthogonal matrix with ``g``'s singular vectors (its singular values pushed
+    to roughly 0.7-1.2): the quintic Newton-Schulz iteration with the coefficients (3.4445, -4.7750,
+    2.0315) of Jordan et al. 2024 ("Muon: an optimizer for hidden layers"), also torch.optim.Muon's."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / (g.norm() + 1e-7)
+    wide = x.shape[0] <= x.shape[1]
+    if not wide:
+        x = x.T
+    for _ in range(steps):
+        m = x @ x.T
+        x = a * x + (b * m + c * m @ m) @ x
+    return x if wide else x.T
+
+
+class MuonSGD(torch.optim.SGD):
+    """SGD for every group but the one marked ``muon`` (the convolution filters, see
+    :func:`param_groups`), which steps by Muon: Nesterov momentum ``muon_momentum``, the update
+    orthogonalised per filter tensor, the tensor first rescaled to norm sqrt(out_channels).
+    torch.optim.Muon takes 2-D parameters only; a filter bank is used as out x (in * k * k).
+    One optimiser, so the schedule, lookahead and checkpoints treat it like plain SGD."""
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool, muon_momentum: float):
+        super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        self.muon_momentum = muon_momentum
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        muon = [g for g in self.param_groups if g.get("muon")]
+        for group in muon:
+            self._muon_step(group)
+        everything = self.param_groups
+        self.param_groups = [g for g in everything if not g.get("muon")]
+        try:
+            super().step()
+        finally:
+            self.param_groups = everything
+        return loss
+
+    def _muon_step(self, group: dict) -> None:
+        mu = self.muon_momentum
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            buf = self.state[p].get("momentum_buffer")
+            if buf is None:
+                buf = self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            buf.mul_(mu).add_(p.grad)
+            update = p.grad.add(buf, alpha=mu)  # Nesterov
+            p.mul_(p.shape[0] ** 0.5 / p.norm().clamp_min(1e-12))
+            o = newton_schulz(update.reshape(len(update), -1).float()).view_as(p)
+            p.add_(o.to(p.dtype), alpha=-group["lr"])
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> torch.optim.Optimizer:
@@ -44,6 +109,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) 
     # loop is launch-bound for small models); on a CPU the default (foreach where it exists) stays.
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
     fast = {"fused": True} if on_cuda else {}
+    if cfg.name == "sgd" and cfg.muon:
+        return MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, muon_momentum=cfg.muon_momentum)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
