@@ -17,7 +17,8 @@ with ``recipe, config_sha256, seed, commit, minutes, top1, top1_tta, images_per_
 (accuracies as fractions), ``train_pflops`` (every training forward and backward: 6 x the model's
 forward MACs at each epoch's input side x the images it sees, vgglab.train.compute),
 ``val_pflops`` (validation forwards during training) and ``test_pflops`` (the final test with
-its TTA views), and a few more keys; the records are small and committed, so runs from
+its TTA views), ``concurrent_runs`` (``--concurrent``: runs sharing the machine; the minutes of a
+shared run are kept but not tabled), and a few more keys; the records are small and committed, so runs from
 different sessions add up. ``--table`` summarises them (mean +- sample std per recipe).
 Records of a recipe whose code has since changed are moved to ``superseded/`` (kept, not tabled).
 """
@@ -147,11 +148,20 @@ def table(records: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for (machine, recipe, ablation), rs in sorted(groups.items()):
         tta = [r["top1_tta"] for r in rs if r.get("top1_tta") is not None]
-        minutes = [r["minutes"] for r in rs]
+        alone = timed(rs)
+        minutes = [r["minutes"] for r in alone]
+        speed = (f"{statistics.fmean(minutes):.1f} ({max(minutes):.1f}) | {statistics.fmean(r['images_per_s'] for r in alone):.0f}"
+                 if alone else "- (cores shared) | -")
         lines.append(
             f"| {machine} | {recipe} | {ablation or '-'} | {len(rs)} | {summarise(tta) if tta else '-'} | {summarise([r['top1'] for r in rs])} | "
-            f"{statistics.fmean(minutes):.1f} ({max(minutes):.1f}) | {statistics.fmean(r['images_per_s'] for r in rs):.0f} |")
+            f"{speed} |")
     return "\n".join(lines)
+
+
+def timed(records: list[dict]) -> list[dict]:
+    """The records whose minutes are a time to accuracy: runs that had the machine to themselves
+    (``--concurrent`` 1, the default; older records ran alone)."""
+    return [r for r in records if r.get("concurrent_runs", 1) == 1]
 
 
 CURVE_COLUMNS = ["variant", "config", "pflops", "seeds", "mean_tta_top1", "min_tta_top1", "machine", "minutes"]
@@ -175,7 +185,7 @@ def curve_rows(records: list[dict]) -> list[dict]:
         rows.append({"variant": variant, "config": f"configs/{shipped.name}" if shipped.exists() else "",
                      "pflops": round(rs[0]["train_pflops"], 4), "seeds": len(rs),
                      "mean_tta_top1": round(statistics.fmean(tta), 2) if tta else "", "min_tta_top1": round(min(tta), 2) if tta else "",
-                     "machine": machine, "minutes": round(statistics.fmean(r["minutes"] for r in rs), 1)})
+                     "machine": machine, "minutes": round(statistics.fmean(r["minutes"] for r in timed(rs)), 1) if timed(rs) else ""})
     return rows
 
 
@@ -230,6 +240,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides (recorded)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON records")
     ap.add_argument("--keep-runs", type=Path, help="keep the run directories under this folder (default: deleted)")
+    ap.add_argument("--concurrent", type=int, default=1, metavar="N",
+                    help="runs started side by side on this machine, this one included (recorded; with N > 1 the "
+                         "minutes are not tabled as a time to accuracy)")
     ap.add_argument("--table", action="store_true", help="print the summary table of every record and exit")
     ap.add_argument("--curve", action="store_true", help="write cifar10_compute.csv and its plot from every record and exit")
     args = ap.parse_args(argv)
@@ -246,6 +259,8 @@ def main(argv=None) -> int:
         ap.error("--config and --data-root are required (or --table)")
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
+    if args.concurrent < 1:
+        ap.error("--concurrent must be at least 1 (the runs sharing this machine, this one included)")
 
     sys.path.insert(0, str(ROOT / "src"))
     from vgglab.data import load_dataset
@@ -266,7 +281,7 @@ def main(argv=None) -> int:
         rec = run_once(args.config, overrides, seed, args.data_root, keep)
         rec = {"recipe": cfg.name, "ablation": args.ablation, "overrides": overrides, "config_sha256": sha,
                "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(), **_machine(),
-               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **compute, **rec}
+               "concurrent_runs": args.concurrent, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **compute, **rec}
         stem = f"{cfg.name}{'-' + args.ablation if args.ablation else ''}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         (args.results / f"{stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
         records.append(rec)

@@ -105,3 +105,14 @@ def test_the_table_keeps_a_recipe_run_with_other_overrides_apart():
             "images_per_s": 400.0}
     rows = bench.table([base, {**base, "overrides": ["train.epochs=10"], "top1_tta": 0.94}]).splitlines()[2:]
     assert len(rows) == 2 and "| fast_cifar10_lowres train.epochs=10 |" in rows[1] and "| 94.00 |" in rows[1]
+
+
+def test_runs_that_shared_the_machine_give_accuracy_but_no_time():
+    bench = _bench()
+    base = {"recipe": "r", "ablation": None, "overrides": [], **AVX2, "train_pflops": 0.2, "top1": 0.93, "images_per_s": 300.0}
+    alone = {**base, "top1_tta": 0.94, "minutes": 20.0}
+    shared = {**base, "top1_tta": 0.92, "minutes": 35.0, "images_per_s": 150.0, "concurrent_runs": 2}
+    assert bench.table([alone, shared]).splitlines()[2].endswith("| 2 | 93.00 ± 1.41 | 93.00 ± 0.00 | 20.0 (20.0) | 300 |")
+    assert bench.table([shared]).splitlines()[2].endswith("| - (cores shared) | - |")
+    assert bench.curve_rows([alone, shared])[0]["minutes"] == 20.0 and bench.curve_rows([alone, shared])[0]["seeds"] == 2
+    assert bench.curve_rows([shared])[0]["minutes"] == ""
