@@ -63,3 +63,22 @@ def test_a_frozen_part_keeps_its_weights_and_batchnorm_statistics_during_an_epoc
     after = m.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("head.") for k in moved)  # weights, running means and counters alike
+
+
+def test_the_whitening_bias_trains_for_its_epochs_only_then_stays_put():
+    torch.manual_seed(0)
+    m = create_model("vgg_fast", blocks=[[8], [16]], num_classes=4, input_size=8)
+    plan = FreezePlan(m, TrainConfig(whiten_bias_epochs=2, freeze_bn_scale=True))
+    assert plan.apply(2) == [] and "features.whiten.bias" in trainable(m)
+    assert plan.apply(3) == [m.features.whiten] and "features.whiten.bias" not in trainable(m)
+    assert "features.block1.conv1.weight" in trainable(m) and "features.block1.bn1.weight" not in trainable(m)
+    opt = torch.optim.SGD(m.parameters(), lr=1.0, momentum=0.9, weight_decay=0.1)
+    before = m.features.whiten.bias.detach().clone()
+    torch.nn.functional.cross_entropy(m(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    assert torch.equal(m.features.whiten.bias, before)  # no gradient, so no step and no decay
+    assert plan.apply(1) == [] and "features.whiten.bias" in trainable(m)  # a resume at epoch 1 trains it again
+    with pytest.raises(ConfigError, match="whiten_bias_epochs is set but this model has no whitening layer"):
+        FreezePlan(model(), TrainConfig(whiten_bias_epochs=3))
+    with pytest.raises(ConfigError, match="whiten_bias_epochs must be >= 0"):
+        TrainConfig(whiten_bias_epochs=-1)

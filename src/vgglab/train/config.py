@@ -131,6 +131,9 @@ class TrainConfig:
     freeze: list | str = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
     unfreeze_after: int | None = None  # epochs; then the frozen parts train too
     freeze_bn_scale: bool = False  # BatchNorm weights stay at 1 (only the biases train)
+    # the whitening layer's bias (vgg_fast) trains in epochs 1..whiten_bias_epochs only, then stays as it
+    # is (airbench94 trains it for its first 3 epochs); None: it trains throughout
+    whiten_bias_epochs: int | None = None
     # Lookahead (Zhang et al. 2019) as the speed-run recipes use it: every ``lookahead_every`` steps the
     # weights move to an average that trails them, ema <- d * ema + (1 - d) * w, then w <- ema, with
     # d = lookahead_decay * (step / total_steps) ** lookahead_power; training ends on the average. 0: off.
@@ -155,6 +158,8 @@ class TrainConfig:
             raise ConfigError(f"train.threads must be a positive number of threads (or null for torch's default), got {self.threads}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"train.grad_clip must be a positive gradient norm (or null for none), got {self.grad_clip}")
+        if self.whiten_bias_epochs is not None and self.whiten_bias_epochs < 0:
+            raise ConfigError(f"train.whiten_bias_epochs must be >= 0 epochs (or null: it trains throughout), got {self.whiten_bias_epochs}")
         if self.unfreeze_after is not None and self.unfreeze_after < 0:
             raise ConfigError(f"train.unfreeze_after must be >= 0 epochs (or null), got {self.unfreeze_after}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -195,6 +200,7 @@ class LogConfig:
 # its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
 LATER_KEYS = {"data": {"storage": "auto", "workers": "auto"},
               "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
+              "train": {"whiten_bias_epochs": None},
               "optim": {"muon": False, "muon_lr": 0.24, "muon_momentum": 0.6},
               "log": {"mlflow": False, "progress_s": None}}
 

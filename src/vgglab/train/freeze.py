@@ -1,4 +1,5 @@
-"""What is frozen at each epoch: ``train.freeze``, ``unfreeze_after`` and ``freeze_bn_scale`` as a plan."""
+"""What is frozen at each epoch: ``train.freeze``, ``unfreeze_after``, ``freeze_bn_scale`` and
+``whiten_bias_epochs`` as a plan."""
 
 from __future__ import annotations
 
@@ -48,18 +49,25 @@ class FreezePlan:
         self.modules = frozen_modules(model, train.freeze)  # checked now, before any epoch runs
         self.unfreeze_after = train.unfreeze_after
         self.bn_scale = train.freeze_bn_scale
+        self.whiten_bias_epochs = train.whiten_bias_epochs
+        self.whiten = getattr(model.features, "whiten", None)
+        if self.whiten_bias_epochs is not None and self.whiten is None:
+            raise ConfigError(f"train.whiten_bias_epochs is set but this model has no whitening layer "
+                              "(model option whiten: 2, as vgg_fast); remove it")
 
     def frozen_at(self, epoch: int) -> list[nn.Module]:
         """The modules frozen during ``epoch`` (1-based)."""
-        if self.unfreeze_after is not None and epoch > self.unfreeze_after:
-            return []
-        return list(self.modules)
+        frozen = [] if self.unfreeze_after is not None and epoch > self.unfreeze_after else list(self.modules)
+        if self.whiten_bias_epochs is not None and epoch > self.whiten_bias_epochs and self.whiten not in frozen:
+            frozen.append(self.whiten)  # its only parameter is the bias
+        return frozen
 
     def apply(self, epoch: int) -> list[nn.Module]:
         """Set every parameter's ``requires_grad`` for ``epoch``; returns the frozen modules."""
         frozen = self.frozen_at(epoch)
-        set_frozen(self.modules, True)
-        set_frozen([m for m in self.modules if m not in frozen], False)
+        planned = self.modules + ([self.whiten] if self.whiten_bias_epochs is not None and self.whiten not in self.modules else [])
+        set_frozen(planned, True)
+        set_frozen([m for m in planned if m not in frozen], False)
         if self.bn_scale:
             freeze_bn_scales(self.model)
         return frozen
