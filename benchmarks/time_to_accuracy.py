@@ -121,6 +121,13 @@ def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep:
     return record
 
 
+def keep_dir(root: Path, name: str) -> Path:
+    """A new folder under ``root`` for one kept run, unique also when two benchmarks start the same
+    second (side-by-side runs): NAME-TIME-RANDOM."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=root))
+
+
 def summarise(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     mean = statistics.fmean(values) * scale
     if len(values) < 2:
@@ -277,7 +284,7 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     records = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        keep = args.keep_runs / f"{cfg.name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}" if args.keep_runs else None
+        keep = keep_dir(args.keep_runs, f"{cfg.name}-seed{seed}") if args.keep_runs else None
         rec = run_once(args.config, overrides, seed, args.data_root, keep)
         rec = {"recipe": cfg.name, "ablation": args.ablation, "overrides": overrides, "config_sha256": sha,
                "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(), **_machine(),

@@ -116,3 +116,9 @@ def test_runs_that_shared_the_machine_give_accuracy_but_no_time():
     assert bench.table([shared]).splitlines()[2].endswith("| - (cores shared) | - |")
     assert bench.curve_rows([alone, shared])[0]["minutes"] == 20.0 and bench.curve_rows([alone, shared])[0]["seeds"] == 2
     assert bench.curve_rows([shared])[0]["minutes"] == ""
+
+
+def test_kept_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    bench = _bench()
+    a, b = bench.keep_dir(tmp_path / "keep", "r-seed0"), bench.keep_dir(tmp_path / "keep", "r-seed0")
+    assert a != b and a.is_dir() and b.is_dir() and a.name.startswith("r-seed0-")
