@@ -156,7 +156,10 @@ def test_ctrl_c_stops_a_long_command_with_one_line_and_nothing_half_written(stre
     proc = subprocess.Popen([sys.executable, "-m", "vgglab", "eval", str(streamed_run), "--tta", "dense", "--scales",
                              "32,256,384,512", "--device", "cpu", "--out", str(out)],
                             env={**os.environ, "PYTHONPATH": str(REPO / "src"), "VGGLAB_PROGRESS_S": "0.001"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as a terminal's Ctrl-C finds it: a shell's background job (pytest started
+                            # with `&`) would pass SIGINT on ignored, and Python then never raises it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.readline()  # the first progress line: the evaluation is under way
     assert "ETA" in first, first + proc.stderr.read()
     proc.send_signal(signal.SIGINT)
