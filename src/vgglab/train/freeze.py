@@ -52,7 +52,7 @@ class FreezePlan:
         self.whiten_bias_epochs = train.whiten_bias_epochs
         self.whiten = getattr(model.features, "whiten", None)
         if self.whiten_bias_epochs is not None and self.whiten is None:
-            raise ConfigError(f"train.whiten_bias_epochs is set but this model has no whitening layer "
+            raise ConfigError("train.whiten_bias_epochs is set but this model has no whitening layer "
                               "(model option whiten: 2, as vgg_fast); remove it")
 
     def frozen_at(self, epoch: int) -> list[nn.Module]:
