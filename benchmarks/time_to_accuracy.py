@@ -60,8 +60,8 @@ def git_commit() -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "configs", "benchmarks/time_to_accuracy.py"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (a GPU machine's)
+        return os.environ.get("VGGLAB_COMMIT", "unknown")
     return head + ("+dirty" if dirty else "")
 
 
@@ -233,6 +233,20 @@ def write_curve(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def write_record(folder: Path, stem: str, rec: dict) -> Path:
+    """Write ``rec`` as ``folder/stem.json``, never over another record: runs of the same recipe and
+    seed with different overrides, started side by side, can end in the same second (-2, -3, ...)."""
+    for n in range(1, 1000):
+        path = folder / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
+        try:
+            with path.open("x") as f:
+                f.write(json.dumps(rec, indent=1) + "\n")
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{folder}: no free name for {stem}.json")
+
+
 def load_records(folder: Path = RESULTS) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
@@ -290,7 +304,7 @@ def main(argv=None) -> int:
                "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(), **_machine(),
                "concurrent_runs": args.concurrent, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **compute, **rec}
         stem = f"{cfg.name}{'-' + args.ablation if args.ablation else ''}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        (args.results / f"{stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
+        write_record(args.results, stem, rec)
         records.append(rec)
         tta = f", {100 * rec['top1_tta']:.2f} % with TTA" if rec["top1_tta"] is not None else ""
         print(f"seed {seed}: {rec['minutes']:.1f} min, {compute['train_pflops']:.3f} training PFLOPs "

@@ -122,3 +122,11 @@ def test_kept_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     bench = _bench()
     a, b = bench.keep_dir(tmp_path / "keep", "r-seed0"), bench.keep_dir(tmp_path / "keep", "r-seed0")
     assert a != b and a.is_dir() and b.is_dir() and a.name.startswith("r-seed0-")
+
+
+def test_records_of_the_same_recipe_and_seed_ending_in_the_same_second_are_all_kept(tmp_path):
+    bench = _bench()
+    paths = [bench.write_record(tmp_path, "r-seed0-20261130-120000", {"n": n}) for n in range(3)]
+    assert [p.name for p in paths] == ["r-seed0-20261130-120000.json", "r-seed0-20261130-120000-2.json",
+                                       "r-seed0-20261130-120000-3.json"]
+    assert sorted(r["n"] for r in bench.load_records(tmp_path)) == [0, 1, 2]
