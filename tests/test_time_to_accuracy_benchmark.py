@@ -130,3 +130,30 @@ def test_records_of_the_same_recipe_and_seed_ending_in_the_same_second_are_all_k
     assert [p.name for p in paths] == ["r-seed0-20261130-120000.json", "r-seed0-20261130-120000-2.json",
                                        "r-seed0-20261130-120000-3.json"]
     assert sorted(r["n"] for r in bench.load_records(tmp_path)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("pair", sorted(_bench().SAME_AS.items()), ids=lambda kv: kv[1])
+def test_runs_made_under_a_parent_recipe_with_overrides_are_exactly_the_shipped_recipe(pair):
+    """SAME_AS files some records (a GPU sweep's, say) under a recipe shipped after they ran: only
+    true when the parent with those overrides loads to every setting of the shipped file."""
+    (parent, overrides), shipped = pair
+    ran = load_config(ROOT / "configs" / f"{parent}.yaml", list(overrides)).to_dict()
+    ships = load_config(ROOT / "configs" / f"{shipped}.yaml").to_dict()
+    for d in (ran, ships):
+        d.pop("name"), d.pop("changes"), d.pop("resolved")
+    assert ran == ships
+
+
+def test_the_curve_files_such_runs_under_the_shipped_recipe(tmp_path):
+    bench = _bench()
+    base = {"recipe": "fast_cifar10_muon1024", "ablation": None, "cpu": "x (2 cores)", "gpu": "NVIDIA H200",
+            "train_pflops": 0.2636, "minutes": 0.372, "concurrent_runs": 1}
+    rows = bench.curve_rows([{**base, "overrides": ["train.epochs=9"], "top1_tta": 0.9423},
+                             {**base, "recipe": "fast_cifar10_muon_9ep", "overrides": [], "top1_tta": 0.9401},
+                             {**base, "overrides": ["train.epochs=10"], "top1_tta": 0.94}])
+    assert [(r["variant"], r["config"], r["seeds"]) for r in rows] == [
+        ("fast_cifar10_muon1024 train.epochs=10", "configs/fast_cifar10_muon1024.yaml", 1),
+        ("fast_cifar10_muon_9ep", "configs/fast_cifar10_muon_9ep.yaml", 2)]
+    assert rows[1]["minutes"] == 0.37  # a GPU's fraction of a minute keeps two decimals
+    bench.write_curve(rows, tmp_path / "c.csv")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
