@@ -5,6 +5,7 @@
 # 2. benchmarks/sweep.py over benchmarks/plans/issue28_gpu.yaml, PARALLEL runs side by side, no run
 #    started later than TOTAL_S minus a minute after this script began.
 # The records (benchmarks/results/time_to_accuracy, or $RESULTS) are packed into OUT_DIR/records.tar.gz.
+# Set VGGLAB_COMMIT to this checkout's HEAD in the command: the copied tree's .git can be stale.
 set -u
 DATA=$1; OUT=$2; TOTAL=${3:-480}; PAR=${4:-4}
 RESULTS=${RESULTS:-benchmarks/results/time_to_accuracy}

@@ -55,13 +55,16 @@ def cpu_name() -> str:
 
 
 def git_commit() -> str:
-    """HEAD, with ``+dirty`` when the package, configs or this script differ from it."""
+    """HEAD, with ``+dirty`` when the package, configs or this script differ from it; ``$VGGLAB_COMMIT``
+    when set (a copied tree, a GPU machine's, can carry a stale or no .git)."""
+    if os.environ.get("VGGLAB_COMMIT"):
+        return os.environ["VGGLAB_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "configs", "benchmarks/time_to_accuracy.py"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (a GPU machine's)
-        return os.environ.get("VGGLAB_COMMIT", "unknown")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
     return head + ("+dirty" if dirty else "")
 
 

@@ -157,3 +157,12 @@ def test_the_curve_files_such_runs_under_the_shipped_recipe(tmp_path):
     assert rows[1]["minutes"] == 0.37  # a GPU's fraction of a minute keeps two decimals
     bench.write_curve(rows, tmp_path / "c.csv")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_explicit_commit_wins_over_a_copied_trees_git(monkeypatch):
+    """On a GPU machine the tree's .git was the session's first HEAD: its records named the wrong commit."""
+    bench = _bench()
+    monkeypatch.delenv("VGGLAB_COMMIT", raising=False)
+    assert bench.git_commit() != "abc1234"
+    monkeypatch.setenv("VGGLAB_COMMIT", "abc1234")
+    assert bench.git_commit() == "abc1234"
