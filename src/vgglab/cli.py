@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from importlib import resources
 
 import yaml
@@ -22,7 +23,7 @@ from .models.spec import HEAD_TYPES
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
 from .train.speed import ProbeCache, machine_label
-from . import progress
+from . import progress, signals
 from .workers import quiet_shutdown_races
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
@@ -299,9 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str) -> None:
+    """Warnings as ``vgglab train: warning: ...``, one line each (Python's default adds the file,
+    the line number and the source line of the call)."""
+    def line(message, category, filename, lineno, line=None):
+        return f"vgglab {command}: warning: {' '.join(str(message).split())}\n"
+    warnings.formatwarning = line
+
+
 def main(argv: list[str] | None = None) -> int:
+    signals.install()
     args = build_parser().parse_args(argv)
     quiet_shutdown_races()
+    _one_line_warnings(args.command)
     try:
         progress.interval_s()  # a bad VGGLAB_PROGRESS_S is one line now, not an hour into a job
         with progress.default_mode("none" if args.quiet else "auto"):
@@ -316,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print(f"vgglab {args.command}: error: out of memory; lower the batch size, image size or model width", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # every file is written whole or not at all (files.atomic_write): nothing is half-written
+    except BaseException as exc:  # Ctrl-C, SIGTERM, SIGHUP: every file is written whole or not at all (files.atomic_write)
+        stop = signals.interrupt_behind(exc)  # also behind what a library raised over it (ImportError in a lazy import)
+        if stop is None:
+            raise
         resume = " (vgglab train --resume RUN_DIR goes on from the last finished epoch)" if args.command == "train" else ""
-        print(f"vgglab {args.command}: interrupted; nothing was half-written{resume}", file=sys.stderr)
-        return 130
+        print(f"vgglab {args.command}: {signals.describe(stop)}; nothing was half-written{resume}", file=sys.stderr)
+        return signals.exit_status(stop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from .errors import VgglabError
 from .memory import human
+from .runfiles import RUN_FILES, is_run_dir
 
 
 def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
@@ -25,6 +27,7 @@ def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
     Python file I/O does; ``torch.save`` to a path does not, so :func:`torch_save` opens the file).
     """
     path = Path(path)
+    refuse_special(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +43,32 @@ def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a folder (following links):
+    "a FIFO (named pipe)", "a character device" (what /dev/null is), ...; else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def refuse_special(path: str | Path, flag: str | None = None) -> None:
+    """vgglab writes files by renaming a finished temporary file over the target: over a FIFO or a
+    device (``/dev/null``) that would replace the node itself with a regular file, so it is refused."""
+    kind = special_kind(path)
+    if kind is not None:
+        what = f"{flag} {path}" if flag else str(path)
+        raise VgglabError(f"{what} is {kind}; vgglab writes only regular files (it would replace the node): "
+                          "give the path of a regular file")
 
 
 def refuse_link(path: str | Path) -> None:
@@ -84,13 +113,15 @@ def tensor_bytes(obj) -> int:
 
 def torch_save(obj, path: str | Path) -> None:
     """``torch.save`` into an open file: a failed write is an OSError (to a path, torch raises
-    ``RuntimeError: [enforce fail at inline_container.cc]``, which says nothing of a full disk)."""
+    ``RuntimeError: [enforce fail at inline_container.cc]``, which says nothing of a full disk), and
+    a write stopped by Ctrl-C or SIGTERM is that KeyboardInterrupt (torch's writer, closing, raises
+    a RuntimeError over it)."""
     with open(path, "wb") as f:
         try:
             torch.save(obj, f)
         except RuntimeError as exc:  # torch's writer, closing after the failed write, raises its own error
-            cause = exc.__context__
-            while cause is not None and not isinstance(cause, OSError):
+            cause = exc.__context__  # an OSError, or a Ctrl-C/SIGTERM that stopped the write midway
+            while cause is not None and not isinstance(cause, (OSError, KeyboardInterrupt)):
                 cause = cause.__context__
             if cause is None:
                 raise
@@ -103,14 +134,11 @@ def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), needed=len(data))
 
 
-# What `vgglab train` writes into a run directory: outputs of other commands never replace these.
-RUN_FILES = ("config.yaml", "last.pt", "best.pt", "model.safetensors", "metrics.csv", "results.json",
-             "init_report.txt", "run.lock")
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and ((path / "last.pt").is_file() or (path / "metrics.csv").is_file()
-                                                  or (path / "run.lock").exists())
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -127,9 +155,11 @@ def check_output_file(out: str | Path, reading: list[str | Path] = (), flag: str
     out = Path(out)
     if out.is_dir():
         raise VgglabError(f"{flag} {out} is a folder; give a file path, e.g. {out / example}")
-    if out.name in RUN_FILES and is_run_dir(out.parent):
-        raise VgglabError(f"{flag} {out} would replace run {out.parent}'s own {out.name}; write elsewhere, "
-                          f"e.g. {out.parent / 'export' / example}")
+    refuse_special(out, flag)
+    for target in dict.fromkeys((out, _resolved(out))):  # a link into a run directory is its file too
+        if target.name in RUN_FILES and is_run_dir(target.parent):
+            raise VgglabError(f"{flag} {out} would replace run {target.parent}'s own {target.name}; write elsewhere, "
+                              f"e.g. {target.parent / 'export' / example}")
     for src in map(Path, reading):
         if _same(out, src):
             raise VgglabError(f"{flag} {out} is the file being read; write the output elsewhere, e.g. {out.parent / example}")

@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from .signals import ignore_in_worker
+
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 _inherited: set[int] = set()  # descriptors a worker must close (the run lock's)
 
@@ -41,6 +43,7 @@ def worker_init(_worker_id: int = 0) -> None:
             os.close(fd)
         except OSError:
             pass
+    ignore_in_worker()  # Ctrl-C or SIGTERM to the process group: the main process stops the workers
 
 
 def quiet_shutdown_races() -> None:
@@ -54,6 +57,11 @@ def quiet_shutdown_races() -> None:
     if getattr(sys.excepthook, "vgglab_quiet", False):
         return  # installed once per process
     previous_sys, previous_thread = sys.excepthook, threading.excepthook
+
+    def from_writer_thread(thread) -> bool:
+        # TensorBoard's event writer thread re-raises a failed write (a full disk) and the writer
+        # raises it again at the next call, where vgglab reports it in one line
+        return type(thread).__name__ == "_AsyncWriterThread" and type(thread).__module__.startswith("tensorboard")
 
     def from_sharer(exc_type, tb) -> bool:
         if exc_type is None or not issubclass(exc_type, (ConnectionError, EOFError)):
@@ -69,7 +77,7 @@ def quiet_shutdown_races() -> None:
             previous_sys(exc_type, exc, tb)
 
     def thread_hook(args):
-        if not from_sharer(args.exc_type, args.exc_traceback):
+        if not from_sharer(args.exc_type, args.exc_traceback) and not from_writer_thread(args.thread):
             previous_thread(args)
 
     sys_hook.vgglab_quiet = True

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from vgglab.cli import main
@@ -54,7 +55,9 @@ def test_predict_any_mode_and_clear_errors(trained_run, image_files, capsys):
     assert main(["predict", str(trained_run), str(image_files["notes.jpg"]), str(image_files["truncated.jpg"]), "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     # first what the figures were computed in, then one line per unreadable file
-    assert len(err) == 3 and err[0] == "precision fp32: the run's own choice on this machine" and "notes.jpg" in err[1]
+    # (what auto chose for the run here: bf16 on a CPU where the probe measured it faster, else fp32)
+    chosen = yaml.safe_load((trained_run / "config.yaml").read_text())["resolved"]["precision"]
+    assert len(err) == 3 and err[0] == f"precision {chosen}: the run's own choice on this machine" and "notes.jpg" in err[1]
 
 
 def test_inspect_writes_pictures_and_refuses_unknown_layers(trained_run, image_files, tmp_path, capsys):

@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 from ..files import atomic_write
+from ..runfiles import SPLITS
 from .errors import DataError
 
-RECORD = "splits.json.gz"
+RECORD = SPLITS
 VERSION = 1
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..signals import held
 from ..workers import worker_init
 from .decode import decode_rescaled, decode_view, rescaled_size
 from .errors import DataError
@@ -190,7 +191,9 @@ def full_image_batches(split: StreamSplit, scales: list[int], pixels: int, worke
 def _clean_errors(loader):
     """A worker's DataError comes back with the worker's traceback in its message: keep its one line."""
     try:
-        yield from loader
+        with held():  # workers fork with the stopping signals blocked (see vgglab.signals.held)
+            batches = iter(loader)
+        yield from batches
     except DataError as exc:
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else str(exc)

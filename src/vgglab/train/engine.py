@@ -14,6 +14,7 @@ from ..data import BatchLoader, Dataset, Normalization, load_dataset
 from ..data.record import describe_changes, read_record, write_record
 from ..data.stream import make_loader
 from ..errors import VgglabError
+from ..runfiles import BEST, CONFIG, LAST, RESULTS, WEIGHTS
 from ..files import write_text
 from ..models import VGG
 from ..runmeta import RunMeta
@@ -137,7 +138,7 @@ def decide_speed(run: Run, model: VGG) -> SpeedChoice:
                                  if run.info.is_main else None, run.info)
     run.cfg.resolved = speed.to_dict()
     if run.info.is_main:
-        save_config(run.cfg, run.dir / "config.yaml")
+        save_config(run.cfg, run.dir / CONFIG)
     return speed
 
 
@@ -183,7 +184,7 @@ class Epochs:
             if state.lookahead is not None and epoch == tc.epochs:
                 state.lookahead.finish()
         except TrainingDiverged as exc:
-            last = run.dir / "last.pt"
+            last = run.dir / LAST
             if last.exists():
                 how = (f"the last good checkpoint is {last}; to go on with a lower optim.lr or a train.grad_clip, start a new run "
                        f"from it: vgglab train --config {run.dir / 'config.yaml'} --init-from {last} --set optim.lr=... --out NEW_DIR")
@@ -216,11 +217,11 @@ def save_epoch(run: Run, state: TrainState, meta: RunMeta, extra: dict, row: dic
         return
     ckpt = {**meta.to_dict(), **extra, **state.state_dict(), "config": run.cfg.to_dict(), "metrics": row}
     with run.clock("checkpoints"):
-        save_checkpoint(ckpt, run.dir / "last.pt")
+        save_checkpoint(ckpt, run.dir / LAST)
         if improved:
             if state.selection.has_val:
-                save_checkpoint(ckpt, run.dir / "best.pt")
-            save_safetensors(state.eval_model, meta, run.dir / "model.safetensors", epoch=state.epoch, config=run.cfg.to_dict())
+                save_checkpoint(ckpt, run.dir / BEST)
+            save_safetensors(state.eval_model, meta, run.dir / WEIGHTS, epoch=state.epoch, config=run.cfg.to_dict())
 
 
 def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, checkpoint: Path, reporter: Reporter) -> dict:
@@ -247,7 +248,7 @@ def final_test(run: Run, ds: Dataset, norm: Normalization, speed: SpeedChoice, c
     run.clock.seconds["final test"] += time.perf_counter() - t_start
     result["timings"] = run.clock.summary()
     if run.info.is_main:
-        write_text(run.dir / "results.json", json.dumps(result, indent=2))
+        write_text(run.dir / RESULTS, json.dumps(result, indent=2))
     if "val_top1" in result:
         run.log(f"best epoch {result['best_epoch']}: val top-1: {100 * result['val_top1']:.2f}%")
     run.log(f"test top-1: {100 * result['test_top1']:.2f}%" + (f", with TTA {tta}: {100 * result[f'test_top1_{tta}']:.2f}%" if tta != "none" else ""))

@@ -14,6 +14,7 @@ from ..data import Dataset, Normalization
 from ..data.stream import make_loader
 from ..device import resolve_device
 from ..errors import VgglabError
+from ..runfiles import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
 from ..files import write_text
 from ..memory import check_fits
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
@@ -37,21 +38,21 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
     if resume is None:
         return load_config(config, overrides), None
     run_dir = Path(resume)
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise VgglabError(f"cannot resume {run_dir}: it has no config.yaml (is it a vgglab run directory?)")
-    saved = load_config(run_dir / "config.yaml")
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    saved = load_config(run_dir / CONFIG)
+    cfg = load_config(run_dir / CONFIG, overrides)
     if config is not None:
         differ = config_differences(load_config(config, overrides), cfg)
         if differ:
             shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
             raise ConfigError(f"cannot resume {run_dir} with --config {config}: it differs from the run's config.yaml in {shown}; "
                               f"omit --config to continue the run as it was, and give changes with --set")
-    if not (run_dir / "last.pt").is_file():
+    if not (run_dir / LAST).is_file():
         refuse_trained_without_last(run_dir)
         log(f"note: {run_dir} stopped before its first checkpoint; training it again from epoch 1 in place")
         return cfg, None
-    ckpt = load_checkpoint(run_dir / "last.pt")
+    ckpt = load_checkpoint(run_dir / LAST)
     check_config_matches_checkpoint(run_dir, saved, ckpt)
     changed = config_differences(saved, cfg)
     refused = [k for k in changed if k not in RESUME_KEYS]
@@ -74,12 +75,12 @@ SECTIONS_WRITTEN = ("name", "data", "augment", "model", "optim", "schedule", "tr
 def refuse_trained_without_last(run_dir: Path) -> None:
     """A run with trained epochs (metrics.csv rows, best.pt, model.safetensors, results.json) whose
     last.pt is gone cannot continue exactly, and must never be trained again from epoch 1 over them."""
-    evidence = [n for n in ("best.pt", "model.safetensors", "results.json") if (run_dir / n).exists()]
-    epochs = len(MetricsLog(run_dir / "metrics.csv").rows()) if (run_dir / "metrics.csv").is_file() else 0
+    evidence = [n for n in (BEST, WEIGHTS, RESULTS) if (run_dir / n).exists()]
+    epochs = len(MetricsLog(run_dir / METRICS).rows()) if (run_dir / METRICS).is_file() else 0
     if epochs:
         evidence.insert(0, f"metrics.csv ({epochs} epoch{'s' if epochs != 1 else ''})")
     if evidence:
-        start = f"--init-from {run_dir / 'best.pt'} " if (run_dir / "best.pt").exists() else ""
+        start = f"--init-from {run_dir / 'best.pt'} " if (run_dir / BEST).exists() else ""
         raise VgglabError(f"cannot resume {run_dir}: its last.pt is missing, yet it has trained ({', '.join(evidence)}); nothing was "
                           f"changed. Restore last.pt to continue it, or start a new run from it: vgglab train --config "
                           f"{run_dir / 'config.yaml'} {start}--out NEW_DIR")
@@ -90,7 +91,7 @@ def check_config_matches_checkpoint(run_dir: Path, saved: Config, ckpt: dict) ->
     trained with. A section missing from the file, or a value that differs from the checkpoint's
     (beyond what a resume changed and recorded in ``changes``), means the file was edited: the
     resumed state would keep the old meaning while the file said another, so it is refused."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     raw = read_yaml(path)
     missing = [k for k in SECTIONS_WRITTEN if k not in raw]
     if missing:
@@ -255,7 +256,7 @@ def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VG
     if run.ckpt is None and tc.init_from:
         report = init_as_configured(model, tc)
         if info.is_main:
-            write_text(run.dir / "init_report.txt", report.format() + "\n")
+            write_text(run.dir / INIT_REPORT, report.format() + "\n")
         run.log(f"initialised from {tc.init_from} ({tc.init_mode}): {report.brief(run.dir / 'init_report.txt')}")
     elif run.ckpt is None and model.config.whiten:
         with run.clock("whitening"):

@@ -3,12 +3,16 @@ line per epoch."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import time
 import warnings
 from pathlib import Path
 
+from ..runfiles import METRICS, TENSORBOARD
+from ..workers import quiet_shutdown_races
 from ..files import refuse_link, write_error, write_text
 from ..progress import Progress, resolve_mode
 from .config import Config, ConfigError
@@ -87,8 +91,9 @@ def _tensorboard(cfg: Config, run_dir: Path, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard extra
     except ImportError:
         raise ConfigError("log.tensorboard: true needs the tensorboard package: pip install 'vgglab[tensorboard]'") from None
+    quiet_shutdown_races()  # a failed write in TensorBoard's thread is reported once, by _tensorboard_guard
     # purge_step: a resumed run hides whatever an earlier start logged from that epoch on
-    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
+    return SummaryWriter(str(run_dir / TENSORBOARD), purge_step=purge_step)
 
 
 class Reporter:
@@ -99,7 +104,7 @@ class Reporter:
     def __init__(self, cfg: Config, run_dir: Path, is_main: bool = True, log=print):
         self.cfg, self.run_dir = cfg, run_dir
         self.epochs, self.is_main, self.log = cfg.train.epochs, is_main, log
-        self.metrics = MetricsLog(run_dir / "metrics.csv")
+        self.metrics = MetricsLog(run_dir / METRICS)
         self.mode = resolve_mode(cfg.log.progress) if is_main else "none"
         self.writer = None
         self.mlflow: MLflowRun | None = None
@@ -107,6 +112,24 @@ class Reporter:
         self._t0 = 0.0
         self._resumed_after: int | None = None
         self.changed: str | None = None
+
+    @contextlib.contextmanager
+    def _tensorboard_guard(self):
+        """A TensorBoard write that fails (a full or read-only disk: its writer thread fails and the
+        next call re-raises that error) stops TensorBoard logging with one warning; training goes on."""
+        try:
+            yield
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (any failure of the optional writer)
+            writer, self.writer = self.writer, None
+            where = os.fsdecode(exc.filename) if isinstance(exc, OSError) and exc.filename else str(self.run_dir / TENSORBOARD)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:200]
+            warnings.warn(f"tensorboard logging stopped: could not write {where}: {why}; training goes on and metrics.csv "
+                          "keeps the record", stacklevel=3)
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     def resumed(self, epoch: int, changed: str | None = None) -> None:
         """Forget the rows after ``epoch`` (they are trained again); ``changed``, the settings the
@@ -122,7 +145,8 @@ class Reporter:
         if not self.is_main:
             return
         after = self._resumed_after
-        self.writer = _tensorboard(self.cfg, self.run_dir, None if after is None else after + 1)
+        with self._tensorboard_guard():
+            self.writer = _tensorboard(self.cfg, self.run_dir, None if after is None else after + 1)
         self.mlflow = MLflowRun.open(self.cfg, self.run_dir, self.metrics.rows(), log=self.log)
         if self.mlflow is not None and self.changed:
             self.mlflow.log_change(self.cfg, after + 1, self.changed)
@@ -169,12 +193,13 @@ class Reporter:
         if self.is_main:
             self.metrics.append(row)
         if self.writer is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
-                    self.writer.add_scalar(k, v, row["epoch"])
-            if changed:  # text, not a scalar: what a resume changed from this epoch on
-                self.writer.add_text("changed", changed, row["epoch"])
-            self.writer.flush()
+            with self._tensorboard_guard():
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
+                        self.writer.add_scalar(k, v, row["epoch"])
+                if changed:  # text, not a scalar: what a resume changed from this epoch on
+                    self.writer.add_text("changed", changed, row["epoch"])
+                self.writer.flush()
         if self.mlflow is not None:
             self.mlflow.log_epoch(row)
         if self.mode != "none":
@@ -193,7 +218,8 @@ class Reporter:
         """Close TensorBoard; with ``status`` (FAILED, KILLED), end the MLflow run so."""
         self.end_training()
         if self.writer is not None:
-            self.writer.close()
+            with self._tensorboard_guard():
+                self.writer.close()
             self.writer = None
         if status is not None and self.mlflow is not None:
             self.mlflow.end(status)

@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import VgglabError
+from ..runfiles import BEST, CONFIG, LAST, METRICS, RESULTS, WEIGHTS
 from .runlock import LOCK_NAME, RunLock
 
 
@@ -51,8 +52,8 @@ def new_run_dir(out: str | Path | None, name: str, lock: RunLock) -> Path:
 def _refuse_used(path: Path) -> None:
     if not path.is_dir() or not any(p.name != LOCK_NAME for p in path.iterdir()):
         return
-    if (path / "config.yaml").is_file() and not (path / "last.pt").is_file() and not any(
-            (path / n).exists() for n in ("best.pt", "model.safetensors", "results.json", "metrics.csv")):
+    if (path / CONFIG).is_file() and not (path / LAST).is_file() and not any(
+            (path / n).exists() for n in (BEST, WEIGHTS, RESULTS, METRICS)):
         raise VgglabError(f"{path} holds a run that stopped before its first checkpoint: restart it in place with "
                           f"`vgglab train --resume {path}` (--set may change any setting, nothing was trained), or pass another --out")
     raise VgglabError(f"run directory {path} already exists and is not empty: pass another --out, or --resume {path} to continue it")

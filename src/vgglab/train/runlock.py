@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import runfiles
 from ..errors import VgglabError
 from ..workers import keep_out_of_workers, release_fd
 
@@ -27,7 +28,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = runfiles.LOCK
 
 
 class RunLocked(VgglabError):
@@ -35,17 +36,35 @@ class RunLocked(VgglabError):
 
 
 def _describe(holder: dict) -> str:
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-    command = holder.get("command") or "?"
-    return f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (`{command}`, started {started})"
+    started = holder.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started is not None else "at an unknown time"
+    return f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (`{holder.get('command', '?')}`, started {when})"
+
+
+# the holder fields and their types, as acquire() writes them
+_FIELDS = {"pid": int, "host": str, "started": float, "command": str}
 
 
 def _read(fd: int) -> dict:
+    """The holder the lock file names: only the fields acquire() writes, each of its type (the
+    flock, not the file, says whether a holder is alive: a damaged file only loses the description)."""
     os.lseek(fd, 0, os.SEEK_SET)
     try:
-        return json.loads(os.read(fd, 65536).decode() or "{}")
+        data = json.loads(os.read(fd, 65536).decode() or "{}")
     except (ValueError, UnicodeDecodeError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    holder = {}
+    for key, kind in _FIELDS.items():
+        value = data.get(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, kind) and not isinstance(value, bool):
+            if kind is float and not 0 <= value < 2**40:  # not a time localtime() can show
+                continue
+            holder[key] = value
+    return holder
 
 
 def _open_lock(path: Path, flags: int) -> int:
@@ -84,6 +103,9 @@ class RunLock:
         os.fsync(fd)
         self.path, self.fd = path, fd
         keep_out_of_workers(fd)
+        removed = runfiles.remove_stale_temp_files(path.parent)  # ours alone to write now: any left are a killed write's
+        if removed:
+            self.log(f"note: removed {removed} temporary file{'s' if removed != 1 else ''} that a killed write left in {path.parent}")
 
     def _lock_flock(self, path: Path) -> int:
         while True:

@@ -10,24 +10,42 @@ MLflow's Default. Only the main process of a torchrun run logs.
 MLflow params cannot change once logged, yet a resume may change a few settings
 (:data:`~vgglab.train.config.RESUME_KEYS`, e.g. ``train.epochs``): those go in as tags, which
 can, and every other key of config.yaml as a param; each resume's change is also a tag
-``vgglab.change.epoch_N``. A tracking failure (store unwritable, server down) is one warning:
-training goes on, and metrics.csv stays the record.
+``vgglab.change.epoch_N``.
+
+Tracking never holds the training loop: every MLflow call runs in one background thread, in
+order. A run waits for it at most :data:`WAIT_S` seconds when it starts (to learn the MLflow run)
+and again when it ends (for the last records); a store that is down, slow or unwritable costs
+one warning, training goes on and metrics.csv stays the record. MLflow's own log lines from that
+thread (its retries, SQL errors) are not printed. A run directory copied to another path (``cp -r
+RUN COPY``) gets an MLflow run of its own when resumed (tagged ``vgglab.copied_from``); one moved
+there continues its run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
+import queue
+import re
+import threading
 import time
 import warnings
 from pathlib import Path
 
 from ..files import write_text
+from ..runfiles import MLFLOW_ID
 from .config import RESUME_KEYS, Config, ConfigError
 
-ID_FILE = "mlflow_run.json"
+ID_FILE = MLFLOW_ID
 MAX_PARAM = 6000  # characters MLflow keeps of a param value
+WAIT_S = 5.0  # seconds a run waits for the store, at its start and again at its end
+THREAD_NAME = "vgglab-mlflow"
+# MLflow's HTTP client retries with backoff for minutes by default; a run's calls wait WAIT_S at
+# most anyway, and these keep the background thread from hammering a dead server meanwhile.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -46,19 +64,65 @@ def _text(v) -> str:
     return "null" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
-class MLflowRun:
-    """One vgglab run's MLflow run. Every method is a no-op once a call has failed (after one warning)."""
+class _FromTrackingThread(logging.Filter):
+    """Drops log records made in the tracking thread: MLflow logs its retries and SQL errors (with
+    tracebacks) itself, and vgglab says what happened in one warning instead."""
 
-    def __init__(self, client, run_id: str, warn=None):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != THREAD_NAME
+
+
+_FILTER = _FromTrackingThread()
+
+
+def _quiet_tracking_thread() -> None:
+    for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers, logging.lastResort]:
+        if handler is not None and _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+
+
+class _Worker:
+    """One daemon thread running tracking calls in order, so the training loop never waits on a
+    store; a call that hangs holds nothing but this thread, which the process does not wait for."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=THREAD_NAME, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            fn, done = self._queue.get()
+            try:
+                fn()
+            except BaseException:  # noqa: BLE001  (fn reports its own failures; nothing may end the thread)
+                pass
+            finally:
+                done.set()
+
+    def submit(self, fn) -> threading.Event:
+        done = threading.Event()
+        self._queue.put((fn, done))
+        return done
+
+
+class MLflowRun:
+    """One vgglab run's MLflow run. Calls are queued to the tracking thread and return at once;
+    after the first failure every later call is dropped (one warning in all)."""
+
+    def __init__(self, client, run_id: str, warn=None, worker: _Worker | None = None):
         self.client, self.run_id = client, run_id
-        self.warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+        self.warn = warn or _warn
+        self.worker = worker or _Worker()
         self.failed = False
+        self._last: threading.Event | None = None
 
     @classmethod
-    def open(cls, cfg: Config, run_dir: Path, resumed_rows: list[dict] | None = None, log=print) -> "MLflowRun | None":
-        """The run's MLflow run (continued when ``mlflow_run.json`` names one, else created, with
-        the rows of epochs trained before tracking was turned on), or None when ``log.mlflow`` is
-        off or MLflow cannot be reached (one warning)."""
+    def open(cls, cfg: Config, run_dir: Path, resumed_rows: list[dict] | None = None, log=print,
+             wait_s: float = WAIT_S) -> "MLflowRun | None":
+        """The run's MLflow run (continued when ``mlflow_run.json`` names one made for this
+        directory, else created, with the rows of epochs trained before), or None when
+        ``log.mlflow`` is off, or the store fails or does not answer within ``wait_s`` seconds
+        (one warning)."""
         if not cfg.log.mlflow:
             return None
         try:
@@ -66,39 +130,89 @@ class MLflowRun:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise ConfigError("log.mlflow: true needs the mlflow package: pip install 'vgglab[mlflow]'") from None
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        _quiet_tracking_thread()
+        run_dir = Path(run_dir)
         id_file = run_dir / ID_FILE
-        try:
-            if id_file.exists():
-                saved = json.loads(id_file.read_text())
+        saved = read_id_file(id_file)  # one line when it is damaged, before anything is created
+        here = str(run_dir.resolve())
+        copied_from = None
+        if saved is not None and saved.get("run_dir") not in (None, here) and _still_owns(saved):
+            copied_from, saved = saved, None  # the original run still has it: this is a copy
+        opened: dict = {}
+
+        def start() -> None:
+            if saved is not None:
                 client = MlflowClient(tracking_uri=saved["tracking_uri"])
                 client.get_run(saved["run_id"])  # raises when the store no longer has it
                 client.update_run(saved["run_id"], status="RUNNING")
-                run = cls(client, saved["run_id"])
-                log(f"mlflow: continuing run {saved['run_id']} at {saved['tracking_uri']}")
-                return run
+                if saved.get("run_dir") != here:  # moved (or written before run_dir was kept)
+                    client.set_tag(saved["run_id"], "vgglab.run_dir", here)
+                    _write_id_file(id_file, saved["run_id"], saved["tracking_uri"], here)
+                opened.update(client=client, run_id=saved["run_id"], uri=saved["tracking_uri"], new=False)
+                return
             uri = mlflow.get_tracking_uri()
             client = MlflowClient(tracking_uri=uri)
-            run_id = client.create_run(_experiment_id(client), run_name=run_dir.name,
-                                       tags={"vgglab.run_dir": str(run_dir.resolve())}).info.run_id
-            write_text(id_file, json.dumps({"run_id": run_id, "tracking_uri": uri}, indent=1))
-            log(f"mlflow: run {run_id} at {uri}")
-        except Exception as exc:  # noqa: BLE001 (any store or network failure)
-            warnings.warn(f"mlflow tracking is off for this run: {_why(exc)}; metrics.csv keeps the record", stacklevel=2)
+            tags = {"vgglab.run_dir": here}
+            if copied_from is not None:
+                tags["vgglab.copied_from"] = copied_from["run_id"]
+            with _store_lock(uri):  # two runs creating one new SQLite store at once would race on its tables
+                run_id = client.create_run(_experiment_id(client), run_name=run_dir.name, tags=tags).info.run_id
+            if not opened.get("abandoned"):
+                _write_id_file(id_file, run_id, uri, here)
+            opened.update(client=client, run_id=run_id, uri=uri, new=True)
+
+        worker = _Worker()
+        failure: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                start()
+            except BaseException as exc:  # noqa: BLE001  (any store or network failure)
+                failure.append(exc)
+
+        finished = worker.submit(attempt).wait(wait_s)
+        if not finished or failure:
+            opened["abandoned"] = True
+            uri = saved["tracking_uri"] if saved else mlflow.get_tracking_uri()
+            why = _why(failure[0]) if failure else f"the store at {uri} did not answer within {wait_s:g} s"
+            _warn(f"mlflow tracking is off for this run: {why}; training goes on and metrics.csv keeps the record")
             return None
-        run = cls(client, run_id)
-        run.log_config(cfg)
-        for row in resumed_rows or []:
-            run.log_epoch(row)
+        if copied_from is not None:
+            log(f"mlflow: {run_dir} is a copy of {copied_from['run_dir']}: its own run {opened['run_id']} at {opened['uri']} "
+                f"(tagged vgglab.copied_from {copied_from['run_id']})")
+        else:
+            log(f"mlflow: {'run' if opened['new'] else 'continuing run'} {opened['run_id']} at {opened['uri']}")
+        run = cls(opened["client"], opened["run_id"], worker=worker)
+        if opened["new"]:
+            run.log_config(cfg)
+            for row in resumed_rows or []:
+                run.log_epoch(row)
         return run
 
     def _call(self, what: str, fn, *args, **kwargs) -> None:
-        if self.failed:
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self.failed = True
-            self.warn(f"mlflow tracking stopped ({what}: {_why(exc)}); training goes on and metrics.csv keeps the record")
+        def call() -> None:
+            if self.failed:
+                return
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                self.failed = True
+                self.warn(f"mlflow tracking stopped ({what}: {_why(exc)}); training goes on and metrics.csv keeps the record")
+
+        if not self.failed:
+            self._last = self.worker.submit(call)
+
+    def wait(self, timeout_s: float = WAIT_S) -> bool:
+        """Wait for the queued calls, at most ``timeout_s`` seconds; False (and one warning) when
+        the store has not taken them by then: the run goes on without them."""
+        if self._last is None or self.failed or self._last.wait(timeout_s):
+            return True
+        self.failed = True
+        self.warn(f"mlflow tracking stopped: the store did not take the run's last records within {timeout_s:g} s; "
+                  "metrics.csv keeps the record")
+        return False
 
     def log_config(self, cfg: Config) -> None:
         from mlflow.entities import Param, RunTag
@@ -140,14 +254,85 @@ class MLflowRun:
             if (run_dir / name).is_file():
                 self._call(f"artifact {name}", self.client.log_artifact, self.run_id, str(run_dir / name))
 
-    def end(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = "FINISHED", timeout_s: float = WAIT_S) -> None:
+        """Mark the MLflow run ended, then wait (at most ``timeout_s``) for everything queued."""
         self._call("end", self.client.set_terminated, self.run_id, status=status)
+        self.wait(timeout_s)
 
 
-def log_artifact_to_run(run_dir: Path, path: Path, log=print) -> bool:
+_ID_RE = re.compile(r"[0-9a-zA-Z_-]{1,64}")
+
+
+def read_id_file(path: Path) -> dict | None:
+    """``mlflow_run.json`` as vgglab writes it (``run_id``, ``tracking_uri``, ``run_dir`` since
+    it is kept), or None when there is none. A file of any other shape is one line naming it and
+    the fix: a guess would log this run into some other MLflow run."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        for key in ("run_id", "tracking_uri"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ValueError(f"no {key} string")
+        if not _ID_RE.fullmatch(data["run_id"]):
+            raise ValueError(f"run_id {data['run_id'][:40]!r} is not an MLflow run id")
+        if not isinstance(data.get("run_dir", ""), str):
+            raise ValueError("run_dir is not a path")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not the MLflow run record vgglab writes ({_why(exc)}); restore it, or delete it to "
+                          "log this run as a new MLflow run (or set log.mlflow: false)") from None
+    return {k: data[k] for k in ("run_id", "tracking_uri", "run_dir") if k in data}
+
+
+def _write_id_file(path: Path, run_id: str, uri: str, run_dir: str) -> None:
+    write_text(path, json.dumps({"run_id": run_id, "tracking_uri": uri, "run_dir": run_dir}, indent=1))
+
+
+def _still_owns(saved: dict) -> bool:
+    """Whether the directory an id file was written for still holds that MLflow run (then a
+    second directory holding the same file is a copy, not the run moved)."""
+    try:
+        other = read_id_file(Path(saved["run_dir"]) / ID_FILE)
+    except ConfigError:
+        return True  # damaged there: still not ours to continue
+    return other is not None and other["run_id"] == saved["run_id"]
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """For a SQLite store, an flock on its folder while a run is created: MLflow creates a new
+    store's tables on first use, and two processes doing it at once fail ("table already exists")."""
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    fcntl = None
+    with contextlib.suppress(ImportError):
+        import fcntl
+    if path is None or fcntl is None or path.startswith("file:") or "?" in path:
+        yield
+        return
+    folder = Path(path).parent
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield  # MLflow reports the folder's problem itself
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, stacklevel=3)
+
+
+def log_artifact_to_run(run_dir: Path, path: Path, log=print, wait_s: float = WAIT_S) -> bool:
     """Add ``path`` (e.g. a report) to the MLflow run of ``run_dir`` when it has one and MLflow is
-    installed; a failure is one warning. Returns whether it was logged."""
-    id_file = Path(run_dir) / ID_FILE
+    installed, waiting at most ``wait_s`` seconds; a failure is one warning. Returns whether it was logged."""
+    run_dir = Path(run_dir)
+    id_file = run_dir / ID_FILE
     if not id_file.is_file():
         return False
     try:
@@ -155,10 +340,30 @@ def log_artifact_to_run(run_dir: Path, path: Path, log=print) -> bool:
     except ImportError:
         return False
     try:
-        saved = json.loads(id_file.read_text())
-        MlflowClient(tracking_uri=saved["tracking_uri"]).log_artifact(saved["run_id"], str(path))
-    except Exception as exc:  # noqa: BLE001
-        warnings.warn(f"could not add {path.name} to the run's mlflow run: {_why(exc)}", stacklevel=2)
+        saved = read_id_file(id_file)
+    except ConfigError as exc:
+        _warn(f"could not add {path.name} to the run's mlflow run: {exc}")
+        return False
+    if saved is None:
+        return False
+    if saved.get("run_dir") not in (None, str(run_dir.resolve())) and _still_owns(saved):
+        log(f"note: {run_dir} is a copy of {saved['run_dir']}, whose MLflow run {path.name} is not added to "
+            "(resume the copy with log.mlflow on to give it a run of its own)")
+        return False
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    _quiet_tracking_thread()
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            MlflowClient(tracking_uri=saved["tracking_uri"]).log_artifact(saved["run_id"], str(path))
+        except BaseException as exc:  # noqa: BLE001
+            failure.append(exc)
+
+    if not _Worker().submit(call).wait(wait_s) or failure:
+        why = _why(failure[0]) if failure else f"the store did not answer within {wait_s:g} s"
+        _warn(f"could not add {path.name} to the run's mlflow run: {why}")
         return False
     log(f"mlflow: added {path.name} to run {saved['run_id']}")
     return True

@@ -1,0 +1,22 @@
+"""The ``vgglab`` command's first steps, before torch is imported: SIGTERM and SIGHUP handled like
+Ctrl-C (:mod:`vgglab.signals`), and a Ctrl-C while the command is still loading its libraries
+ending in one line (exit 130) instead of a traceback from inside an import."""
+
+from __future__ import annotations
+
+import sys
+
+from . import signals
+
+
+def main(argv: list[str] | None = None) -> int:
+    signals.install()
+    try:
+        from .cli import main as run  # torch, torchvision, numpy...: seconds
+    except (KeyboardInterrupt, ImportError) as exc:
+        stop = signals.interrupt_behind(exc)
+        if stop is None:
+            raise
+        print(f"vgglab: {signals.describe(stop)} while starting; nothing was written", file=sys.stderr)
+        return signals.exit_status(stop)
+    return run(argv)

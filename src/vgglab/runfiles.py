@@ -1,0 +1,56 @@
+"""Every file and folder a training run owns in its directory, named once.
+
+The writers (the engine, the reporter, the lock, the split record, MLflow's id file) take their
+names from here, and so does the guard that keeps other commands' outputs (``--out`` of export,
+report, features) off them: a new run file added here is protected without a second list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CONFIG = "config.yaml"  # the resolved config (and what auto resolved to)
+LAST = "last.pt"  # the full training state after the latest epoch
+BEST = "best.pt"  # the state of the epoch selected on validation
+WEIGHTS = "model.safetensors"  # the selected weights with their metadata
+METRICS = "metrics.csv"  # one row per finished epoch
+RESULTS = "results.json"  # the final validation and test metrics
+INIT_REPORT = "init_report.txt"  # what train.init_from copied
+LOCK = "run.lock"  # held by the process writing the run
+SPLITS = "splits.json.gz"  # which files the run trained and validated on (ImageFolder trees)
+MLFLOW_ID = "mlflow_run.json"  # the MLflow run this run logs to
+TENSORBOARD = "tensorboard"  # TensorBoard's event files (a folder)
+
+RUN_FILES = (CONFIG, LAST, BEST, WEIGHTS, METRICS, RESULTS, INIT_REPORT, LOCK, SPLITS, MLFLOW_ID, TENSORBOARD)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder ``vgglab train`` wrote: its config beside a checkpoint, metrics or a lock."""
+    path = Path(path)
+    return (path / CONFIG).is_file() and ((path / LAST).is_file() or (path / METRICS).is_file() or (path / LOCK).exists())
+
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temporary files that an atomic write of a run file (``.last.pt.<random>.tmp``) left behind
+    when its process was killed (SIGKILL, a power cut) before it could remove them. Only the
+    process holding the run's lock writes these, so once the lock is taken they are all stale."""
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return []
+    prefixes = tuple(f".{name}." for name in RUN_FILES)
+    return [Path(run_dir) / n for n in names if n.startswith(prefixes) and n.endswith(".tmp")]
+
+
+def remove_stale_temp_files(run_dir: Path) -> int:
+    """Remove :func:`stale_temp_files` (regular files only); returns how many went."""
+    removed = 0
+    for path in stale_temp_files(run_dir):
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
