@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "DefaultCPUAllocator: can't allocate memory" in text or "out of memory" in text
+
+
 def _one_line_warnings(command: str) -> None:
     """Warnings as ``vgglab train: warning: ...``, one line each (Python's default adds the file,
     the line number and the source line of the call)."""
@@ -310,6 +315,9 @@ def _one_line_warnings(command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signals.install()
+    for stream in (sys.stdout, sys.stderr):  # a class or file name with non-UTF-8 bytes prints escaped, never raises
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     quiet_shutdown_races()
     _one_line_warnings(args.command)
@@ -326,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MemoryError:
         print(f"vgglab {args.command}: error: out of memory; lower the batch size, image size or model width", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # torch's allocators raise RuntimeErrors (CUDA's OutOfMemoryError is one), not MemoryError
+        if not _out_of_memory(exc):
+            raise
+        first = " ".join(str(exc).split())[:160]
+        print(f"vgglab {args.command}: error: out of memory ({first}); lower the batch size, image size or model width",
+              file=sys.stderr)
         return 2
     except BaseException as exc:  # Ctrl-C, SIGTERM, SIGHUP: every file is written whole or not at all (files.atomic_write)
         stop = signals.interrupt_behind(exc)  # also behind what a library raised over it (ImportError in a lazy import)

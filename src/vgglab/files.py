@@ -129,8 +129,9 @@ def torch_save(obj, path: str | Path) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """A text file (config, results, report), written atomically."""
-    data = text.encode()
+    """A text file (config, results, report), written atomically. A file name with bytes that are
+    not UTF-8 (Python holds them as surrogates) is written with the byte escaped (``\\udce9``)."""
+    data = text.encode("utf-8", "backslashreplace")
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), needed=len(data))
 
 

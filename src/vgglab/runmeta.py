@@ -12,6 +12,7 @@ from .strict import plain
 
 META_KEYS = ("classes", "image_size", "eval_resize", "model_config", "normalization")
 META_VERSION = 1
+MAX_EVAL_RESIZE = 4 * 4096  # pixels: four times the largest data.image_size
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class RunMeta:
             return "model_config is not a mapping"
         if mc.get("num_classes") != len(self.classes):
             return f"{len(self.classes)} class names for a model with {mc.get('num_classes')} outputs"
-        if not 1 <= self.image_size <= self.eval_resize <= 4 * 4096:
-            return f"image_size {self.image_size} and eval_resize {self.eval_resize} must satisfy 1 <= image_size <= eval_resize"
+        if not 1 <= self.image_size <= self.eval_resize <= MAX_EVAL_RESIZE:
+            return (f"image_size {self.image_size} and eval_resize {self.eval_resize} must satisfy "
+                    f"1 <= image_size <= eval_resize <= {MAX_EVAL_RESIZE}")
         if norm.channels != mc.get("in_chans") or len(norm.std) != norm.channels:
             return f"normalisation for {norm.channels} channels, model for {mc.get('in_chans')}"
         if not all(math.isfinite(v) for v in (*norm.mean, *norm.std)) or not all(v > 0 for v in norm.std):

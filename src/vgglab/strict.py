@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from dataclasses import fields
@@ -69,6 +70,8 @@ def _typed(value, hint, where: str, error):
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # YAML's .nan / .inf pass every "must be positive" comparison
+                raise error(f"{where}: expected a finite number, got {value!r}")
             return value
         if kind is str and isinstance(value, str):
             return value
@@ -78,9 +81,12 @@ def _typed(value, hint, where: str, error):
             return value
     if float in kinds and isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:
+            if math.isfinite(number):
+                return number
     wanted = " or ".join(dict.fromkeys(_NAMES[k] for k in kinds))
     if type(None) in options:
         wanted += " or null"

@@ -20,7 +20,7 @@ def fingerprint(*parts) -> str:
     """A short stable key from strings/numbers (paths, sizes, mtimes, settings)."""
     h = hashlib.sha256()
     for p in parts:
-        h.update(repr(p).encode())
+        h.update(repr(p).encode("utf-8", "surrogateescape"))  # a name with non-UTF-8 bytes (os.fsdecode's surrogates)
         h.update(b"\0")
     return h.hexdigest()[:20]
 
@@ -33,7 +33,7 @@ def tree_fingerprint(root: Path) -> str:
         for name in sorted(filenames):
             p = Path(dirpath) / name
             st = p.stat()
-            h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:20]
 
 

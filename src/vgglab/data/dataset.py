@@ -59,6 +59,26 @@ class Dataset:
         return Normalization.of(self.stats, augment)
 
 
+def _check_stratifiable(y: torch.Tensor, n_held: int, classes: list[str], what: str, fix: str = "lower data.val_size") -> None:
+    """One line (naming the classes at fault) where a stratified split of ``y`` into ``n_held``
+    held-out images and the rest cannot give every class a place on both sides; scikit-learn
+    would raise its own ValueError."""
+    if n_held == 0:
+        return
+    counts = torch.bincount(y, minlength=len(classes)).tolist()
+    present = sum(c > 0 for c in counts)
+    empty = [classes[i] for i, c in enumerate(counts) if c == 0]
+    note = f" (class folder{'s' if len(empty) > 1 else ''} {', '.join(repr(c) for c in empty[:3])} hold{'s' if len(empty) == 1 else ''} no training images)" if empty else ""
+    single = [classes[i] for i, c in enumerate(counts) if c == 1]
+    if single:
+        raise DataError(f"{what}: class {single[0]!r}{f' and {len(single) - 1} more' if len(single) > 1 else ''} ha"
+                        f"{'ve' if len(single) > 1 else 's'} a single training image, and a stratified split needs two of each: "
+                        f"add images, remove that class folder, or {fix.replace('lower', 'change')}{note}")
+    if len(y) - n_held < present:
+        raise DataError(f"{what} leaves {len(y) - n_held} training image(s) for {present} classes, and the split is stratified: "
+                        f"{fix} (at most {len(y) - present} held out){note}")
+
+
 def _stratified_split(y: torch.Tensor, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val) with each class's share of val proportional to its frequency."""
     if n_val == 0:
@@ -156,7 +176,7 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     if storage == "stream":
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
         splits = stream_splits(index, source.tree, store, cfg.strict, size)
-        train, val = _carve(cfg, splits["train"], splits.get("val"), len(index["classes"]), keep_val)
+        train, val = _carve(cfg, splits["train"], splits.get("val"), list(index["classes"]), keep_val)
         return Dataset(classes=list(index["classes"]), train=train, val=val, test=splits["test"], stats=index_stats(index),
                        image_size=size, store_size=store, skipped=list(index["skipped"]), load_seconds=time.perf_counter() - t0,
                        storage="stream", storage_note=why, listing=_listing(splits))
@@ -179,7 +199,7 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     train, test, val = (Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files")) if f"{n}_x" in blob else None
                         for n in ("train", "test", "val"))
     listing = _listing({"train": train, "test": test, **({"val": val} if val is not None else {})})
-    train, val = _carve(cfg, train, val, len(blob["classes"]), keep_val)
+    train, val = _carve(cfg, train, val, list(blob["classes"]), keep_val)
     return Dataset(
         classes=list(blob["classes"]), train=train, val=val, test=test,
         stats=PixelStats.from_dict(blob), image_size=size, store_size=store,
@@ -195,34 +215,45 @@ def _listing(splits: dict) -> dict[str, list[str]] | None:
     return {name: list(s.files) for name, s in splits.items()}
 
 
-def _carve(cfg: DataConfig, train, val, n_classes: int, keep_val: list[str] | None = None):
+def _carve(cfg: DataConfig, train, val, classes: list[str], keep_val: list[str] | None = None):
     """The validation split (the source's own, else the one recorded in ``keep_val``, else a
     stratified share of train) and train_limit."""
+    n_classes = len(classes)
+    want = cfg.val_size
+    if want is None:
+        want = 5000 if cfg.dataset in ("cifar10", "cifar100") else 0.1
     if val is None and keep_val is not None and train.files is not None:
         kept = set(keep_val)
         is_val = torch.tensor([f in kept for f in train.files], dtype=torch.bool)
         if keep_val and not is_val.any():
             raise DataError(f"none of the {len(kept):,} validation images this run recorded is in {cfg.root} any more: "
                             f"restore them to resume this run, or start a new run on the tree as it is")
+        if not keep_val and want:  # a run that validated records its files: an empty list is an edited record
+            raise DataError(f"the run's split record lists no validation images, yet data.val_size is {want}: the record "
+                            "(splits.json.gz) was edited or damaged; restore it, or delete it to carve the split anew")
+        if len(train) and bool(is_val.all()):
+            raise DataError(f"the run's split record lists every one of the {len(train):,} training images as validation, "
+                            "leaving none to train on: splits.json.gz was edited or damaged; restore it, or delete it to "
+                            "carve the split anew")
         val = train.subset(torch.nonzero(is_val).flatten()) if keep_val else None
         train = train.subset(torch.nonzero(~is_val).flatten())
     elif val is None:
         n = len(train)
-        want = cfg.val_size
-        if want is None:
-            want = 5000 if cfg.dataset in ("cifar10", "cifar100") else 0.1
         n_val = int(round(want * n)) if isinstance(want, float) else int(want)
         if n_val >= n:
             raise DataError(f"data.val_size {want} leaves no training images (the training split has {n})")
         if 0 < n_val < n_classes:
             raise DataError(f"data.val_size {want} gives {n_val} validation image(s) for {n_classes} classes, and the split is "
                             f"stratified: set data.val_size to at least {n_classes} (or 0 for none)")
+        _check_stratifiable(train.y, n_val, classes, f"data.val_size {want}")
         tr_idx, va_idx = _stratified_split(train.y, n_val, cfg.split_seed)
         val = train.subset(va_idx) if n_val else None
         train = train.subset(tr_idx)
     if cfg.train_limit is not None and cfg.train_limit < len(train):
         if cfg.train_limit < n_classes:
             raise DataError(f"data.train_limit {cfg.train_limit} is smaller than the number of classes ({n_classes})")
+        _check_stratifiable(train.y, len(train) - cfg.train_limit, classes, f"data.train_limit {cfg.train_limit}",
+                            "raise data.train_limit")
         keep, _ = _stratified_split(train.y, len(train) - cfg.train_limit, cfg.split_seed + 1)
         train = train.subset(keep)
     return train, val

@@ -22,7 +22,8 @@ from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
 from ..train import speed
-from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
+from ..strict import strict_init
+from ..train.checkpoint import CheckpointError, load_checkpoint, meta_of, model_from_checkpoint
 
 
 SYNSET = re.compile(r"n\d{8}")  # a WordNet synset id, ImageNet's class folder names
@@ -91,20 +92,38 @@ class Inference:
     def eval_batch_size(self) -> int:
         """Images per evaluation batch: the run's ``data.eval_batch_size`` (what its memory was
         sized for), else 250 (torchvision's weights, a bare checkpoint)."""
-        data = (self.checkpoint.get("config") or {}).get("data") or {}
-        return int(data.get("eval_batch_size") or 250)
+        data = self._section("data", DataConfig)
+        return int(data.eval_batch_size) if data is not None else 250
 
     @property
     def augment(self) -> AugmentConfig | None:
-        config = self.checkpoint.get("config") or {}
-        return AugmentConfig(**config["augment"]) if config.get("augment") else None
+        return self._section("augment", AugmentConfig)
 
     def data_config(self, data_root: str | None = None) -> DataConfig:
         """The run's data section (``data_root`` replacing its root)."""
-        d = dict(self.checkpoint["config"]["data"])
-        if data_root is not None:
-            d["root"] = data_root
-        return DataConfig(**d)
+        data = self._section("data", DataConfig)
+        if data is None:
+            raise CheckpointError(f"{self.checkpoint.get('path', 'the checkpoint')} records no data section in its config; "
+                                  "evaluate the run directory's best.pt or last.pt instead")
+        return data if data_root is None else dataclasses.replace(data, root=data_root)
+
+    def _section(self, name: str, cls):
+        """The checkpoint's ``config[name]`` read as strictly as a recipe (a key, type or value the
+        section does not take is one line naming the file), or None where it records none."""
+        config = self.checkpoint.get("config")
+        where = f"{self.checkpoint.get('path', 'the checkpoint')}: its recorded config"
+        if config is None:
+            return None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{where} is a {type(config).__name__}, not a mapping; the file was edited or damaged: "
+                                  "use the run's best.pt or last.pt, or export the weights again")
+        if config.get(name) is None:
+            return None
+        try:
+            return strict_init(cls, config[name], f"{where}: {name}")
+        except (VgglabError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{' '.join(str(exc).split())}; the file was edited or damaged: use the run's best.pt or "
+                                  "last.pt, or export the weights again") from None
 
     def load_split(self, split: str, data_root: str | None = None, full_images: bool = False) -> tuple[Split, Dataset | None]:
         """The run's dataset split, as the model saw its kind during training (the storage training
@@ -206,6 +225,9 @@ def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool] | None:
     """The precision and memory layout training resolved to, when this is the machine (and kind of
     device) it ran on; None elsewhere."""
     rec = ckpt.get("speed")
-    if not rec or rec.get("device") != device.type or not speed.same_machine(rec.get("machine", {}), speed.machine_info()):
+    if not rec or not isinstance(rec, dict) or rec.get("device") != device.type:
         return None
-    return rec["precision"], bool(rec["channels_last"])
+    choice = speed.SpeedChoice.read(rec, "the checkpoint's speed record")
+    if not speed.same_machine(choice.machine, speed.machine_info()):
+        return None
+    return choice.precision, choice.channels_last

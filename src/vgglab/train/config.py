@@ -21,6 +21,7 @@ from ..errors import VgglabError
 from ..files import write_text
 from ..strict import ConfigError, _suggest, plain, strict_init
 from ..strict import check_choice as _choice
+from .speed import SpeedChoice
 from .yamlio import apply_overrides, check_structure, read_yaml
 
 __all__ = ["Config", "ConfigError", "load_config", "save_config", "apply_overrides", "read_yaml", "RESUME_KEYS", "SECTIONS"]
@@ -71,6 +72,8 @@ class OptimConfig:
         if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
             raise ConfigError(f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}")
         self.betas = tuple(self.betas)
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(self.betas)}")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
         if self.decoupled and self.name != "sgd":
@@ -243,10 +246,14 @@ class Config:
         if d.get("resolved") is not None:
             if not isinstance(d["resolved"], dict):
                 raise ConfigError(f"{where}: resolved is written by vgglab (a mapping); delete it to resolve again")
+            SpeedChoice.read(d["resolved"], f"{where}: resolved")  # one line for a hand-edited record, before it is reused
             kwargs["resolved"] = dict(d["resolved"])
         if d.get("changes") is not None:
-            if not isinstance(d["changes"], list):
-                raise ConfigError(f"{where}: changes is written by vgglab on resume (a list); delete it if it was edited")
+            if not isinstance(d["changes"], list) or not all(
+                    isinstance(c, dict) and set(c) == {"epoch", "set"} and isinstance(c["epoch"], int) and not isinstance(c["epoch"], bool)
+                    and c["epoch"] >= 1 and isinstance(c["set"], dict) and all(isinstance(k, str) for k in c["set"]) for c in d["changes"]):
+                raise ConfigError(f"{where}: changes is written by vgglab on resume (a list of {{epoch: N, set: {{key: value}}}}); "
+                                  "it was edited: restore it, or delete it (the record of what resumes changed is then lost)")
             kwargs["changes"] = list(d["changes"])
         for key, section in SECTIONS.items():
             try:
@@ -255,7 +262,16 @@ class Config:
                 raise ConfigError(f"{where}: {key}: {exc}") from None
             except VgglabError as exc:
                 raise ConfigError(str(exc)) from None
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        config.check_across_sections()
+        return config
+
+    def check_across_sections(self) -> None:
+        """Settings that are each valid but together would train something other than asked."""
+        aug, epochs = self.augment, self.train.epochs
+        if aug.early_crop is not None and aug.early_epochs >= epochs:
+            raise ConfigError(f"augment.early_epochs {aug.early_epochs} covers all {epochs} of train.epochs: the model would never "
+                              f"train at the size it is evaluated at; set early_epochs below train.epochs (or raise train.epochs)")
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))
@@ -295,7 +311,16 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=None
     else:
         data = source or {}
         check_structure(data, where)
-    return Config.from_dict(apply_overrides(data, overrides), where)
+    try:
+        return Config.from_dict(apply_overrides(data, overrides), where)
+    except ConfigError as exc:
+        if not overrides or where not in str(exc):
+            raise
+        try:  # the recipe alone is fine: the override is at fault, so name it, not the file
+            Config.from_dict(data, where)
+        except ConfigError:
+            raise exc from None
+        raise ConfigError(str(exc).replace(f"{where}: ", "--set ", 1)) from None
 
 
 def save_config(config: Config, path: str | Path) -> None:

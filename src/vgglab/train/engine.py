@@ -185,11 +185,12 @@ class Epochs:
                 state.lookahead.finish()
         except TrainingDiverged as exc:
             last = run.dir / LAST
+            lr = "optim.muon_lr" if run.cfg.optim.muon else "optim.lr"  # with Muon, the filters' steps are muon_lr's
             if last.exists():
-                how = (f"the last good checkpoint is {last}; to go on with a lower optim.lr or a train.grad_clip, start a new run "
-                       f"from it: vgglab train --config {run.dir / 'config.yaml'} --init-from {last} --set optim.lr=... --out NEW_DIR")
+                how = (f"the last good checkpoint is {last}; to go on with a lower {lr} or a train.grad_clip, start a new run "
+                       f"from it: vgglab train --config {run.dir / CONFIG} --init-from {last} --set {lr}=... --out NEW_DIR")
             else:
-                how = f"no checkpoint was written; restart it in place with vgglab train --resume {run.dir} --set optim.lr=... (or train.grad_clip=1)"
+                how = f"no checkpoint was written; restart it in place with vgglab train --resume {run.dir} --set {lr}=... (or train.grad_clip=1)"
             raise TrainingDiverged(f"epoch {epoch}: {exc}; {how}") from None
         finally:
             seconds = self.reporter.end_training()

@@ -122,16 +122,16 @@ class ProbeCache:
     def __init__(self, root: str | Path | None = None):
         self.path = cache_root(str(root) if root else None) / "speed_probe.json"
 
-    def _read(self) -> dict:
+    def _read(self, then: str = "probing again") -> dict:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            warnings.warn(f"speed probe cache {self.path} is unreadable ({exc}); probing again", stacklevel=3)
+            warnings.warn(f"speed probe cache {self.path} is unreadable ({exc}); {then}", stacklevel=3)
             return {}
         if not isinstance(data, dict):
-            warnings.warn(f"speed probe cache {self.path} is not a mapping of verdicts; probing again", stacklevel=3)
+            warnings.warn(f"speed probe cache {self.path} is not a mapping of verdicts; {then}", stacklevel=3)
             return {}
         return data
 
@@ -152,11 +152,17 @@ class ProbeCache:
             warnings.warn(f"could not cache the speed probe's verdict ({exc}); it will be measured again next run", stacklevel=3)
 
     def entries(self) -> dict:
-        return self._read()
+        """The verdicts that a run would use (a listing: nothing is probed here)."""
+        data = self._read("the next run probes again (`vgglab speed --forget` removes it)")
+        bad = [k for k, v in data.items() if not _valid_entry(v)]
+        if bad:
+            warnings.warn(f"speed probe cache {self.path}: {len(bad)} entr{'ies' if len(bad) > 1 else 'y'} of the wrong shape, "
+                          "not counted; the next run probes again", stacklevel=2)
+        return {k: v for k, v in data.items() if k not in bad}
 
     def forget(self) -> int:
         """Remove every cached verdict; returns how many there were."""
-        n = len(self._read()) if self.path.is_file() else 0
+        n = len(self._read("removing it")) if self.path.is_file() else 0
         self.path.unlink(missing_ok=True)
         return n
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..strict import ConfigError, strict_init, typed_values
 from .probe import PROBE_BUDGET_S, ProbeCache, Rates, probe_key, rates_of, time_arms, time_forward
 
 __all__ = ["SpeedChoice", "ProbeCache", "Rates", "rates_of", "time_arms", "time_forward", "resolve_speed",
@@ -101,6 +102,22 @@ def machine_label(info: dict | None = None) -> str:
     return f"{cpu}{gpu}, torch {info['torch']}"
 
 
+RECORDED_PRECISIONS = ("fp32", "bf16", "fp16")  # what auto resolves to, or a pinned setting
+
+
+@dataclass
+class _MachineRecord:
+    """The types of :func:`machine_info`'s fields, for reading a recorded one back."""
+
+    cpu: str
+    cores: int | None
+    cpu_capability: str
+    native_bf16: bool
+    threads: int
+    torch: str
+    gpu: str | None
+
+
 @dataclass
 class SpeedChoice:
     """What ``auto`` resolved to, and why: recorded in config.yaml (``resolved``) and checkpoints."""
@@ -119,6 +136,23 @@ class SpeedChoice:
     @classmethod
     def from_dict(cls, d: dict) -> "SpeedChoice":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @classmethod
+    def read(cls, d, where: str) -> "SpeedChoice":
+        """A recorded choice (config.yaml's ``resolved``, a checkpoint's ``speed``) read as strictly
+        as a recipe: vgglab wrote it, so a key, type or value it never writes means an edit, and
+        reusing it would train or evaluate in a setting nobody chose (fp16 on a CPU, fp64)."""
+        fix = "delete it and vgglab decides again on this machine"
+        if isinstance(d, dict):  # a checkpoint's record also names the device kind and the settings asked for
+            d = {k: v for k, v in d.items() if k not in ("device", "precision_setting", "channels_last_setting")}
+        choice = strict_init(cls, d, where, error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"))
+        if choice.precision not in RECORDED_PRECISIONS:
+            raise ConfigError(f"{where}.precision {choice.precision!r} is not one vgglab records ({', '.join(RECORDED_PRECISIONS)}); {fix}")
+        typed_values(_MachineRecord, choice.machine, f"{where}.machine.",
+                     error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"))
+        if choice.precision == "fp16" and not choice.machine.get("gpu"):
+            raise ConfigError(f"{where}.precision fp16 was recorded for a machine without a GPU (fp16 training is CUDA-only); {fix}")
+        return choice
 
     def header(self, precision_setting: str, channels_last_setting) -> str:
         cl_setting = "auto" if channels_last_setting in (None, "auto") else str(bool(channels_last_setting)).lower()
@@ -146,7 +180,9 @@ def resolve_speed(precision: str, channels_last, model: nn.Module, batch: int, d
     info = machine_info()
     if previous and same_machine(previous.get("machine", {}), info):
         prev = SpeedChoice.from_dict(previous)
-        if (precision == "auto" or precision == prev.precision) and (cl_auto or bool(channels_last) == prev.channels_last):
+        if prev.precision == "fp16" and device.type != "cuda":  # the same machine, now training on its CPU
+            pass
+        elif (precision == "auto" or precision == prev.precision) and (cl_auto or bool(channels_last) == prev.channels_last):
             return prev
     if device.type == "cuda":
         return _resolve_cuda(precision, channels_last, cl_auto, info)

@@ -135,7 +135,11 @@ class MLflowRun:
         _quiet_tracking_thread()
         run_dir = Path(run_dir)
         id_file = run_dir / ID_FILE
-        saved = read_id_file(id_file)  # one line when it is damaged, before anything is created
+        try:
+            saved = read_id_file(id_file)
+        except ConfigError as exc:  # damaged: never guess which MLflow run it meant, never overwrite it
+            _warn(f"mlflow tracking is off for this run: {exc}")
+            return None
         here = str(run_dir.resolve())
         copied_from = None
         if saved is not None and saved.get("run_dir") not in (None, here) and _still_owns(saved):

@@ -10,7 +10,7 @@ from ..data import load_dataset
 from ..data.stream import make_loader
 from ..data.config import AugmentConfig, DataConfig
 from ..files import check_output_dir
-from ..memory import human
+from ..memory import check_fits, human
 from .plots import plot_image_grid
 
 
@@ -53,6 +53,10 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
             for k in range(ds.num_classes)
         ])
         sample = ds.train.subset(idx)
+        # one float32 batch of the sample, the augmentation's working copies and the figure: ~4 copies
+        check_fits(f"the sample grids ({len(idx)} images of {ds.image_size}x{ds.image_size})",
+                   16 * len(idx) * ds.in_chans * ds.image_size**2,
+                   "lower data.image_size, or leave out --out (only the grids hold their images at once)")
         plain = make_loader(sample, len(idx), image_size=ds.image_size, norm=norm)
         aug = make_loader(sample, len(idx), image_size=ds.image_size, norm=norm, augment=augment, pca=st, seed=seed)
         titles = [ds.classes[int(y)] for y in sample.y]

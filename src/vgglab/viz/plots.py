@@ -4,6 +4,7 @@ a path (the CLI, headless Agg) and returns the figure when not (notebooks show i
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -19,10 +20,19 @@ from ..errors import VgglabError  # noqa: E402
 from ..files import atomic_write  # noqa: E402
 
 
+def shown(text: str) -> str:
+    """``text`` as a font can draw it: a folder name's bytes that are not UTF-8 (which Python holds
+    as surrogates, and FreeType refuses) become U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace") if any("\udc80" <= ch <= "\udcff" for ch in text) else text
+
+
 def _save(fig, path: str | Path | None):
     """Write ``fig`` as a PNG at ``path`` and return the path; with no path return the figure
     (shown inline in a notebook). Either way pyplot lets go of it."""
     plt.close(fig)
+    for text in fig.findobj(matplotlib.text.Text):  # class names from folders named in another encoding
+        if text.get_text() != shown(text.get_text()):
+            text.set_text(shown(text.get_text()))
     if path is None:
         return fig
     path = Path(path)
@@ -73,8 +83,8 @@ def plot_confusion(cm, classes: list[str], path: str | Path | None = None):
     for ax, data, title, fmt in [(axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised", ".2f")]:
         im = ax.imshow(data, cmap="Blues")
         ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
-        ax.set_xticklabels(classes, rotation=90)
-        ax.set_yticklabels(classes)
+        ax.set_xticklabels([shown(c) for c in classes], rotation=90)
+        ax.set_yticklabels([shown(c) for c in classes])
         if n <= 20:
             thresh = data.max() / 2
             for i in range(n):
