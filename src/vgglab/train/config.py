@@ -314,7 +314,7 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=None
     try:
         return Config.from_dict(apply_overrides(data, overrides), where)
     except ConfigError as exc:
-        if not overrides or where not in str(exc):
+        if not overrides or where == "config" or where not in str(exc):
             raise
         try:  # the recipe alone is fine: the override is at fault, so name it, not the file
             Config.from_dict(data, where)

@@ -157,11 +157,11 @@ class MLflowRun:
                 opened.update(client=client, run_id=saved["run_id"], uri=saved["tracking_uri"], new=False)
                 return
             uri = mlflow.get_tracking_uri()
-            client = MlflowClient(tracking_uri=uri)
             tags = {"vgglab.run_dir": here}
             if copied_from is not None:
                 tags["vgglab.copied_from"] = copied_from["run_id"]
             with _store_lock(uri):  # two runs creating one new SQLite store at once would race on its tables
+                client = MlflowClient(tracking_uri=uri)
                 run_id = client.create_run(_experiment_id(client), run_name=run_dir.name, tags=tags).info.run_id
             if not opened.get("abandoned"):
                 _write_id_file(id_file, run_id, uri, here)

@@ -1,0 +1,85 @@
+"""Property-based: whatever a hand edit leaves in a file vgglab reads back (the lock, config.yaml's
+resolved and changes, MLflow's id file, a split record, a checkpoint's recorded config), reading it
+either works or is one VgglabError line, never another exception type (issue 34, class 4)."""
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vgglab.data.record import read_record
+from vgglab.errors import VgglabError
+from vgglab.evaluate.inference import Inference
+from vgglab.train.config import load_config
+from vgglab.train.runlock import _describe, _read
+from vgglab.train.speed import SpeedChoice, machine_info
+from vgglab.train.tracking import read_id_file
+
+from ..conftest import TINY
+from .test_config_fuzz import values
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+GOOD_SPEED = SpeedChoice("fp32", False, machine=machine_info()).to_dict()
+
+
+def one_line_or_fine(fn, *args):
+    try:
+        fn(*args)
+    except VgglabError as exc:
+        assert "\n" not in str(exc).strip(), str(exc)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["pid", "host", "started", "command", "x"]), values, max_size=5))
+def test_any_lock_file_content_still_describes_a_holder(blob):
+    fd, path = tempfile.mkstemp()
+    try:
+        os.write(fd, json.dumps(blob, default=str).encode())
+        holder = _read(fd)
+        assert isinstance(_describe(holder), str)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(GOOD_SPEED)), values)
+def test_any_edit_of_a_resolved_record_is_read_or_one_line(key, value):
+    edited = {**GOOD_SPEED, key: value}
+    one_line_or_fine(SpeedChoice.read, edited, "config.yaml: resolved")
+    one_line_or_fine(load_config, {**TINY, "resolved": edited})
+
+
+@FUZZ
+@given(values)
+def test_any_changes_record_is_read_or_one_line(value):
+    one_line_or_fine(load_config, {**TINY, "changes": value})
+
+
+@FUZZ
+@given(values)
+def test_any_mlflow_id_file_is_read_or_one_line(value):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "mlflow_run.json"
+        path.write_text(json.dumps(value, default=str))
+        one_line_or_fine(read_id_file, path)
+
+
+@FUZZ
+@given(values)
+def test_any_split_record_is_read_or_one_line(value):
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "splits.json.gz").write_bytes(gzip.compress(json.dumps(value, default=str).encode()))
+        one_line_or_fine(read_record, Path(d))
+
+
+@FUZZ
+@given(st.sampled_from(["data", "augment"]), values)
+def test_any_recorded_config_section_is_read_or_one_line(section, value):
+    inf = Inference.__new__(Inference)
+    inf.checkpoint = {"path": "edited.pt", "config": {**TINY, section: value}}
+    one_line_or_fine(lambda: (inf.augment, inf.eval_batch_size, inf.data_config()))
