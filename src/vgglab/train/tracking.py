@@ -76,6 +76,10 @@ _FILTER = _FromTrackingThread()
 
 
 def _quiet_tracking_thread() -> None:
+    """Before any tracking call: MLflow's HTTP client bounded (unless the user set its variables),
+    and its log lines from the tracking thread dropped."""
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     for handler in [*logging.getLogger().handlers, *logging.getLogger("mlflow").handlers, logging.lastResort]:
         if handler is not None and _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
@@ -130,8 +134,6 @@ class MLflowRun:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise ConfigError("log.mlflow: true needs the mlflow package: pip install 'vgglab[mlflow]'") from None
-        for key, value in _HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
         _quiet_tracking_thread()
         run_dir = Path(run_dir)
         id_file = run_dir / ID_FILE
@@ -354,8 +356,6 @@ def log_artifact_to_run(run_dir: Path, path: Path, log=print, wait_s: float = WA
         log(f"note: {run_dir} is a copy of {saved['run_dir']}, whose MLflow run {path.name} is not added to "
             "(resume the copy with log.mlflow on to give it a run of its own)")
         return False
-    for key, value in _HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     _quiet_tracking_thread()
     failure: list[BaseException] = []
 
@@ -395,4 +395,6 @@ def _number(v) -> float | None:
 
 def _why(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    if len(text) > 200:
+        text = text[:200].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
