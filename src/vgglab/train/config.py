@@ -262,16 +262,18 @@ class Config:
                 raise ConfigError(f"{where}: {key}: {exc}") from None
             except VgglabError as exc:
                 raise ConfigError(str(exc)) from None
-        config = cls(**kwargs)
-        config.check_across_sections()
-        return config
+        return cls(**kwargs)
 
-    def check_across_sections(self) -> None:
-        """Settings that are each valid but together would train something other than asked."""
+    def notes_across_sections(self) -> list[str]:
+        """Settings that are each valid but together train something other than a reader may expect:
+        printed in the run's header (not refused: a short trial run of a long recipe is legitimate)."""
+        notes = []
         aug, epochs = self.augment, self.train.epochs
         if aug.early_crop is not None and aug.early_epochs >= epochs:
-            raise ConfigError(f"augment.early_epochs {aug.early_epochs} covers all {epochs} of train.epochs: the model would never "
-                              f"train at the size it is evaluated at; set early_epochs below train.epochs (or raise train.epochs)")
+            notes.append(f"note: augment.early_epochs {aug.early_epochs} covers all {epochs} of train.epochs: every epoch trains on "
+                         f"{aug.early_crop}-pixel crops and none at the size the model is evaluated at; set early_epochs below "
+                         "train.epochs for a model that has seen full-size images")
+        return notes
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))

@@ -125,6 +125,8 @@ def announce(run: Run, model: VGG, ds: Dataset, speed: SpeedChoice) -> None:
         run.log(f"note: train.test_tta {cfg.train.test_tta} mirrors test images, but this model trains without flips (augment.flip: false)")
     if speed.warning:
         run.log(speed.warning)
+    for note in cfg.notes_across_sections():
+        run.log(note)
 
 
 def decide_speed(run: Run, model: VGG) -> SpeedChoice:
