@@ -8,6 +8,7 @@ import sys
 import warnings
 from importlib import resources
 
+import torch
 import yaml
 
 from .data.config import DATASETS
@@ -23,7 +24,7 @@ from .models.spec import HEAD_TYPES
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
 from .train.speed import ProbeCache, machine_label
-from . import progress, signals
+from . import progress, shipped, signals
 from .workers import quiet_shutdown_races
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
@@ -173,6 +174,45 @@ def _shipped_config(name: str):
     return data
 
 
+def _cmd_recipes(args) -> int:
+    rows = [shipped.describe(p) for p in shipped.recipe_files()]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['model']} on {r['data']}, {r['epochs']} epochs: {r['about']}")
+    print(f"({len(rows)} recipes in {shipped.recipes_dir()}; run one with vgglab train --config NAME)")
+    return 0
+
+
+class _Version(argparse.Action):
+    """``vgglab --version``: what a bug report needs (vgglab, torch, torchvision, Python, and the
+    device and precision vgglab would use on this machine)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import platform
+
+        import torchvision
+
+        from . import __version__
+        from .device import resolve_device
+        from .train.speed import machine_info, native_bf16
+
+        device = resolve_device("auto")
+        info = machine_info()
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            why = f"CUDA ({info['gpu']})"
+        else:
+            precision = "bf16 where a probe measures it faster, else fp32" if native_bf16() else "fp32"
+            why = f"{info['cpu']}, {info['cpu_capability']}, {'native' if info['native_bf16'] else 'no native'} bf16"
+        print(f"vgglab {__version__}\ntorch {torch.__version__}, torchvision {torchvision.__version__}, "
+              f"Python {platform.python_version()} ({sys.platform})\ndevice {device} ({why}), {info['cores']} cores, "
+              f"{info['threads']} threads\nprecision auto -> {precision}")
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors as one line (``vgglab eval: error: ... (see --help)``)."""
 
@@ -182,7 +222,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vgglab", description="Build, train, evaluate and look inside VGG networks.")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print vgglab's, torch's, torchvision's and Python's versions and the device and precision used here")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("recipes", help="list the shipped recipes (train one with vgglab train --config NAME)")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of lines")
+    p.set_defaults(func=_cmd_recipes)
 
     p = sub.add_parser("models", help="list registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'vgg16*'")
@@ -199,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("train", help="train a model from a YAML recipe")
-    p.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    p.add_argument("--config", help="a YAML recipe: a path, or a shipped recipe's name (vgglab recipes lists them)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
     p.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>); must be new or empty")

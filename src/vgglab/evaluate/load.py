@@ -54,7 +54,7 @@ class Preprocess:
 def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: bool = True) -> VGG:
     """A run directory (its best.pt, else last.pt), a vgglab checkpoint, a model.safetensors or
     torchvision's ImageNet weights by name (``torchvision:vgg16_bn[:WEIGHTS]``) -> the model in eval mode on ``device``, with ``model.meta`` (:class:`RunMeta`) and
-    ``model.preprocess`` (:class:`Preprocess`) attached::
+    ``model.preprocess`` (:class:`~vgglab.evaluate.load.Preprocess`) attached::
 
         model = vgglab.load_model("runs/fast_cifar10")
         probs = model(model.preprocess(PIL.Image.open("cat.png"))).softmax(1)

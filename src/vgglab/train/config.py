@@ -21,6 +21,7 @@ from ..errors import VgglabError
 from ..files import write_text
 from ..strict import ConfigError, _suggest, plain, strict_init
 from ..strict import check_choice as _choice
+from ..shipped import find_recipe, unknown_recipe
 from .speed import SpeedChoice
 from .yamlio import apply_overrides, check_structure, read_yaml
 
@@ -307,6 +308,11 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=None
         source = source.to_dict()
     where = "config"
     if isinstance(source, (str, Path)):
+        if not Path(source).exists():  # a path wins; else a shipped recipe by name (vgglab recipes)
+            shipped = find_recipe(str(source))
+            if shipped is None and Path(source).parent == Path("."):
+                raise ConfigError(unknown_recipe(str(source)))
+            source = shipped or source
         where = str(source)
         data = read_yaml(source)
         data.setdefault("name", Path(source).stem)

@@ -1,0 +1,57 @@
+"""The recipes shipped with vgglab: the repository's ``configs/`` folder, installed as package data
+(``vgglab/recipes`` is that folder, one source), so ``vgglab train --config NAME`` works from any
+folder of an installed wheel, and ``vgglab recipes`` lists them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .strict import _suggest
+
+
+def recipes_dir() -> Path:
+    return Path(str(resources.files("vgglab").joinpath("recipes")))
+
+
+def recipe_files() -> list[Path]:
+    """Every shipped recipe, sorted by name."""
+    return sorted(recipes_dir().glob("*.yaml"))
+
+
+def find_recipe(name: str) -> Path | None:
+    """The shipped recipe called ``name`` (``fast_cifar10_muon_9ep`` or ``fast_cifar10_muon_9ep.yaml``),
+    or None. A file at that path is the caller's to prefer: a path wins over a name."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if "/" in stem or "\\" in stem or not stem:
+        return None
+    path = recipes_dir() / f"{stem}.yaml"
+    return path if path.is_file() else None
+
+
+def unknown_recipe(name: str) -> str:
+    """One line for a --config that is neither a file nor a shipped recipe."""
+    names = [p.stem for p in recipe_files()]
+    return (f"config file not found: {name}, and no shipped recipe has that name{_suggest(name.removesuffix('.yaml'), names)}; "
+            f"`vgglab recipes` lists the {len(names)} shipped ones")
+
+
+def describe(path: Path) -> dict:
+    """One recipe in a line: its model, data, epochs and its first comment (what it reproduces)."""
+    cfg = yaml.safe_load(path.read_text()) or {}
+    about = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        about.append(line.lstrip("#").strip())
+    model = cfg.get("model") or {}
+    return {"name": path.stem, "model": model.get("name") or ("a custom spec" if model.get("spec") else "vgg16_cifar"),
+            "data": (cfg.get("data") or {}).get("dataset", "cifar10"), "epochs": (cfg.get("train") or {}).get("epochs", 10),
+            "about": _first_sentence(" ".join(a for a in about if a))}
+
+
+def _first_sentence(text: str) -> str:
+    end = text.find(". ")
+    return text if end < 0 else text[:end + 1]
