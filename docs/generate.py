@@ -1,6 +1,6 @@
 """Write every generated page of the docs site from the code and the records, so they cannot drift.
 
-    python docs/generate.py          # rewrite docs/reference/*.md and docs/results/*.md
+    python docs/generate.py          # rewrite docs/reference/*.md, docs/results/*.md and README.md's results
     python docs/generate.py --check  # exit 1, naming the pages, when a committed page differs
 
 The CLI reference comes from the argparse parser, the config reference from the typed config
@@ -64,7 +64,7 @@ def cli_page() -> str:
            "Every command and flag of `vgglab`, read from its parser. `vgglab COMMAND --help` prints the same.\n"]
     top = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     if top:
-        out.append("```text\n" + parser.format_usage().strip() + "\n```\n")
+        out.append("```text\n" + " ".join(parser.format_usage().split()) + "\n```\n")  # whatever the terminal's width
         out.append(_flag_table(top))
     for name, p in sub.choices.items():
         out.append(f"## vgglab {name}\n")
@@ -297,12 +297,36 @@ def benchmarks_page() -> str:
     return "\n".join(out)
 
 
+HEADLINE = ("fast_cifar10_muon_9ep", "fast_cifar10", "fast_cifar10_short")  # the README's recipes, in this order
+MAX_HEADLINE_ROWS = 8
+
+
+def readme_results(records: list[dict]) -> str:
+    """The README's headline table: the shipped speed recipes, one row per machine, from the records."""
+    tta = _benchmark("time_to_accuracy")
+    rows = []
+    for recipe in HEADLINE:
+        of = [r for r in records if tta.recipe_of(r) == (recipe, []) and not r.get("ablation")]
+        rows += [line for line in tta.table(of).splitlines()[2:]]
+    head = tta.table([]).splitlines()[:2]
+    return "\n".join([*head, *rows[:MAX_HEADLINE_ROWS]])
+
+
+def readme_page(records: list[dict]) -> str:
+    text = (ROOT / "README.md").read_text()
+    start, end = "<!-- results:start -->\n", "<!-- results:end -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}{readme_results(records)}\n{end}{after}"
+
+
 def pages() -> dict[Path, str]:
     tta = _benchmark("time_to_accuracy")
     records = tta.load_records()
     shipped = {p.stem for p in recipe_files()}
     main, sweep = time_to_accuracy_page(records, shipped)
     return {
+        ROOT / "README.md": readme_page(records),
         DOCS / "reference" / "cli.md": cli_page(),
         DOCS / "reference" / "config.md": config_page(),
         DOCS / "reference" / "models.md": models_page(),

@@ -89,3 +89,13 @@ def test_the_site_builds_strictly(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html",
                              str(ROOT / "docs"), str(tmp_path / "html")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_readme_is_a_front_door_whose_links_resolve():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    assert "python -m pip install -e . && vgglab demo" in text and 'python -m pip install -e ".[dev]" && python -m pytest' in text
+    links = [t for t in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if not t.startswith("http")]
+    assert links and [t for t in links if not (ROOT / t).exists()] == []
