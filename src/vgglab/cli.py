@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import warnings
 from importlib import resources
 
 import torch
+import torchvision
 import yaml
 
+from . import __version__, progress, shipped, signals
 from .data.config import DATASETS
 from .data.dataset import SPLITS
 from .data.views import MULTICROP_GRID, TTA_MODES
+from .device import resolve_device
 from .errors import VgglabError
 from .evaluate import expand_inputs, format_metrics, load_inference, predict_files
 from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
 from .evaluate.inference import INFERENCE_PRECISIONS
 from .export import FORMATS, export_model, extract_features, features_out, save_features
-from .models import create_model, param_count, format_summary, get_entry, list_models, summarize
+from .models import create_model, format_summary, get_entry, list_models, param_count, summarize
 from .models.spec import HEAD_TYPES
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
-from .train.speed import ProbeCache, machine_label
-from . import progress, shipped, signals
-from .workers import quiet_shutdown_races
+from .train.speed import ProbeCache, machine_info, machine_label, native_bf16
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
 from .viz.plots import write_eval_pictures
 from .viz.report import build_report
+from .workers import quiet_shutdown_races
 
 
 def _cmd_models(args) -> int:
@@ -191,14 +194,6 @@ class _Version(argparse.Action):
     device and precision vgglab would use on this machine)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        import platform
-
-        import torchvision
-
-        from . import __version__
-        from .device import resolve_device
-        from .train.speed import machine_info, native_bf16
-
         device = resolve_device("auto")
         info = machine_info()
         if device.type == "cuda":

@@ -13,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()
     try:
         from .cli import main as run  # torch, torchvision, numpy...: seconds
-    except (KeyboardInterrupt, ImportError) as exc:
-        stop = signals.interrupt_behind(exc)
+    except BaseException as exc:  # noqa: BLE001  (a signal mid-import can leave any error behind)
+        stop = signals.stop_behind(exc)
         if stop is None:
             raise
         print(f"vgglab: {signals.describe(stop)} while starting; nothing was written", file=sys.stderr)

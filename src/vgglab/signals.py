@@ -17,18 +17,38 @@ STOPPING = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "
 HELD_IN_WORKERS = (signal.SIGINT, *STOPPING)
 
 
+received: list[int] = []  # the stopping signals this process got, in order
+
+
 def _raise_terminated(signum, _frame):
+    received.append(signum)
     raise Terminated(signum)
 
 
+def _raise_interrupt(signum, _frame):
+    received.append(signum)
+    raise KeyboardInterrupt
+
+
 def install() -> None:
-    """Make SIGTERM and SIGHUP stop the command as Ctrl-C does (main thread only; idempotent).
-    A signal whose handler someone else set (not the default) is left alone."""
+    """Make SIGTERM and SIGHUP stop the command as Ctrl-C does, and remember every stopping signal
+    (main thread only; idempotent). A handler someone else set (not the default) is left alone."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in STOPPING:
         if signal.getsignal(signum) in (signal.SIG_DFL, _raise_terminated):
             signal.signal(signum, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _raise_interrupt):
+        signal.signal(signal.SIGINT, _raise_interrupt)
+
+
+def stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt behind ``exc`` (:func:`interrupt_behind`), or, where a stopping signal arrived
+    while a library was importing and left some other error (a half-initialised module), that signal."""
+    stop = interrupt_behind(exc)
+    if stop is None and received:
+        stop = Terminated(received[-1]) if received[-1] != signal.SIGINT else KeyboardInterrupt()
+    return stop
 
 
 def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:

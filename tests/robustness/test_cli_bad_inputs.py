@@ -52,6 +52,7 @@ def bad_inputs(run, tmp):
     new = ["train", "--config", recipe, "--out", tmp / "new"]
     return {
         "models": [["models", "--bogus"]],
+        "recipes": [["recipes", "--bogus"], ["recipes", "fast_cifar10"]],
         "summary": [["summary", "vgg11", "--width", "nan"], ["summary", "vgg11", "--width", "1e6"], ["summary", "vgg17"],
                     ["summary", "vgg11", "--input-size", "8"], ["summary", "vgg11", "--num-classes", "0"],
                     ["summary", "vgg11", "--input-size", "1000000"]],
