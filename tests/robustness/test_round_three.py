@@ -46,11 +46,17 @@ def tracked(epochs: int = 1) -> dict:
 
 
 def vgglab_process(args, tmp_path, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vgglab", *map(str, args)], cwd=tmp_path, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vgglab", *map(str, args)],
+        cwd=tmp_path,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        **kw,
+    )
 
 
 # --- 1. a tracking store that is down never holds training ------------------------------------
+
 
 @pytest.fixture
 def silent_server():
@@ -67,6 +73,7 @@ def silent_server():
                 held.append(sock.accept()[0])
             except OSError:
                 pass
+
     threading.Thread(target=accept, daemon=True).start()
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     stop.set()
@@ -83,13 +90,14 @@ def test_a_store_that_never_answers_costs_seconds_and_one_warning(tmp_path, monk
         result = vgglab.fit(tracked(), out=tmp_path / "run", log=lambda *_: None)
     waited = time.perf_counter() - t
     ours = [w for w in caught if "mlflow" in str(w.message)]
-    assert len(ours) == 1 and "did not answer" in str(ours[0].message)
+    assert len(ours) == 1 and "mlflow tracking" in str(ours[0].message), [str(w.message) for w in ours]
     assert result.metrics["test_top1"] > 0 and (tmp_path / "run" / "results.json").is_file()
     assert not (tmp_path / "run" / "mlflow_run.json").exists()
     assert waited < 60, f"training waited {waited:.0f} s on a store that never answers"
 
 
 # --- 2. a copied run directory is not the original's MLflow run --------------------------------
+
 
 def test_a_copied_run_gets_its_own_mlflow_run_and_a_damaged_id_file_is_named(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -117,11 +125,13 @@ def test_a_copied_run_gets_its_own_mlflow_run_and_a_damaged_id_file_is_named(tmp
 
 # --- 3. outside threads and signals: one line, nothing half-written ----------------------------
 
+
 def test_a_tensorboard_writer_thread_failing_is_one_warning_and_no_traceback(tmp_path, monkeypatch, capfd):
     from tensorboard.summary.writer import record_writer
 
     def full_disk(self, data):
         raise OSError(errno.ENOSPC, "No space left on device", os.fsencode(tmp_path / "run" / "tensorboard" / "events"))
+
     monkeypatch.setattr(record_writer.RecordWriter, "write", full_disk)
     cfg = copy.deepcopy(TINY)
     cfg["train"]["epochs"] = 3
@@ -140,8 +150,12 @@ def test_sigterm_to_the_process_group_of_a_streamed_run_is_one_line_and_exit_143
     cfg = folder_config(root, storage="stream", workers=2, batch_size=8, cache_dir=str(tmp_path / "cache"))
     cfg["train"]["epochs"] = 50
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
-    proc = vgglab_process(["train", "--config", tmp_path / "r.yaml", "--out", tmp_path / "run"], tmp_path,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = vgglab_process(
+        ["train", "--config", tmp_path / "r.yaml", "--out", tmp_path / "run"],
+        tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "run" / "last.pt").exists():
         time.sleep(0.2)
@@ -180,6 +194,7 @@ def test_temp_files_a_killed_write_left_are_removed_when_the_run_is_next_locked(
 
 # --- 4. files vgglab reads back are read strictly ----------------------------------------------
 
+
 def test_a_lock_file_edited_to_other_types_still_names_its_holder(tmp_path):
     import fcntl
 
@@ -193,9 +208,14 @@ def test_a_lock_file_edited_to_other_types_still_names_its_holder(tmp_path):
         os.close(fd)
 
 
-@pytest.mark.parametrize("edit", [
-    ("resolved", "machine", "threads", "2"), ("resolved", "provisional", None, "yes"), ("changes", None, None, [5]),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("resolved", "machine", "threads", "2"),
+        ("resolved", "provisional", None, "yes"),
+        ("changes", None, None, [5]),
+    ],
+)
 def test_hand_edited_parts_of_config_yaml_are_one_line_on_resume(run, tmp_path, capsys, edit):
     r = copy_run(run, tmp_path / "r")
     cfg = yaml.safe_load((r / "config.yaml").read_text())
@@ -237,6 +257,7 @@ def test_a_split_record_with_no_validation_files_is_refused_not_trained_on(tmp_p
 
 # --- 5. names that are not UTF-8 -----------------------------------------------------------------
 
+
 def test_latin1_class_and_file_names_train_report_and_print(tmp_path, capsys):
     root = tree(tmp_path / "t", per_class=8)
     for split in ("train", "test"):
@@ -257,6 +278,7 @@ def test_latin1_class_and_file_names_train_report_and_print(tmp_path, capsys):
 
 
 # --- 6. outputs never replace what the user has ---------------------------------------------------
+
 
 @pytest.mark.parametrize("target", ["splits", "mlflow id", "symlink to a fifo", "socket"])
 def test_outputs_never_replace_run_files_or_special_files(run, tmp_path, capsys, target):
@@ -290,12 +312,16 @@ def test_every_run_file_is_guarded():
 
 # --- 7. bounds are one line ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("setting, says", [
-    ("optim.lr=.inf", "optim.lr: expected a finite number"),
-    ("schedule.warmup_start=.nan", "schedule.warmup_start: expected a finite number"),
-    ("optim.betas=[0.9, .nan]", "optim.betas must be two numbers"),
-    ("data.eval_batch_size=x", "--set data.eval_batch_size"),
-])
+
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ("optim.lr=.inf", "optim.lr: expected a finite number"),
+        ("schedule.warmup_start=.nan", "schedule.warmup_start: expected a finite number"),
+        ("optim.betas=[0.9, .nan]", "optim.betas must be two numbers"),
+        ("data.eval_batch_size=x", "--set data.eval_batch_size"),
+    ],
+)
 def test_values_that_would_pass_a_comparison_are_refused_naming_the_set(tmp_path, capsys, setting, says):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(TINY))
     code, err = cli(["train", "--config", tmp_path / "r.yaml", "--set", setting, "--out", tmp_path / "run"], capsys)
@@ -328,8 +354,11 @@ def test_an_allocator_failure_anywhere_is_one_line(tmp_path, capsys, monkeypatch
     import vgglab.cli as cli_module
 
     def fails(*_a, **_k):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
-                           "you tried to allocate 205520896000 bytes.")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 205520896000 bytes."
+        )
+
     monkeypatch.setattr(cli_module, "describe_data", fails)
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(TINY))
     code, err = cli(["data", "--config", tmp_path / "r.yaml"], capsys)
@@ -354,9 +383,17 @@ def test_no_stray_process_or_thread_left(run):
 def test_three_runs_starting_on_one_new_sqlite_store_are_all_tracked(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump({**tracked(1), "log": {"progress": "none", "mlflow": True}}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    procs = [subprocess.Popen([sys.executable, "-m", "vgglab", "train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / f"r{i}")],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": uri}) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vgglab", "train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / f"r{i}")],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": uri},
+        )
+        for i in range(3)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     assert not [err for _, err in outputs if "warning" in err], outputs

@@ -12,13 +12,13 @@ MLflow params cannot change once logged, yet a resume may change a few settings
 can, and every other key of config.yaml as a param; each resume's change is also a tag
 ``vgglab.change.epoch_N``.
 
-Tracking never holds the training loop: every MLflow call runs in one background thread, in
-order. A run waits for it at most :data:`WAIT_S` seconds when it starts (to learn the MLflow run)
-and again when it ends (for the last records); a store that is down, slow or unwritable costs
-one warning, training goes on and metrics.csv stays the record. MLflow's own log lines from that
-thread (its retries, SQL errors) are not printed. A run directory copied to another path (``cp -r
-RUN COPY``) gets an MLflow run of its own when resumed (tagged ``vgglab.copied_from``); one moved
-there continues its run.
+Tracking never holds the training loop: every MLflow call, the run's creation first, runs in one
+background thread, in order. A run waits for it at most :data:`HEADER_WAIT_S` seconds when it starts
+(only so that the MLflow run's line comes with the header) and :data:`WAIT_S` seconds when it ends
+(for the last records); a store that is down, slow or unwritable costs one warning, training goes on
+and metrics.csv stays the record. MLflow's own log lines from that thread (its retries, SQL errors)
+are not printed. A run directory copied to another path (``cp -r RUN COPY``) gets an MLflow run of
+its own when resumed (tagged ``vgglab.copied_from``); one moved there continues its run.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from .config import RESUME_KEYS, Config, ConfigError
 
 ID_FILE = MLFLOW_ID
 MAX_PARAM = 6000  # characters MLflow keeps of a param value
-WAIT_S = 5.0  # seconds a run waits for the store, at its start and again at its end
+WAIT_S = 10.0  # seconds a run's end waits for the store to take what is queued (a busy machine's new SQLite store takes seconds)
+HEADER_WAIT_S = 2.0  # seconds a run's start waits for its MLflow run, only so that its line comes with the header
 THREAD_NAME = "vgglab-mlflow"
 # MLflow's HTTP client retries with backoff for minutes by default; a run's calls wait WAIT_S at
 # most anyway, and these keep the background thread from hammering a dead server meanwhile.
@@ -110,10 +111,11 @@ class _Worker:
 
 
 class MLflowRun:
-    """One vgglab run's MLflow run. Calls are queued to the tracking thread and return at once;
-    after the first failure every later call is dropped (one warning in all)."""
+    """One vgglab run's MLflow run. Every call, the run's creation first, is queued to the tracking
+    thread and returns at once; after the first failure every later call is dropped (one warning
+    in all). ``client`` and ``run_id`` are known once the creation has run."""
 
-    def __init__(self, client, run_id: str, warn=None, worker: _Worker | None = None):
+    def __init__(self, client=None, run_id: str | None = None, warn=None, worker: _Worker | None = None):
         self.client, self.run_id = client, run_id
         self.warn = warn or _warn
         self.worker = worker or _Worker()
@@ -121,12 +123,14 @@ class MLflowRun:
         self._last: threading.Event | None = None
 
     @classmethod
-    def open(cls, cfg: Config, run_dir: Path, resumed_rows: list[dict] | None = None, log=print,
-             wait_s: float = WAIT_S) -> "MLflowRun | None":
+    def open(
+        cls, cfg: Config, run_dir: Path, resumed_rows: list[dict] | None = None, log=print, wait_s: float = HEADER_WAIT_S
+    ) -> MLflowRun | None:
         """The run's MLflow run (continued when ``mlflow_run.json`` names one made for this
         directory, else created, with the rows of epochs trained before), or None when
-        ``log.mlflow`` is off, or the store fails or does not answer within ``wait_s`` seconds
-        (one warning)."""
+        ``log.mlflow`` is off or the id file is damaged (one warning). Creating it is queued like
+        every other call; this waits at most ``wait_s`` seconds for it, only so that its line comes
+        with the run's header. A store that fails is one warning from the tracking thread."""
         if not cfg.log.mlflow:
             return None
         try:
@@ -146,7 +150,7 @@ class MLflowRun:
         copied_from = None
         if saved is not None and saved.get("run_dir") not in (None, here) and _still_owns(saved):
             copied_from, saved = saved, None  # the original run still has it: this is a copy
-        opened: dict = {}
+        run = cls()
 
         def start() -> None:
             if saved is not None:
@@ -156,7 +160,8 @@ class MLflowRun:
                 if saved.get("run_dir") != here:  # moved (or written before run_dir was kept)
                     client.set_tag(saved["run_id"], "vgglab.run_dir", here)
                     _write_id_file(id_file, saved["run_id"], saved["tracking_uri"], here)
-                opened.update(client=client, run_id=saved["run_id"], uri=saved["tracking_uri"], new=False)
+                run.client, run.run_id = client, saved["run_id"]
+                log(f"mlflow: continuing run {run.run_id} at {saved['tracking_uri']}")
                 return
             uri = mlflow.get_tracking_uri()
             tags = {"vgglab.run_dir": here}
@@ -165,47 +170,42 @@ class MLflowRun:
             with _store_lock(uri):  # two runs creating one new SQLite store at once would race on its tables
                 client = MlflowClient(tracking_uri=uri)
                 run_id = client.create_run(_experiment_id(client), run_name=run_dir.name, tags=tags).info.run_id
-            if not opened.get("abandoned"):
-                _write_id_file(id_file, run_id, uri, here)
-            opened.update(client=client, run_id=run_id, uri=uri, new=True)
-
-        worker = _Worker()
-        failure: list[BaseException] = []
-
-        def attempt() -> None:
-            try:
-                start()
-            except BaseException as exc:  # noqa: BLE001  (any store or network failure)
-                failure.append(exc)
-
-        finished = worker.submit(attempt).wait(wait_s)
-        if not finished or failure:
-            opened["abandoned"] = True
-            uri = saved["tracking_uri"] if saved else mlflow.get_tracking_uri()
-            why = _why(failure[0]) if failure else f"the store at {uri} did not answer within {wait_s:g} s"
-            _warn(f"mlflow tracking is off for this run: {why}; training goes on and metrics.csv keeps the record")
-            return None
-        if copied_from is not None:
-            log(f"mlflow: {run_dir} is a copy of {copied_from['run_dir']}: its own run {opened['run_id']} at {opened['uri']} "
-                f"(tagged vgglab.copied_from {copied_from['run_id']})")
-        else:
-            log(f"mlflow: {'run' if opened['new'] else 'continuing run'} {opened['run_id']} at {opened['uri']}")
-        run = cls(opened["client"], opened["run_id"], worker=worker)
-        if opened["new"]:
-            run.log_config(cfg)
+            _write_id_file(id_file, run_id, uri, here)
+            run.client, run.run_id = client, run_id
+            if copied_from is not None:
+                log(
+                    f"mlflow: {run_dir} is a copy of {copied_from['run_dir']}: its own run {run_id} at {uri} "
+                    f"(tagged vgglab.copied_from {copied_from['run_id']})"
+                )
+            else:
+                log(f"mlflow: run {run_id} at {uri}")
+            run.log_config(cfg)  # queued behind this call, with the epochs trained before tracking was on
             for row in resumed_rows or []:
                 run.log_epoch(row)
+
+        run._call("start", start, off=True)
+        if run._last is not None:
+            run._last.wait(wait_s)
         return run
 
-    def _call(self, what: str, fn, *args, **kwargs) -> None:
+    def _call(self, what: str, fn, off: bool = False) -> None:
+        """Queue ``fn()`` (which reads ``self.client`` and ``self.run_id`` when it runs)."""
+
         def call() -> None:
             if self.failed:
                 return
             try:
-                fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001
+                fn()
+            except Exception as exc:  # noqa: BLE001  (any store or network failure)
+                if self.failed:  # already given up on (a wait that timed out said so): one warning in all
+                    return
                 self.failed = True
-                self.warn(f"mlflow tracking stopped ({what}: {_why(exc)}); training goes on and metrics.csv keeps the record")
+                if off:
+                    self.warn(
+                        f"mlflow tracking is off for this run: {_why(exc)}; training goes on and metrics.csv keeps the record"
+                    )
+                else:
+                    self.warn(f"mlflow tracking stopped ({what}: {_why(exc)}); training goes on and metrics.csv keeps the record")
 
         if not self.failed:
             self._last = self.worker.submit(call)
@@ -213,11 +213,15 @@ class MLflowRun:
     def wait(self, timeout_s: float = WAIT_S) -> bool:
         """Wait for the queued calls, at most ``timeout_s`` seconds; False (and one warning) when
         the store has not taken them by then: the run goes on without them."""
-        if self._last is None or self.failed or self._last.wait(timeout_s):
+        if self._last is None or self.failed:
+            return True
+        if self.worker.submit(lambda: None).wait(timeout_s):  # the queue is in order: all before it are done
             return True
         self.failed = True
-        self.warn(f"mlflow tracking stopped: the store did not take the run's last records within {timeout_s:g} s; "
-                  "metrics.csv keeps the record")
+        self.warn(
+            f"mlflow tracking stopped: the store did not take the run's records within {timeout_s:g} s; "
+            "metrics.csv keeps the record"
+        )
         return False
 
     def log_config(self, cfg: Config) -> None:
@@ -228,8 +232,8 @@ class MLflowRun:
         params = [Param(k, _text(v)[:MAX_PARAM]) for k, v in flat.items() if k not in mutable]
         tags = [RunTag(k, _text(v)[:MAX_PARAM]) for k, v in flat.items() if k in mutable and not k.startswith("changes")]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self._call("params", self.client.log_batch, self.run_id, params=params[i:i + 100])
-        self._call("tags", self.client.log_batch, self.run_id, tags=tags)
+            self._call("params", lambda batch=params[i : i + 100]: self.client.log_batch(self.run_id, params=batch))
+        self._call("tags", lambda: self.client.log_batch(self.run_id, tags=tags))
 
     def log_change(self, cfg: Config, epoch: int, changed: str) -> None:
         """A resume's changes: the tags of the keys it changed, and the change itself as a tag."""
@@ -238,7 +242,7 @@ class MLflowRun:
         flat = flatten(cfg.to_dict())
         tags = [RunTag(k, _text(flat[k])[:MAX_PARAM]) for k in RESUME_KEYS if k in flat]
         tags.append(RunTag(f"vgglab.change.epoch_{epoch}", changed))
-        self._call("tags", self.client.log_batch, self.run_id, tags=tags)
+        self._call("tags", lambda: self.client.log_batch(self.run_id, tags=tags))
 
     def log_epoch(self, row: dict) -> None:
         from mlflow.entities import Metric
@@ -246,7 +250,7 @@ class MLflowRun:
         now = int(time.time() * 1000)
         step = int(row["epoch"])
         metrics = [Metric(k, _number(v), now, step) for k, v in row.items() if k != "epoch" and _number(v) is not None]
-        self._call("metrics", self.client.log_batch, self.run_id, metrics=metrics)
+        self._call("metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def log_final(self, result: dict, run_dir: Path) -> None:
         """The selected checkpoint's validation and test metrics (``final_`` prefixed), and the
@@ -254,15 +258,17 @@ class MLflowRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(f"final_{k}", _number(v), now, 0) for k, v in result.items() if k != "timings" and _number(v) is not None]
-        self._call("final metrics", self.client.log_batch, self.run_id, metrics=metrics)
+        metrics = [
+            Metric(f"final_{k}", _number(v), now, 0) for k, v in result.items() if k != "timings" and _number(v) is not None
+        ]
+        self._call("final metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
         for name in ("config.yaml", "model.safetensors", "results.json", "metrics.csv", "report.html"):
             if (run_dir / name).is_file():
-                self._call(f"artifact {name}", self.client.log_artifact, self.run_id, str(run_dir / name))
+                self._call(f"artifact {name}", lambda path=str(run_dir / name): self.client.log_artifact(self.run_id, path))
 
     def end(self, status: str = "FINISHED", timeout_s: float = WAIT_S) -> None:
         """Mark the MLflow run ended, then wait (at most ``timeout_s``) for everything queued."""
-        self._call("end", self.client.set_terminated, self.run_id, status=status)
+        self._call("end", lambda: self.client.set_terminated(self.run_id, status=status))
         self.wait(timeout_s)
 
 
@@ -287,8 +293,10 @@ def read_id_file(path: Path) -> dict | None:
         if not isinstance(data.get("run_dir", ""), str):
             raise ValueError("run_dir is not a path")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path} is not the MLflow run record vgglab writes ({_why(exc)}); restore it, or delete it to "
-                          "log this run as a new MLflow run (or set log.mlflow: false)") from None
+        raise ConfigError(
+            f"{path} is not the MLflow run record vgglab writes ({_why(exc)}); restore it, or delete it to "
+            "log this run as a new MLflow run (or set log.mlflow: false)"
+        ) from None
     return {k: data[k] for k in ("run_id", "tracking_uri", "run_dir") if k in data}
 
 
@@ -310,7 +318,7 @@ def _still_owns(saved: dict) -> bool:
 def _store_lock(uri: str):
     """For a SQLite store, an flock on its folder while a run is created: MLflow creates a new
     store's tables on first use, and two processes doing it at once fail ("table already exists")."""
-    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
     fcntl = None
     with contextlib.suppress(ImportError):
         import fcntl
@@ -353,8 +361,10 @@ def log_artifact_to_run(run_dir: Path, path: Path, log=print, wait_s: float = WA
     if saved is None:
         return False
     if saved.get("run_dir") not in (None, str(run_dir.resolve())) and _still_owns(saved):
-        log(f"note: {run_dir} is a copy of {saved['run_dir']}, whose MLflow run {path.name} is not added to "
-            "(resume the copy with log.mlflow on to give it a run of its own)")
+        log(
+            f"note: {run_dir} is a copy of {saved['run_dir']}, whose MLflow run {path.name} is not added to "
+            "(resume the copy with log.mlflow on to give it a run of its own)"
+        )
         return False
     _quiet_tracking_thread()
     failure: list[BaseException] = []
