@@ -53,8 +53,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per arm per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile arms (slow to compile)")
-    ap.add_argument("--skip-emulated-bf16", action="store_true",
-                    help="time bf16 arms only where bf16 is native (emulated, each step takes ~20x longer and auto never picks it)")
+    ap.add_argument(
+        "--skip-emulated-bf16",
+        action="store_true",
+        help="time bf16 arms only where bf16 is native (emulated, each step takes ~20x longer and auto never picks it)",
+    )
     ap.add_argument("--probes", type=int, default=3, help="fresh probes in a row, each printed: the verdict must not flip")
     args = ap.parse_args()
     verdicts = []
@@ -63,8 +66,10 @@ def main() -> None:
             auto = resolve_speed("auto", "auto", create_model(args.model), args.batch, torch.device("cpu"), cache_dir=fresh)
         verdicts.append((auto.precision, auto.channels_last))
         print(f"fresh probe {len(verdicts)}: {auto.header('auto', 'auto')}")
-    print(f"{len(verdicts)} fresh probes {'agree' if len(set(verdicts)) == 1 else 'DISAGREE'}: "
-          + ", ".join(f"{p} {'channels_last' if cl else 'NCHW'}" for p, cl in verdicts))
+    print(
+        f"{len(verdicts)} fresh probes {'agree' if len(set(verdicts)) == 1 else 'DISAGREE'}: "
+        + ", ".join(f"{p} {'channels_last' if cl else 'NCHW'}" for p, cl in verdicts)
+    )
     precisions = ("fp32", "bf16") if auto.machine["native_bf16"] or not args.skip_emulated_bf16 else ("fp32",)
     arms = [(p, cl, False) for p in precisions for cl in (False, True)]
     if args.compile:  # inductor's CPU code; bf16 only where it is native (emulated it is hopeless anyway)
@@ -97,12 +102,16 @@ def main() -> None:
             name = f"{p} {'channels_last' if cl else 'NCHW'}{' compiled' if comp else ''}"
         print(f"{name:<28} {m:8.1f} images/s   ratio {m / base:.2f}")
     pinned = {a: statistics.median(r) for a, r in rates.items() if a != "auto" and not a[2]}
-    print(f"auto / fastest pinned eager: {statistics.median(rates['auto']) / max(pinned.values()):.2f} (auto timed as its own arm)")
+    print(
+        f"auto / fastest pinned eager: {statistics.median(rates['auto']) / max(pinned.values()):.2f} (auto timed as its own arm)"
+    )
     same = (auto.precision, auto.channels_last, False)
     if same in pinned:  # two arms with identical settings differ only by this machine's noise
-        print(f"auto's setting, {auto.precision} {'channels_last' if auto.channels_last else 'NCHW'}, as pinned / fastest pinned: "
-              f"{pinned[same] / max(pinned.values()):.2f}; identical settings timed twice differ by "
-              f"{abs(statistics.median(rates['auto']) / pinned[same] - 1):.0%} here")
+        print(
+            f"auto's setting, {auto.precision} {'channels_last' if auto.channels_last else 'NCHW'}, as pinned / fastest pinned: "
+            f"{pinned[same] / max(pinned.values()):.2f}; identical settings timed twice differ by "
+            f"{abs(statistics.median(rates['auto']) / pinned[same] - 1):.0%} here"
+        )
 
 
 if __name__ == "__main__":

@@ -59,12 +59,28 @@ def main():
     for n in [int(v) for v in a.sizes.split(",")]:
         tree = make_tree(Path(a.root) / f"jpeg{n}", n)
         with tempfile.TemporaryDirectory() as cache:
-            cmd = [sys.executable, "-m", "vgglab", "data", "--dataset", "imagefolder", "--data-root", str(tree),
-                   "--set", "data.storage=stream", "--set", f"data.image_size={a.side}", "--set", f"data.cache_dir={cache}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "vgglab",
+                "data",
+                "--dataset",
+                "imagefolder",
+                "--data-root",
+                str(tree),
+                "--set",
+                "data.storage=stream",
+                "--set",
+                f"data.image_size={a.side}",
+                "--set",
+                f"data.cache_dir={cache}",
+            ]
             rss, seconds, code = peak_rss(cmd)
         peaks.append(rss)
-        print(f"vgglab data, streamed tree of {n:,} training images at {a.side} px: peak RSS {rss / 2**20:,.0f} MB "
-              f"({seconds:.1f} s, exit {code})")
+        print(
+            f"vgglab data, streamed tree of {n:,} training images at {a.side} px: peak RSS {rss / 2**20:,.0f} MB "
+            f"({seconds:.1f} s, exit {code})"
+        )
     print(f"peak ratio {peaks[-1] / peaks[0]:.3f} ({a.sizes.split(',')[-1]} images over {a.sizes.split(',')[0]})")
 
 

@@ -79,8 +79,15 @@ RUN_RECIPE = {
     "name": "data_scale",
     # evaluation batches of 50: at 1,000 images validation (55) and test (100) already span two
     # batches, so the sizes compare the data path at equal batch memory
-    "data": {"dataset": "imagefolder", "image_size": 96, "storage": "stream", "batch_size": 64, "eval_batch_size": 50,
-             "val_size": 0.05, "workers": 2},
+    "data": {
+        "dataset": "imagefolder",
+        "image_size": 96,
+        "storage": "stream",
+        "batch_size": 64,
+        "eval_batch_size": 50,
+        "val_size": 0.05,
+        "workers": 2,
+    },
     "augment": {"crop": "scale", "scale_min": 96, "scale_max": 160, "flip": True},
     "model": {"name": "vgg11_bn", "options": {"width": 0.125, "head": "gap"}},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -137,10 +144,12 @@ def measure_run(tree: Path) -> dict:
 def main_whole_run(a) -> None:
     from vgglab.train.speed import cpu_model
 
-    print(f"machine: {cpu_model()}, peak RSS of the process tree (workers included) of whole streamed commands: "
-          f"`vgglab train` (1 epoch: index, statistics, training with scale jitter {RUN_RECIPE['augment']['scale_min']}-"
-          f"{RUN_RECIPE['augment']['scale_max']} px, validation, checkpoints, test; {RUN_RECIPE['model']['name']} width 0.125 at "
-          f"{RUN_RECIPE['data']['image_size']} px, batches of 64, evaluation batches of 50, 2 workers), then `vgglab eval` of the run")
+    print(
+        f"machine: {cpu_model()}, peak RSS of the process tree (workers included) of whole streamed commands: "
+        f"`vgglab train` (1 epoch: index, statistics, training with scale jitter {RUN_RECIPE['augment']['scale_min']}-"
+        f"{RUN_RECIPE['augment']['scale_max']} px, validation, checkpoints, test; {RUN_RECIPE['model']['name']} width 0.125 at "
+        f"{RUN_RECIPE['data']['image_size']} px, batches of 64, evaluation batches of 50, 2 workers), then `vgglab eval` of the run"
+    )
     print(f"{'images':>8} {'command':>8} {'peak RSS MB':>12} {'vs first':>9} {'seconds':>8}")
     first = {}
     for n in (int(v) for v in a.sizes.split(",")):
@@ -162,18 +171,24 @@ def main():
         return main_whole_run(a)
     from vgglab.train.speed import cpu_model
 
-    print(f"machine: {cpu_model()}, peak RSS of the process tree opening an ImageFolder tree at 224 px (memory: decode, "
-          "statistics, cache at 256 px; stream: index, then one epoch of scale-jittered batches of 64 with 2 workers)")
+    print(
+        f"machine: {cpu_model()}, peak RSS of the process tree opening an ImageFolder tree at 224 px (memory: decode, "
+        "statistics, cache at 256 px; stream: index, then one epoch of scale-jittered batches of 64 with 2 workers)"
+    )
     print("(growth: peak RSS minus the RSS after importing torch and vgglab; seconds: opening only)")
-    print(f"{'images':>8} {'storage':>8} {'peak RSS MB':>12} {'growth MB':>10} {'cache MB':>9} {'growth/cache':>12} {'seconds':>8}")
+    print(
+        f"{'images':>8} {'storage':>8} {'peak RSS MB':>12} {'growth MB':>10} {'cache MB':>9} {'growth/cache':>12} {'seconds':>8}"
+    )
     for n in (int(v) for v in a.sizes.split(",")):
         tree = make_tree(Path(a.root) / f"jpeg{n}", n)
         for storage in a.storages.split(","):
             r = measure(tree, storage)
             grow = r["peak_rss"] - r["base"]
             ratio = f"{grow / r['cache']:>12.2f}" if r["cache"] else f"{'-':>12}"  # stream caches only an index
-            print(f"{r['images']:>8} {storage:>8} {r['peak_rss'] / 1e6:>12.0f} {grow / 1e6:>10.0f} {r['cache'] / 1e6:>9.0f} "
-                  f"{ratio} {r['seconds']:>8.1f}")
+            print(
+                f"{r['images']:>8} {storage:>8} {r['peak_rss'] / 1e6:>12.0f} {grow / 1e6:>10.0f} {r['cache'] / 1e6:>9.0f} "
+                f"{ratio} {r['seconds']:>8.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -42,9 +42,20 @@ def vgglab_rate(tree: Path, workers: int, batch: int, limit: int, cache: str) ->
     from vgglab.data.stream import make_loader
 
     aug = AugmentConfig(crop="resized", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
-    ds = load_dataset(DataConfig(dataset="imagefolder", root=str(tree), image_size=224, storage="stream", cache_dir=cache, val_size=0), aug)
-    ld = make_loader(ds.train, batch, image_size=224, norm=ds.normalization(aug), augment=aug, shuffle=True, drop_last=True,
-                     workers=workers, channels_last=False)
+    ds = load_dataset(
+        DataConfig(dataset="imagefolder", root=str(tree), image_size=224, storage="stream", cache_dir=cache, val_size=0), aug
+    )
+    ld = make_loader(
+        ds.train,
+        batch,
+        image_size=224,
+        norm=ds.normalization(aug),
+        augment=aug,
+        shuffle=True,
+        drop_last=True,
+        workers=workers,
+        channels_last=False,
+    )
     ld.set_epoch(1)
     return rate(ld, limit)
 
@@ -53,8 +64,15 @@ def torchvision_rate(tree: Path, workers: int, batch: int, limit: int) -> float:
     from torchvision import datasets
     from torchvision.transforms import v2
 
-    tf = v2.Compose([v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor(),
-                     v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    tf = v2.Compose(
+        [
+            v2.RandomResizedCrop(224, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     ds = datasets.ImageFolder(str(tree / "train"), transform=tf)
     ld = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
     return rate(ld, limit)
@@ -85,16 +103,23 @@ def main():
 
     torch.set_num_threads(1)
     print(f"machine: {cpu_model()}, {a.workers} worker(s) each, batch {a.batch}, 224-px random-resized crops + flip")
-    trees = [("ImageNet-like 333-500 px", make_tree(Path(a.root) / "jpeg1000", 1000), a.images),
-             ("photos 4000x3000", make_tree(Path(a.root) / "photos", a.photos + 2 * a.batch, n_test=10, shape=(4000, 3000),
-                                           quality=85), a.photos)]
+    trees = [
+        ("ImageNet-like 333-500 px", make_tree(Path(a.root) / "jpeg1000", 1000), a.images),
+        (
+            "photos 4000x3000",
+            make_tree(Path(a.root) / "photos", a.photos + 2 * a.batch, n_test=10, shape=(4000, 3000), quality=85),
+            a.photos,
+        ),
+    ]
     with tempfile.TemporaryDirectory() as cache:
         for name, tree, limit in trees:
             tv = torchvision_rate(tree, a.workers, a.batch, limit)
             vg = vgglab_rate(tree, a.workers, a.batch, limit, cache)
             full = decode_rate(tree, min(limit, 60))
-            print(f"{name}: vgglab {vg:.1f} img/s, torchvision {tv:.1f} img/s, ratio {vg / tv:.2f}; "
-                  f"PIL decode on one core: full {full:.1f} img/s, reduced DCT (draft 224) {decode_rate(tree, min(limit, 60), 224):.1f} img/s")
+            print(
+                f"{name}: vgglab {vg:.1f} img/s, torchvision {tv:.1f} img/s, ratio {vg / tv:.2f}; "
+                f"PIL decode on one core: full {full:.1f} img/s, reduced DCT (draft 224) {decode_rate(tree, min(limit, 60), 224):.1f} img/s"
+            )
 
 
 if __name__ == "__main__":

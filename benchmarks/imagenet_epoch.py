@@ -85,21 +85,48 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     workers = a.workers if a.workers == "auto" else int(a.workers)
     with tempfile.TemporaryDirectory() as cache:
-        ds = load_dataset(DataConfig(dataset="imagefolder", root=str(tree), image_size=224, storage="stream", cache_dir=cache,
-                                     val_size=0, workers=workers), aug)
-        loader = make_loader(ds.train, a.batch, image_size=224, norm=ds.normalization(aug), augment=aug, pca=ds.stats,
-                             shuffle=True, drop_last=True, device=device, channels_last=speed.channels_last, workers=workers)
+        ds = load_dataset(
+            DataConfig(
+                dataset="imagefolder",
+                root=str(tree),
+                image_size=224,
+                storage="stream",
+                cache_dir=cache,
+                val_size=0,
+                workers=workers,
+            ),
+            aug,
+        )
+        loader = make_loader(
+            ds.train,
+            a.batch,
+            image_size=224,
+            norm=ds.normalization(aug),
+            augment=aug,
+            pca=ds.stats,
+            shuffle=True,
+            drop_last=True,
+            device=device,
+            channels_last=speed.channels_last,
+            workers=workers,
+        )
         streamed = time_steps(model, opt, loader, a.steps, device, speed.precision)
         x, y = next(iter(loader))  # the baseline: one real batch, reused, already on the device
         synthetic = time_steps(model, opt, iter(lambda: (x, y), None), a.steps, device, speed.precision)
         hours = IMAGENET_TRAIN / streamed / 3600
         print(f"machine: {machine_label()}, device {device}")
-        print(f"vgg16 (width {a.width}) at 224, batch {a.batch}, {speed.precision}, "
-              f"{'channels_last' if speed.channels_last else 'NCHW'}, decoding workers {loader.workers}, {a.steps} timed steps")
-        print(f"streamed training {streamed:.3g} images/s; same step on on-device batches {synthetic:.3g} images/s; "
-              f"streamed/on-device {streamed / synthetic:.2f}")
-        print(f"implied: {hours:.2f} h per ImageNet epoch ({IMAGENET_TRAIN:,} images), "
-              f"{hours * PAPER_EPOCHS:.1f} h = {hours * PAPER_EPOCHS / 24:.1f} days for the paper's {PAPER_EPOCHS} epochs")
+        print(
+            f"vgg16 (width {a.width}) at 224, batch {a.batch}, {speed.precision}, "
+            f"{'channels_last' if speed.channels_last else 'NCHW'}, decoding workers {loader.workers}, {a.steps} timed steps"
+        )
+        print(
+            f"streamed training {streamed:.3g} images/s; same step on on-device batches {synthetic:.3g} images/s; "
+            f"streamed/on-device {streamed / synthetic:.2f}"
+        )
+        print(
+            f"implied: {hours:.2f} h per ImageNet epoch ({IMAGENET_TRAIN:,} images), "
+            f"{hours * PAPER_EPOCHS:.1f} h = {hours * PAPER_EPOCHS / 24:.1f} days for the paper's {PAPER_EPOCHS} epochs"
+        )
         if a.dense_eval:
             dense_eval(model, ds, device, speed.precision, fmt)
 
@@ -107,8 +134,8 @@ def main():
 def dense_eval(model, ds, device, precision: str, fmt) -> None:
     """The paper's dense evaluation (Q = 256, 384, 512, flips) over the test split's whole images."""
     from vgglab.data.stream import full_image_batches
-    from vgglab.evaluate.tta import dense_head, scale_probs
     from vgglab.device import autocast
+    from vgglab.evaluate.tta import dense_head, scale_probs
 
     model.eval()
     norm = ds.normalization()
@@ -119,7 +146,7 @@ def dense_eval(model, ds, device, precision: str, fmt) -> None:
     n, t = 0, time.perf_counter()
     with torch.inference_mode():
         for rows, batches in full_image_batches(ds.test, scales, 32 * 224 * 224):
-            scaled = {q: norm(b, device).contiguous(memory_format=fmt) for q, b in zip(scales, batches)}
+            scaled = {q: norm(b, device).contiguous(memory_format=fmt) for q, b in zip(scales, batches, strict=True)}
             with autocast(device, precision):
                 scale_probs(model, scaled, "dense", 224, dense=head)
             n += len(rows)
@@ -127,8 +154,10 @@ def dense_eval(model, ds, device, precision: str, fmt) -> None:
         torch.cuda.synchronize()
     rate = n / (time.perf_counter() - t)
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else ""
-    print(f"dense evaluation, Q = 256, 384, 512 with flips (6 passes per image): {n} images, {rate:.3g} images/s{peak}; "
-          f"implied {50_000 / rate / 3600:.2f} h for ImageNet's 50,000 validation images")
+    print(
+        f"dense evaluation, Q = 256, 384, 512 with flips (6 passes per image): {n} images, {rate:.3g} images/s{peak}; "
+        f"implied {50_000 / rate / 3600:.2f} h for ImageNet's 50,000 validation images"
+    )
 
 
 if __name__ == "__main__":

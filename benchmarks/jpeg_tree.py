@@ -18,8 +18,16 @@ def make_image(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
 
 
-def make_tree(root: str | Path, n_train: int, n_test: int | None = None, classes: int = 10, sides=(333, 500),
-              seed: int = 0, quality: int = 90, shape: tuple[int, int] | None = None) -> Path:
+def make_tree(
+    root: str | Path,
+    n_train: int,
+    n_test: int | None = None,
+    classes: int = 10,
+    sides=(333, 500),
+    seed: int = 0,
+    quality: int = 90,
+    shape: tuple[int, int] | None = None,
+) -> Path:
     """Write the tree (skipped when ``root`` already holds it); returns ``root``. ``shape``: every
     image (width, height), e.g. (4000, 3000) for phone photos; else sides drawn from ``sides``."""
     root = Path(root)

@@ -29,19 +29,24 @@ def main():
     ap.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "vgglab-trees"))
     a = ap.parse_args()
     from vgglab.data.normalization import Normalization
+    from vgglab.device import autocast
     from vgglab.evaluate.inference import Inference
     from vgglab.evaluate.predict import load_image, predict_files
     from vgglab.models import create_model
     from vgglab.runmeta import RunMeta
-    from vgglab.device import autocast
     from vgglab.train import speed
 
     tree = make_tree(Path(a.root) / "jpeg1000", 1000)
     files = sorted((tree / "train").rglob("*.jpg"))[: a.images]
     model = create_model(a.model, num_classes=1000).eval()
     choice = speed.resolve_inference_precision(model, torch.device("cpu"))
-    meta = RunMeta(tuple(f"c{i}" for i in range(1000)), 224, 256, model.config.to_dict(),
-                   Normalization("standardize", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+    meta = RunMeta(
+        tuple(f"c{i}" for i in range(1000)),
+        224,
+        256,
+        model.config.to_dict(),
+        Normalization("standardize", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    )
 
     def inference(precision):
         return Inference(model, meta, {"path": "bench", "config": None}, torch.device("cpu"), precision, False)
@@ -58,14 +63,16 @@ def main():
     t = time.perf_counter()
     with torch.inference_mode(), autocast(now.device, now.precision):
         for i in range(0, len(x), 32):
-            model(x[i:i + 32])
+            model(x[i : i + 32])
     limit = len(files) / (time.perf_counter() - t)
-    same = sum(p.top[0][0] == q.top[0][0] for p, q in zip(results["before"], results["now"]))
+    same = sum(p.top[0][0] == q.top[0][0] for p, q in zip(results["before"], results["now"], strict=True))
     print(f"machine: {speed.machine_label()}; {a.model} at 224, {len(files)} ImageNet-like JPEGs")
     print(f"precision auto -> {choice.precision} ({choice.precision_reason})")
-    print(f"predict fp32 (e2924c5's) {rates['before']:.2f} img/s, predict {now.precision} (auto now) {rates['now']:.2f} img/s: "
-          f"ratio {rates['now'] / rates['before']:.2f}; batched {now.precision} forward alone {limit:.2f} img/s "
-          f"(predict at {rates['now'] / limit:.2f} of it); same top-1 label for {same}/{len(files)}")
+    print(
+        f"predict fp32 (e2924c5's) {rates['before']:.2f} img/s, predict {now.precision} (auto now) {rates['now']:.2f} img/s: "
+        f"ratio {rates['now'] / rates['before']:.2f}; batched {now.precision} forward alone {limit:.2f} img/s "
+        f"(predict at {rates['now'] / limit:.2f} of it); same top-1 label for {same}/{len(files)}"
+    )
 
 
 if __name__ == "__main__":

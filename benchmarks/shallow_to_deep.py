@@ -32,14 +32,28 @@ def train_steps(model, ds, steps: int, batch: int, seed: int, lr: float) -> list
 
     g = torch.Generator().manual_seed(1234)  # the same images and order for every arm and seed
     idx = torch.randperm(len(ds.train), generator=g)[: steps * batch]
-    loader = BatchLoader(Split(ds.train.x[idx], ds.train.y[idx]), batch, image_size=32, norm=Normalization.of(ds.stats),
-                         augment=AugmentConfig(crop="pad", padding=4, flip=True), shuffle=True, drop_last=True, seed=1234)
+    loader = BatchLoader(
+        Split(ds.train.x[idx], ds.train.y[idx]),
+        batch,
+        image_size=32,
+        norm=Normalization.of(ds.stats),
+        augment=AugmentConfig(crop="pad", padding=4, flip=True),
+        shuffle=True,
+        drop_last=True,
+        seed=1234,
+    )
     opt = build_optimizer(model, OptimConfig(lr=lr, momentum=0.9, weight_decay=5e-4))
     sched = Schedule(opt, ScheduleConfig(name="none"), len(loader), 1, "max")
     means: list[float] = []
     torch.manual_seed(seed)  # dropout
-    train_one_epoch(model, loader, TrainState(model, opt, sched), precision="bf16",
-                    on_step=lambda loss, top1, seen: means.append(loss), progress_every=1)  # every step
+    train_one_epoch(
+        model,
+        loader,
+        TrainState(model, opt, sched),
+        precision="bf16",
+        on_step=lambda loss, top1, seen: means.append(loss),
+        progress_every=1,
+    )  # every step
     # running means -> the loss of each step
     return [m * (i + 1) - (means[i - 1] * i if i else 0.0) for i, m in enumerate(means)]
 
@@ -91,11 +105,17 @@ def main() -> None:
                 if "shallow" in arm:
                     report = transfer(deep, shallow["model"], shallow_model.config, "shallow-to-deep")
                     if seed == 0:
-                        print(report.format().splitlines()[0] + "; matched layers: "
-                              + ", ".join(sorted({k.rsplit('.', 1)[0] for k, _ in report.matched})))
+                        print(
+                            report.format().splitlines()[0]
+                            + "; matched layers: "
+                            + ", ".join(sorted({k.rsplit(".", 1)[0] for k, _ in report.matched}))
+                        )
                 losses = train_steps(deep, ds, args.steps, args.batch, seed, args.lr)
                 curves[arm].append(losses)
-                print(f"seed {seed} {arm}: loss first {losses[0]:.3f}, last-{args.window} mean {statistics.mean(losses[-args.window:]):.3f}", flush=True)
+                print(
+                    f"seed {seed} {arm}: loss first {losses[0]:.3f}, last-{args.window} mean {statistics.mean(losses[-args.window :]):.3f}",
+                    flush=True,
+                )
 
     print(f"\nmean training loss per window of {args.window} steps (mean ± std over {args.seeds} seeds; chance = ln 10 = 2.303)")
     header = f"{'steps':<12}" + "".join(f"{arm:>40}" for arm in curves)
@@ -103,7 +123,7 @@ def main() -> None:
     for start in range(0, args.steps, args.window):
         row = f"{start + 1}-{start + args.window:<8}"
         for runs in curves.values():
-            vals = [statistics.mean(r[start:start + args.window]) for r in runs]
+            vals = [statistics.mean(r[start : start + args.window]) for r in runs]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             row += f"{statistics.mean(vals):>32.3f} ± {sd:.3f}"
         print(row)

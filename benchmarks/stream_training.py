@@ -41,10 +41,20 @@ def main():
     loaders = {}
     with tempfile.TemporaryDirectory() as cache:
         for storage in ("memory", "stream"):
-            ds = load_dataset(DataConfig(dataset="imagefolder", root=str(tree), image_size=224, storage=storage, cache_dir=cache,
-                                         val_size=0), aug)
-            loaders[storage] = make_loader(ds.train, a.batch, image_size=224, norm=ds.normalization(aug), augment=aug, shuffle=True,
-                                           drop_last=True, workers=workers)
+            ds = load_dataset(
+                DataConfig(dataset="imagefolder", root=str(tree), image_size=224, storage=storage, cache_dir=cache, val_size=0),
+                aug,
+            )
+            loaders[storage] = make_loader(
+                ds.train,
+                a.batch,
+                image_size=224,
+                norm=ds.normalization(aug),
+                augment=aug,
+                shuffle=True,
+                drop_last=True,
+                workers=workers,
+            )
         rates = {k: [] for k in loaders}
         for round_ in range(2):
             for name, ld in loaders.items():

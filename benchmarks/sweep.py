@@ -75,8 +75,20 @@ def load_plan(path: Path) -> tuple[list[Job], list[Variant], list[int], list[Job
 
 
 def command(job: Job, data_root: str, parallel: int, results: Path | None) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--config", str(ROOT / job.variant.config),
-           "--data-root", data_root, "--seeds", "1", "--first-seed", str(job.seed), "--concurrent", str(parallel)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "time_to_accuracy.py"),
+        "--config",
+        str(ROOT / job.variant.config),
+        "--data-root",
+        data_root,
+        "--seeds",
+        "1",
+        "--first-seed",
+        str(job.seed),
+        "--concurrent",
+        str(parallel),
+    ]
     for s in job.variant.sets:
         cmd += ["--set", s]
     if results is not None:
@@ -104,8 +116,13 @@ class Pool:
         while queue or self.running:
             while queue and len(self.running) < self.args.parallel and self.elapsed() < self.args.deadline_s:
                 job = queue.pop(0)
-                proc = subprocess.Popen(command(job, self.args.data_root, self.args.parallel, self.args.results),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+                proc = subprocess.Popen(
+                    command(job, self.args.data_root, self.args.parallel, self.args.results),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=self.env,
+                )
                 self.running.append((proc, job, self.elapsed()))
             if queue and self.elapsed() >= self.args.deadline_s:
                 self.log(f"deadline: {len(queue)} runs not started ({', '.join(f'{j.variant.name}/{j.seed}' for j in queue)})")
@@ -162,8 +179,10 @@ def main(argv=None) -> int:
     print("\n| variant | seeds | mean TTA top-1 | min | values |\n|---|---|---|---|---|")
     for v in sorted([*variants, *{j.variant.name: j.variant for j in after}.values()], key=Variant.mean, reverse=True):
         vals = [v.results[s] for s in sorted(v.results)]
-        print(f"| {v.name} | {len(vals)} | {v.mean():.2f} | {min(vals) if vals else float('nan'):.2f} | "
-              f"{' '.join(f'{x:.2f}' for x in vals)} |")
+        print(
+            f"| {v.name} | {len(vals)} | {v.mean():.2f} | {min(vals) if vals else float('nan'):.2f} | "
+            f"{' '.join(f'{x:.2f}' for x in vals)} |"
+        )
     return 0
 
 

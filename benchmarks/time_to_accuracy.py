@@ -61,8 +61,13 @@ def git_commit() -> str:
         return os.environ["VGGLAB_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "configs", "benchmarks/time_to_accuracy.py"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "configs", "benchmarks/time_to_accuracy.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -76,8 +81,12 @@ def compute_of(cfg, n_train: int, n_val: int, n_test: int, image_size: int) -> d
     m = cfg.model
     model = create_model_from_spec(m.spec) if m.spec is not None else create_model(m.name, **m.options)
     c = recipe_compute(cfg, model.config, n_train, n_val, n_test, image_size)
-    return {"train_pflops": round(c.train_pflops, 5), "val_pflops": round(c.val_flops / 1e15, 5),
-            "test_pflops": round(c.test_flops / 1e15, 6), "images_seen": c.images_seen}
+    return {
+        "train_pflops": round(c.train_pflops, 5),
+        "val_pflops": round(c.val_flops / 1e15, 5),
+        "test_pflops": round(c.test_flops / 1e15, 6),
+        "images_seen": c.images_seen,
+    }
 
 
 CIFAR10_SPLITS = (50_000, 10_000)  # training and test images
@@ -112,10 +121,16 @@ def run_once(config: str, overrides: list[str], seed: int, data_root: str, keep:
     images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in rows)
     tta_keys = [k for k in result.metrics if k.startswith("test_top1_")]
     record = {
-        "seed": seed, "minutes": round(minutes, 3), "top1": result.metrics["test_top1"],
-        "top1_tta": result.metrics[tta_keys[0]] if tta_keys else None, "tta": tta_keys[0][len("test_top1_"):] if tta_keys else None,
-        "images_per_s": round(images / seconds, 1), "train_minutes": round(seconds / 60, 3), "epochs": len(rows),
-        "precision": resolved.get("precision"), "channels_last": resolved.get("channels_last"),
+        "seed": seed,
+        "minutes": round(minutes, 3),
+        "top1": result.metrics["test_top1"],
+        "top1_tta": result.metrics[tta_keys[0]] if tta_keys else None,
+        "tta": tta_keys[0][len("test_top1_") :] if tta_keys else None,
+        "images_per_s": round(images / seconds, 1),
+        "train_minutes": round(seconds / 60, 3),
+        "epochs": len(rows),
+        "precision": resolved.get("precision"),
+        "channels_last": resolved.get("channels_last"),
     }
     if keep is None:
         import shutil
@@ -152,19 +167,30 @@ def table(records: list[dict]) -> str:
     """Markdown: one row per machine, recipe (and ablation), mean ± sample std over its runs."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:  # a recipe run with further overrides is its own row
-        groups[(machine_of(r), variant_of({**r, "ablation": None}) if not r.get("ablation") else r["recipe"],
-                r.get("ablation") or "")].append(r)
-    lines = ["| machine | recipe | switched off | runs | top-1 with TTA (%) | top-1 (%) | minutes (max) | images/s |",
-             "|---|---|---|---|---|---|---|---|"]
+        groups[
+            (
+                machine_of(r),
+                variant_of({**r, "ablation": None}) if not r.get("ablation") else r["recipe"],
+                r.get("ablation") or "",
+            )
+        ].append(r)
+    lines = [
+        "| machine | recipe | switched off | runs | top-1 with TTA (%) | top-1 (%) | minutes (max) | images/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (machine, recipe, ablation), rs in sorted(groups.items()):
         tta = [r["top1_tta"] for r in rs if r.get("top1_tta") is not None]
         alone = timed(rs)
         minutes = [r["minutes"] for r in alone]
-        speed = (f"{statistics.fmean(minutes):.1f} ({max(minutes):.1f}) | {statistics.fmean(r['images_per_s'] for r in alone):.0f}"
-                 if alone else "- (cores shared) | -")
+        speed = (
+            f"{statistics.fmean(minutes):.1f} ({max(minutes):.1f}) | {statistics.fmean(r['images_per_s'] for r in alone):.0f}"
+            if alone
+            else "- (cores shared) | -"
+        )
         lines.append(
             f"| {machine} | {recipe} | {ablation or '-'} | {len(rs)} | {summarise(tta) if tta else '-'} | {summarise([r['top1'] for r in rs])} | "
-            f"{speed} |")
+            f"{speed} |"
+        )
     return "\n".join(lines)
 
 
@@ -208,10 +234,18 @@ def curve_rows(records: list[dict]) -> list[dict]:
         tta = [100 * r["top1_tta"] for r in rs if r.get("top1_tta") is not None]
         shipped = ROOT / "configs" / f"{recipe_of(rs[0])[0]}.yaml"
         minutes = statistics.fmean(r["minutes"] for r in timed(rs)) if timed(rs) else None
-        rows.append({"variant": variant, "config": f"configs/{shipped.name}" if shipped.exists() else "",
-                     "pflops": round(rs[0]["train_pflops"], 4), "seeds": len(rs),
-                     "mean_tta_top1": round(statistics.fmean(tta), 2) if tta else "", "min_tta_top1": round(min(tta), 2) if tta else "",
-                     "machine": machine, "minutes": "" if minutes is None else round(minutes, 1 if minutes >= 1 else 2)})
+        rows.append(
+            {
+                "variant": variant,
+                "config": f"configs/{shipped.name}" if shipped.exists() else "",
+                "pflops": round(rs[0]["train_pflops"], 4),
+                "seeds": len(rs),
+                "mean_tta_top1": round(statistics.fmean(tta), 2) if tta else "",
+                "min_tta_top1": round(min(tta), 2) if tta else "",
+                "machine": machine,
+                "minutes": "" if minutes is None else round(minutes, 1 if minutes >= 1 else 2),
+            }
+        )
     return rows
 
 
@@ -234,16 +268,31 @@ def write_curve(rows: list[dict], path: Path) -> Path:
     rows = [r for r in rows if r["mean_tta_top1"] != ""]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.6]})
     zoom = (93.0, 94.45)
-    for ax, full in zip(axes, (True, False)):
+    for ax, full in zip(axes, (True, False), strict=True):
         for row in rows:
             mean, low = row["mean_tta_top1"], row["min_tta_top1"]
             gpu = not row["machine"].startswith(("Intel", "AMD"))
-            ax.errorbar([row["pflops"]], [mean], yerr=[[mean - low], [0]], fmt="s" if gpu else "o", capsize=3,
-                        color="tab:green" if gpu else "tab:blue", alpha=0.8, ms=5)
+            ax.errorbar(
+                [row["pflops"]],
+                [mean],
+                yerr=[[mean - low], [0]],
+                fmt="s" if gpu else "o",
+                capsize=3,
+                color="tab:green" if gpu else "tab:blue",
+                alpha=0.8,
+                ms=5,
+            )
             shipped = row["config"] and row["variant"] == Path(row["config"]).stem
-            if shipped and full != (zoom[0] <= mean <= zoom[1]):  # shipped recipes by name, each in one panel; the CSV names the rest
-                ax.annotate(f"{row['variant']} ({row['seeds']}x, {row['machine'].split(',')[0]})", (row["pflops"], mean),
-                            fontsize=6, xytext=(4, 3), textcoords="offset points")
+            if shipped and full != (
+                zoom[0] <= mean <= zoom[1]
+            ):  # shipped recipes by name, each in one panel; the CSV names the rest
+                ax.annotate(
+                    f"{row['variant']} ({row['seeds']}x, {row['machine'].split(',')[0]})",
+                    (row["pflops"], mean),
+                    fontsize=6,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
         ax.axhline(94.0, color="gray", lw=0.8, ls="--")
         ax.axvline(0.20, color="gray", lw=0.8, ls=":")
         ax.set_xlabel("training PFLOPs (6 x forward MACs x images seen)")
@@ -288,9 +337,14 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides (recorded)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON records")
     ap.add_argument("--keep-runs", type=Path, help="keep the run directories under this folder (default: deleted)")
-    ap.add_argument("--concurrent", type=int, default=1, metavar="N",
-                    help="runs started side by side on this machine, this one included (recorded; with N > 1 the "
-                         "minutes are not tabled as a time to accuracy)")
+    ap.add_argument(
+        "--concurrent",
+        type=int,
+        default=1,
+        metavar="N",
+        help="runs started side by side on this machine, this one included (recorded; with N > 1 the "
+        "minutes are not tabled as a time to accuracy)",
+    )
     ap.add_argument("--table", action="store_true", help="print the summary table of every record and exit")
     ap.add_argument("--curve", action="store_true", help="write cifar10_compute.csv and its plot from every record and exit")
     args = ap.parse_args(argv)
@@ -319,29 +373,49 @@ def main(argv=None) -> int:
     sha = cfg.sha256()
     ds = load_dataset(load_config(cfg, [f"data.root={args.data_root}"]).data)  # decode + cache outside the clock
     compute = compute_of(cfg, len(ds.train), len(ds.val) if ds.val is not None else 0, len(ds.test), ds.image_size)
-    print(f"{cfg.name}{' without ' + args.ablation if args.ablation else ''}: {len(ds.train)} training images cached; "
-          f"config sha256 {sha[:12]}; training {compute['train_pflops']:.3f} PFLOPs ({compute['images_seen']:,} images seen), "
-          f"validation {compute['val_pflops']:.3f}, final test with its TTA {compute['test_pflops']:.4f}", flush=True)
+    print(
+        f"{cfg.name}{' without ' + args.ablation if args.ablation else ''}: {len(ds.train)} training images cached; "
+        f"config sha256 {sha[:12]}; training {compute['train_pflops']:.3f} PFLOPs ({compute['images_seen']:,} images seen), "
+        f"validation {compute['val_pflops']:.3f}, final test with its TTA {compute['test_pflops']:.4f}",
+        flush=True,
+    )
     args.results.mkdir(parents=True, exist_ok=True)
     records = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         keep = keep_dir(args.keep_runs, f"{cfg.name}-seed{seed}") if args.keep_runs else None
         rec = run_once(args.config, overrides, seed, args.data_root, keep)
-        rec = {"recipe": cfg.name, "ablation": args.ablation, "overrides": overrides, "config_sha256": sha,
-               "commit": git_commit(), "cpu": cpu_name(), "torch": _torch_version(), "threads": _threads(), **_machine(),
-               "concurrent_runs": args.concurrent, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **compute, **rec}
+        rec = {
+            "recipe": cfg.name,
+            "ablation": args.ablation,
+            "overrides": overrides,
+            "config_sha256": sha,
+            "commit": git_commit(),
+            "cpu": cpu_name(),
+            "torch": _torch_version(),
+            "threads": _threads(),
+            **_machine(),
+            "concurrent_runs": args.concurrent,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **compute,
+            **rec,
+        }
         stem = f"{cfg.name}{'-' + args.ablation if args.ablation else ''}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         write_record(args.results, stem, rec)
         records.append(rec)
         tta = f", {100 * rec['top1_tta']:.2f} % with TTA" if rec["top1_tta"] is not None else ""
-        print(f"seed {seed}: {rec['minutes']:.1f} min, {compute['train_pflops']:.3f} training PFLOPs "
-              f"(+{compute['test_pflops']:.4f} for the test with TTA), test top-1 {100 * rec['top1']:.2f} %{tta}, "
-              f"{rec['images_per_s']:.0f} training images/s", flush=True)
+        print(
+            f"seed {seed}: {rec['minutes']:.1f} min, {compute['train_pflops']:.3f} training PFLOPs "
+            f"(+{compute['test_pflops']:.4f} for the test with TTA), test top-1 {100 * rec['top1']:.2f} %{tta}, "
+            f"{rec['images_per_s']:.0f} training images/s",
+            flush=True,
+        )
     if len(records) > 1:
         tta = [r["top1_tta"] for r in records if r["top1_tta"] is not None]
-        print(f"mean ± std over {len(records)} seeds: top-1 {summarise([r['top1'] for r in records])} %"
-              + (f", with TTA {summarise(tta)} %" if tta else "")
-              + f", minutes {summarise([r['minutes'] for r in records], 1.0, 1)}")
+        print(
+            f"mean ± std over {len(records)} seeds: top-1 {summarise([r['top1'] for r in records])} %"
+            + (f", with TTA {summarise(tta)} %" if tta else "")
+            + f", minutes {summarise([r['minutes'] for r in records], 1.0, 1)}"
+        )
     return 0
 
 

@@ -91,12 +91,14 @@ def arm_tutorial(data_root: str, steps: int, warmup: int, device: str) -> dict:
     ds = _dataset(data_root)
     images = ds.train.x.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8, as CIFAR10.data
     labels = ds.train.y.tolist()
-    tf = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ]
+    )
 
     class PILDataset(torch.utils.data.Dataset):
         def __len__(self):
@@ -136,26 +138,35 @@ def arm_vgglab(data_root: str, steps: int, warmup: int, device: str, precision: 
     from vgglab import create_model
     from vgglab.data import BatchLoader, Normalization, Split
     from vgglab.data.config import AugmentConfig
-    from vgglab.train.config import ScheduleConfig
+    from vgglab.train.config import OptimConfig, ScheduleConfig
     from vgglab.train.loop import maybe_compile, train_one_epoch
     from vgglab.train.optim import Schedule, build_optimizer
-    from vgglab.train.config import OptimConfig
     from vgglab.train.state import TrainState
 
     ds = _dataset(data_root)
     torch.manual_seed(0)
-    perm = torch.randperm(len(ds.train))[:(warmup + steps) * BATCH]
+    perm = torch.randperm(len(ds.train))[: (warmup + steps) * BATCH]
     dev = torch.device(device)
-    loaders = [BatchLoader(Split(ds.train.x[part], ds.train.y[part]), BATCH, image_size=32, norm=Normalization.of(ds.stats), device=dev,
-                           augment=AugmentConfig(crop="pad", padding=4, flip=True), shuffle=True, drop_last=True,
-                           channels_last=channels_last)
-               for part in (perm[:warmup * BATCH], perm[warmup * BATCH:])]
+    loaders = [
+        BatchLoader(
+            Split(ds.train.x[part], ds.train.y[part]),
+            BATCH,
+            image_size=32,
+            norm=Normalization.of(ds.stats),
+            device=dev,
+            augment=AugmentConfig(crop="pad", padding=4, flip=True),
+            shuffle=True,
+            drop_last=True,
+            channels_last=channels_last,
+        )
+        for part in (perm[: warmup * BATCH], perm[warmup * BATCH :])
+    ]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model("vgg16_cifar").to(dev, memory_format=fmt)
     opt = build_optimizer(model, OptimConfig(lr=1e-3, momentum=0.9, weight_decay=5e-4))
     step_model = maybe_compile(model, compile_)
     with PeakRSS() as mem:
-        for i, loader in enumerate(loaders):  # warm-up steps (and compilation), then the timed ones
+        for _i, loader in enumerate(loaders):  # warm-up steps (and compilation), then the timed ones
             sched = Schedule(opt, ScheduleConfig(name="none"), len(loader), 1, "max")
             _sync(device)
             t0 = time.perf_counter()
@@ -179,8 +190,12 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="vgglab arm's precision")
     ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="vgglab arm's memory layout")
     ap.add_argument("--nchw", dest="channels_last", action="store_const", const="off", help="same as --channels-last off")
-    ap.add_argument("--compile", default="false", choices=["false", "true", "default", "reduce-overhead", "max-autotune"],
-                    help="vgglab arm's train.compile")
+    ap.add_argument(
+        "--compile",
+        default="false",
+        choices=["false", "true", "default", "reduce-overhead", "max-autotune"],
+        help="vgglab arm's train.compile",
+    )
     ap.add_argument("--arm", choices=["tutorial", "vgglab"], help=argparse.SUPPRESS)  # child process
     args = ap.parse_args()
     if not args.data_root:
@@ -189,8 +204,19 @@ def main() -> None:
         print(json.dumps(arm_tutorial(args.data_root, args.steps, args.warmup, args.device)))
         return
     if args.arm == "vgglab":
-        print(json.dumps(arm_vgglab(args.data_root, args.steps, args.warmup, args.device, args.precision,
-                                    args.channels_last == "on", _compile_arg(args.compile))))
+        print(
+            json.dumps(
+                arm_vgglab(
+                    args.data_root,
+                    args.steps,
+                    args.warmup,
+                    args.device,
+                    args.precision,
+                    args.channels_last == "on",
+                    _compile_arg(args.compile),
+                )
+            )
+        )
         return
 
     import torch
@@ -208,20 +234,42 @@ def main() -> None:
     results = {"tutorial": [], "vgglab": []}
     for r in range(args.repeats):
         for arm in ("tutorial", "vgglab"):
-            cmd = [sys.executable, __file__, "--arm", arm, "--data-root", args.data_root, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--device", args.device, "--precision", speed.precision,
-                   "--channels-last", "on" if speed.channels_last else "off", "--compile", args.compile]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--arm",
+                arm,
+                "--data-root",
+                args.data_root,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--device",
+                args.device,
+                "--precision",
+                speed.precision,
+                "--channels-last",
+                "on" if speed.channels_last else "off",
+                "--compile",
+                args.compile,
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             res = json.loads(out)
             results[arm].append(res)
-            print(f"run {r + 1} {arm:<8} {res['images_per_s']:7.1f} images/s   peak RSS (process tree) {res['peak_rss_mb']:7.0f} MB", flush=True)
+            print(
+                f"run {r + 1} {arm:<8} {res['images_per_s']:7.1f} images/s   peak RSS (process tree) {res['peak_rss_mb']:7.0f} MB",
+                flush=True,
+            )
     a = statistics.median(x["images_per_s"] for x in results["tutorial"])
     b = statistics.median(x["images_per_s"] for x in results["vgglab"])
     mem_a = max(x["peak_rss_mb"] for x in results["tutorial"])
     mem_b = max(x["peak_rss_mb"] for x in results["vgglab"])
     layout = "channels_last" if speed.channels_last else "NCHW"
     print(f"tutorial (PIL + DataLoader x4 workers, fp32 NCHW, {args.device}): {a:.1f} images/s, peak {mem_a:.0f} MB")
-    print(f"vgglab ({speed.precision}, {layout}, compile {args.compile}, batched loader, {args.device}): {b:.1f} images/s, peak {mem_b:.0f} MB")
+    print(
+        f"vgglab ({speed.precision}, {layout}, compile {args.compile}, batched loader, {args.device}): {b:.1f} images/s, peak {mem_b:.0f} MB"
+    )
     print(f"memory: vgglab/tutorial {mem_b / mem_a:.2f}")
     print(f"ratio: {b / a:.2f}")
 

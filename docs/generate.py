@@ -56,12 +56,16 @@ def _cell(text) -> str:
 
 # --- the CLI ------------------------------------------------------------------------------------
 
+
 def cli_page() -> str:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
-    out = [HEADER.format(source="the argparse parser (src/vgglab/cli.py)"), "# Command line\n",
-           "Every command and flag of `vgglab`, read from its parser. `vgglab COMMAND --help` prints the same.\n"]
+    out = [
+        HEADER.format(source="the argparse parser (src/vgglab/cli.py)"),
+        "# Command line\n",
+        "Every command and flag of `vgglab`, read from its parser. `vgglab COMMAND --help` prints the same.\n",
+    ]
     top = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     if top:
         out.append("```text\n" + " ".join(parser.format_usage().split()) + "\n```\n")  # whatever the terminal's width
@@ -85,6 +89,7 @@ def _flag_table(actions) -> str:
 
 
 # --- the config ---------------------------------------------------------------------------------
+
 
 def _field_comments(cls) -> dict[str, str]:
     """The comments written beside each field of a dataclass (on its line and the lines above)."""
@@ -137,10 +142,13 @@ def _type_name(hint) -> str:
 
 
 def config_page() -> str:
-    out = [HEADER.format(source="the typed config (src/vgglab/train/config.py, src/vgglab/data/config.py)"), "# Config keys\n",
-           "Every key a recipe (or `--set section.key=value`) may set, read from the typed config. An unknown key, a value "
-           "of the wrong type or outside its range is one line naming the key; see [recipes](recipes.md) for complete ones. "
-           "`vgglab train --resume RUN --set ...` may change only the keys marked *resume*.\n"]
+    out = [
+        HEADER.format(source="the typed config (src/vgglab/train/config.py, src/vgglab/data/config.py)"),
+        "# Config keys\n",
+        "Every key a recipe (or `--set section.key=value`) may set, read from the typed config. An unknown key, a value "
+        "of the wrong type or outside its range is one line naming the key; see [recipes](recipes.md) for complete ones. "
+        "`vgglab train --resume RUN --set ...` may change only the keys marked *resume*.\n",
+    ]
     resume_keys = set(vgglab.train.config.RESUME_KEYS)
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
@@ -154,8 +162,10 @@ def config_page() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             key = f"{section}.{f.name}" + (" (*resume*)" if f"{section}.{f.name}" in resume_keys else "")
             choices = ", ".join(map(str, allowed.get(f.name, ())))
-            out.append(f"| `{key}` | `{_cell(_type_name(hints[f.name]))}` | `{_cell(yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip())}` "
-                       f"| {_cell(choices)} | {_cell(notes.get(f.name, ''))} |")
+            out.append(
+                f"| `{key}` | `{_cell(_type_name(hints[f.name]))}` | `{_cell(yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip())}` "
+                f"| {_cell(choices)} | {_cell(notes.get(f.name, ''))} |"
+            )
         out.append("")
     out.append("## What a resume may change\n")
     out.append("```{eval-rst}\n.. autodata:: vgglab.train.config.RESUME_KEYS\n   :no-value:\n```\n")
@@ -165,15 +175,22 @@ def config_page() -> str:
 
 # --- models and recipes -------------------------------------------------------------------------
 
+
 def models_page() -> str:
-    out = [HEADER.format(source="the model registry (src/vgglab/models/registry.py)"), "# Models\n",
-           "Every registered model (`vgglab models` prints the same; `vgglab summary NAME` its layers). Any of them takes "
-           "`width`, `num_classes`, `in_chans`, `input_size`, `head` and the other options of "
-           "{func}`vgglab.create_model`.\n",
-           "| model | parameters | input | classes | head | description |", "|---|---|---|---|---|---|"]
+    out = [
+        HEADER.format(source="the model registry (src/vgglab/models/registry.py)"),
+        "# Models\n",
+        "Every registered model (`vgglab models` prints the same; `vgglab summary NAME` its layers). Any of them takes "
+        "`width`, `num_classes`, `in_chans`, `input_size`, `head` and the other options of "
+        "{func}`vgglab.create_model`.\n",
+        "| model | parameters | input | classes | head | description |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in list_models():
         cfg = get_entry(name).config
-        out.append(f"| `{name}` | {param_count(cfg):,} | {cfg.input_size} | {cfg.num_classes} | {cfg.head.type} | {_cell(get_entry(name).description)} |")
+        out.append(
+            f"| `{name}` | {param_count(cfg):,} | {cfg.input_size} | {cfg.num_classes} | {cfg.head.type} | {_cell(get_entry(name).description)} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -184,11 +201,15 @@ def recipes_page(records: list[dict]) -> str:
         recipe, extra = tta.recipe_of(r)
         if not extra and not r.get("ablation"):
             measured[recipe].append(r)
-    out = [HEADER.format(source="the shipped recipes (configs/) and benchmarks/results/time_to_accuracy/"), "# Recipes\n",
-           "The recipes shipped with vgglab: `vgglab recipes` lists them, and `vgglab train --config NAME` runs one by name "
-           "from any folder (a path still works, and wins). Measured results are the mean top-1 with the recipe's "
-           "test-time augmentation over the runs recorded, per machine ([time to accuracy](../results/time-to-accuracy.md)).\n",
-           "| recipe | model | data | epochs | what it is | measured |", "|---|---|---|---|---|---|"]
+    out = [
+        HEADER.format(source="the shipped recipes (configs/) and benchmarks/results/time_to_accuracy/"),
+        "# Recipes\n",
+        "The recipes shipped with vgglab: `vgglab recipes` lists them, and `vgglab train --config NAME` runs one by name "
+        "from any folder (a path still works, and wins). Measured results are the mean top-1 with the recipe's "
+        "test-time augmentation over the runs recorded, per machine ([time to accuracy](../results/time-to-accuracy.md)).\n",
+        "| recipe | model | data | epochs | what it is | measured |",
+        "|---|---|---|---|---|---|",
+    ]
     for path in recipe_files():
         cfg = yaml.safe_load(path.read_text())
         model = (cfg.get("model") or {}).get("name") or "spec"
@@ -216,26 +237,39 @@ def _first_comment(path: Path) -> str:
 # --- the Python API -----------------------------------------------------------------------------
 
 # types that the exported names' signatures mention (documented so every reference resolves)
-RELATED_TYPES = ("vgglab.train.engine.FitResult", "vgglab.evaluate.load.Preprocess", "vgglab.models.spec.BlockSpec",
-                 "vgglab.models.spec.HeadSpec", "vgglab.models.spec.ConvSpec", "vgglab.data.normalization.Normalization",
-                 *(f"{cls.__module__}.{cls.__name__}" for cls in SECTIONS.values()))
+RELATED_TYPES = (
+    "vgglab.train.engine.FitResult",
+    "vgglab.evaluate.load.Preprocess",
+    "vgglab.models.spec.BlockSpec",
+    "vgglab.models.spec.HeadSpec",
+    "vgglab.models.spec.ConvSpec",
+    "vgglab.data.normalization.Normalization",
+    *(f"{cls.__module__}.{cls.__name__}" for cls in SECTIONS.values()),
+)
 
 
 def api_page() -> str:
-    out = [HEADER.format(source="vgglab.__all__ and the docstrings"), "# Python API\n",
-           "Everything `import vgglab` exports (`vgglab.__all__`), from the docstrings. "
-           "The [Python API guide](../guides/python-api.md) shows them at work.\n"]
+    out = [
+        HEADER.format(source="vgglab.__all__ and the docstrings"),
+        "# Python API\n",
+        "Everything `import vgglab` exports (`vgglab.__all__`), from the docstrings. "
+        "The [Python API guide](../guides/python-api.md) shows them at work.\n",
+    ]
     for name in vgglab.__all__:
         if name == "__version__":
-            out.append(f"## `vgglab.__version__`\n\nThe installed version (`vgglab --version` prints it with torch's and the machine's).\n")
+            out.append(
+                "## `vgglab.__version__`\n\nThe installed version (`vgglab --version` prints it with torch's and the machine's).\n"
+            )
             continue
         obj = getattr(vgglab, name)
         kind = "autoclass" if inspect.isclass(obj) else "autofunction"
         options = "\n   :members:\n   :show-inheritance:" if kind == "autoclass" and not issubclass(obj, BaseException) else ""
         # autodoc writes reStructuredText: MyST hands it to the rST parser through eval-rst
         out.append(f"## `vgglab.{name}`\n\n```{{eval-rst}}\n.. {kind}:: vgglab.{name}{options}\n```\n")
-    out.append("## The types they take and return\n\nBy their own modules' names; the config sections' keys are in the "
-               "[config reference](config.md).\n")
+    out.append(
+        "## The types they take and return\n\nBy their own modules' names; the config sections' keys are in the "
+        "[config reference](config.md).\n"
+    )
     for target in RELATED_TYPES:
         out.append(f"```{{eval-rst}}\n.. autoclass:: {target}\n```\n")
     return "\n".join(out)
@@ -243,31 +277,53 @@ def api_page() -> str:
 
 # --- results ------------------------------------------------------------------------------------
 
+
 def time_to_accuracy_page(records: list[dict], shipped: set[str]) -> tuple[str, str]:
     tta = _benchmark("time_to_accuracy")
-    of_recipes = [r for r in records if tta.recipe_of(r) == (r["recipe"], []) or tta.recipe_of(r)[0] in shipped and not tta.recipe_of(r)[1]]
+    of_recipes = [
+        r for r in records if tta.recipe_of(r) == (r["recipe"], []) or tta.recipe_of(r)[0] in shipped and not tta.recipe_of(r)[1]
+    ]
     variants = [r for r in records if r not in of_recipes]
     source = "benchmarks/results/time_to_accuracy/ (benchmarks/time_to_accuracy.py --table)"
-    head = ("Each row: one shipped recipe (and ablation) on one machine, mean ± sample standard deviation over its runs; "
-            "minutes are wall-clock from the start of training to the end of the final test, for runs that had the "
-            "machine to themselves. Every run is one JSON record in `benchmarks/results/time_to_accuracy/`; "
-            "`python benchmarks/time_to_accuracy.py --config configs/NAME.yaml --data-root PATH` adds one.\n")
-    main = [HEADER.format(source=source), "# Time to accuracy\n", head, tta.table(of_recipes) + "\n",
-            "## Every run\n", "The machine and commit of each record.\n", _runs_table(tta, of_recipes)]
-    sweep = [HEADER.format(source=source), "# Sweep variants\n",
-             "Runs of a recipe with further overrides (what the sweeps tried on the way to the shipped recipes), "
-             "failures included.\n", tta.table(variants) + "\n", "## Every run\n", _runs_table(tta, variants)]
+    head = (
+        "Each row: one shipped recipe (and ablation) on one machine, mean ± sample standard deviation over its runs; "
+        "minutes are wall-clock from the start of training to the end of the final test, for runs that had the "
+        "machine to themselves. Every run is one JSON record in `benchmarks/results/time_to_accuracy/`; "
+        "`python benchmarks/time_to_accuracy.py --config configs/NAME.yaml --data-root PATH` adds one.\n"
+    )
+    main = [
+        HEADER.format(source=source),
+        "# Time to accuracy\n",
+        head,
+        tta.table(of_recipes) + "\n",
+        "## Every run\n",
+        "The machine and commit of each record.\n",
+        _runs_table(tta, of_recipes),
+    ]
+    sweep = [
+        HEADER.format(source=source),
+        "# Sweep variants\n",
+        "Runs of a recipe with further overrides (what the sweeps tried on the way to the shipped recipes), failures included.\n",
+        tta.table(variants) + "\n",
+        "## Every run\n",
+        _runs_table(tta, variants),
+    ]
     return "\n".join(main), "\n".join(sweep)
 
 
 def _runs_table(tta, records: list[dict]) -> str:
-    rows = ["| variant | seed | machine | commit | minutes | top-1 with TTA (%) | training PFLOPs |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| variant | seed | machine | commit | minutes | top-1 with TTA (%) | training PFLOPs |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(records, key=lambda r: (tta.variant_of(r), tta.machine_of(r), r.get("seed", 0), r.get("commit", ""))):
         minutes = f"{r['minutes']:.2f}" if r.get("minutes") is not None and r.get("concurrent_runs", 1) == 1 else "shared"
         top = f"{100 * r['top1_tta']:.2f}" if r.get("top1_tta") is not None else "-"
         pf = f"{r['train_pflops']:.3f}" if r.get("train_pflops") is not None else "-"
-        rows.append(f"| {_cell(tta.variant_of(r))} | {r.get('seed', '-')} | {_cell(tta.machine_of(r))} | `{r.get('commit', '?')}` | "
-                    f"{minutes} | {top} | {pf} |")
+        rows.append(
+            f"| {_cell(tta.variant_of(r))} | {r.get('seed', '-')} | {_cell(tta.machine_of(r))} | `{r.get('commit', '?')}` | "
+            f"{minutes} | {top} | {pf} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -275,12 +331,15 @@ def compute_page() -> str:
     csv_path = ROOT / "benchmarks" / "results" / "cifar10_compute.csv"
     lines = csv_path.read_text().strip().splitlines()
     header = lines[0].split(",")
-    out = [HEADER.format(source="benchmarks/results/cifar10_compute.csv (benchmarks/time_to_accuracy.py --curve)"),
-           "# Accuracy against compute\n",
-           "CIFAR-10 test top-1 (with each recipe's TTA) against the training compute it took, 6 x the model's forward "
-           "MACs x the images seen, in PFLOPs; one row per variant and machine, failures included.\n",
-           "![accuracy against compute](../../benchmarks/results/cifar10_compute.png)\n",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out = [
+        HEADER.format(source="benchmarks/results/cifar10_compute.csv (benchmarks/time_to_accuracy.py --curve)"),
+        "# Accuracy against compute\n",
+        "CIFAR-10 test top-1 (with each recipe's TTA) against the training compute it took, 6 x the model's forward "
+        "MACs x the images seen, in PFLOPs; one row per variant and machine, failures included.\n",
+        "![accuracy against compute](../../benchmarks/results/cifar10_compute.png)\n",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     import csv
 
     for row in csv.reader(lines[1:]):
@@ -289,9 +348,12 @@ def compute_page() -> str:
 
 
 def benchmarks_page() -> str:
-    out = [HEADER.format(source="benchmarks/results/*.txt"), "# Throughput and data scaling\n",
-           "The other benchmark records, as each script printed them (every one names its machine; the file name "
-           "carries the date and the machine). Each prints ratios against a baseline run in the same process.\n"]
+    out = [
+        HEADER.format(source="benchmarks/results/*.txt"),
+        "# Throughput and data scaling\n",
+        "The other benchmark records, as each script printed them (every one names its machine; the file name "
+        "carries the date and the machine). Each prints ratios against a baseline run in the same process.\n",
+    ]
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.txt")):
         out.append(f"## {path.stem}\n\n```text\n{path.read_text().strip()}\n```\n")
     return "\n".join(out)

@@ -16,11 +16,18 @@ def choices(command: str, option: str) -> list:
     return list(next(a for a in sub._actions if option in a.option_strings).choices)
 
 
-@pytest.mark.parametrize("command, option, expected", [
-    ("summary", "--head", HEAD_TYPES), ("train", "--init-mode", TRANSFER_MODES), ("eval", "--split", SPLITS),
-    ("eval", "--tta", TTA_MODES), ("features", "--split", SPLITS), ("data", "--dataset", DATASETS),
-    ("export", "--format", tuple(FORMATS)),
-])
+@pytest.mark.parametrize(
+    "command, option, expected",
+    [
+        ("summary", "--head", HEAD_TYPES),
+        ("train", "--init-mode", TRANSFER_MODES),
+        ("eval", "--split", SPLITS),
+        ("eval", "--tta", TTA_MODES),
+        ("features", "--split", SPLITS),
+        ("data", "--dataset", DATASETS),
+        ("export", "--format", tuple(FORMATS)),
+    ],
+)
 def test_choices_are_the_librarys(command, option, expected):
     assert choices(command, option) == list(expected)
 

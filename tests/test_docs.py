@@ -61,8 +61,24 @@ def test_recipes_lists_them_and_train_finds_one_by_name(tmp_path, capsys, monkey
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[:-1]] == [p.stem for p in recipe_files()]
     monkeypatch.chdir(tmp_path)  # nowhere near configs/
-    assert main(["train", "--config", "demo_digits", "--set", "train.epochs=1", "--set", "data.train_limit=200",
-                 "--set", "log.progress=none", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "demo_digits",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "data.train_limit=200",
+                "--set",
+                "log.progress=none",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "run" / "results.json").is_file()
     # a path wins over a name; a name that is neither says so, with the nearest
     (tmp_path / "demo_digits").write_text("data: {dataset: nope}\n")
@@ -83,11 +99,28 @@ def test_version_names_what_a_bug_report_needs(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("sphinx") is None or importlib.util.find_spec("myst_nb") is None,
-                    reason="the docs extra (pip install -e '.[docs]'; CI installs it and builds the site)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("sphinx") is None or importlib.util.find_spec("myst_nb") is None,
+    reason="the docs extra (pip install -e '.[docs]'; CI installs it and builds the site)",
+)
 def test_the_site_builds_strictly(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html",
-                             str(ROOT / "docs"), str(tmp_path / "html")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-n",
+            "-q",
+            "-b",
+            "html",
+            str(ROOT / "docs"),
+            str(tmp_path / "html"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -18,14 +18,21 @@ def make_checkpoint(path, name, **options):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     cfg = model.config
-    save_checkpoint({
-        "model": model.state_dict(), "ema": None, "model_config": cfg.to_dict(),
-        "classes": [f"c{i}" for i in range(cfg.num_classes)], "image_size": cfg.input_size, "eval_resize": cfg.input_size,
-        "normalization": {"mode": "standardize", "mean": [0.5] * cfg.in_chans, "std": [0.25] * cfg.in_chans},
-        # where the data would be: absent here, so parity runs on random inputs only
-        "config": {"data": {"dataset": "cifar10", "root": str(path.parent / "no-data"), "download": False}},
-        "epoch": 1,
-    }, path)
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "ema": None,
+            "model_config": cfg.to_dict(),
+            "classes": [f"c{i}" for i in range(cfg.num_classes)],
+            "image_size": cfg.input_size,
+            "eval_resize": cfg.input_size,
+            "normalization": {"mode": "standardize", "mean": [0.5] * cfg.in_chans, "std": [0.25] * cfg.in_chans},
+            # where the data would be: absent here, so parity runs on random inputs only
+            "config": {"data": {"dataset": "cifar10", "root": str(path.parent / "no-data"), "download": False}},
+            "epoch": 1,
+        },
+        path,
+    )
     return path
 
 
@@ -34,7 +41,10 @@ def test_export_parity_vgg16_cifar(tmp_path, fmt):
     ckpt = make_checkpoint(tmp_path / "best.pt", "vgg16_cifar")
     r = export_model(ckpt, fmt)
     assert r["max_abs_diff"] <= 1e-4 and r["checked"] == ["random x3"]
-    assert r["skipped"].startswith("skipped the real-data parity check: cifar10 dataset not found at") and "--data-root" in r["skipped"]
+    assert (
+        r["skipped"].startswith("skipped the real-data parity check: cifar10 dataset not found at")
+        and "--data-root" in r["skipped"]
+    )
     assert (tmp_path / "export").is_dir() and r["path"].startswith(str(tmp_path / "export"))
     if fmt == "onnx":
         import onnx
@@ -86,7 +96,8 @@ def test_export_cli_says_when_it_skips_the_real_data_check(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "parity on random x3:" in lines[0]
     assert lines[1].startswith("note: skipped the real-data parity check: cifar10 dataset not found at ") and lines[1].endswith(
-        "(pass --data-root to include it)")
+        "(pass --data-root to include it)"
+    )
 
 
 def test_features_and_export_cli_on_a_trained_run(tmp_path, tiny_config, capsys):
@@ -100,7 +111,10 @@ def test_features_and_export_cli_on_a_trained_run(tmp_path, tiny_config, capsys)
     assert f["labels"].shape == (360,) and list(f["classes"]) == [str(i) for i in range(10)]
     layer = extract_features(run, "val", "features.block2.relu1")
     assert layer["features"].shape == (144, 16)  # 128 / 8 channels, averaged over space
-    assert main(["features", str(run), "--layer", "features.block1.relu1,features.block2.relu1", "--out", str(tmp_path / "two.npz")]) == 0
+    assert (
+        main(["features", str(run), "--layer", "features.block1.relu1,features.block2.relu1", "--out", str(tmp_path / "two.npz")])
+        == 0
+    )
     two = np.load(tmp_path / "two.npz")
     assert two["features.block1.relu1"].shape == (360, 8) and two["features.block2.relu1"].shape == (360, 16)
     assert "features" not in two.files

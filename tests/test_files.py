@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from vgglab.data.normalization import Normalization
 from vgglab.errors import VgglabError
 from vgglab.files import check_output_file, write_text
-from vgglab.runmeta import RunMeta
-from vgglab.data.normalization import Normalization
 from vgglab.models import create_model
+from vgglab.runmeta import RunMeta
 from vgglab.train.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 
 
@@ -24,8 +24,11 @@ def small_disk(tmp_path, monkeypatch):
     """A folder on a 1 MB filesystem: (folder, how) with how 'tmpfs' or 'wrapper'."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    mounted = os.environ.get("VGGLAB_TEST_NO_MOUNT") is None and os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                                                   capture_output=True).returncode == 0
+    mounted = (
+        os.environ.get("VGGLAB_TEST_NO_MOUNT") is None
+        and os.geteuid() == 0
+        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode == 0
+    )
     if mounted:
         yield mnt, "tmpfs"
         subprocess.run(["umount", str(mnt)], capture_output=True)
@@ -79,7 +82,9 @@ def test_a_full_disk_for_safetensors_and_text_is_one_line(small_disk):
     folder, _ = small_disk
     model = create_model("vgg11", num_classes=10, input_size=32, head="cifar")  # 9 M parameters: 37 MB
     meta = RunMeta(tuple("abcdefghij"), 32, 32, model.config.to_dict(), Normalization("standardize", [0.5] * 3, [0.2] * 3))
-    with pytest.raises(VgglabError, match=r"model.safetensors: No space left on device \(it needs about 3\d\.\d MB.*nothing was written"):
+    with pytest.raises(
+        VgglabError, match=r"model.safetensors: No space left on device \(it needs about 3\d\.\d MB.*nothing was written"
+    ):
         save_safetensors(model, meta, folder / "model.safetensors")
     with pytest.raises(VgglabError, match=r"report.html: No space left on device .*nothing was written"):
         write_text(folder / "report.html", "x" * 2_000_000)
@@ -93,10 +98,14 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
         write_text(blocker / "run" / "results.json", "{}")
     ro = tmp_path / "ro"
     ro.mkdir()
-    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
-                                            capture_output=True).returncode == 0:
+    if (
+        os.geteuid() == 0
+        and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode == 0
+    ):
         try:
-            with pytest.raises(VgglabError, match=r"Read-only file system; nothing was written. Choose a folder you can write to"):
+            with pytest.raises(
+                VgglabError, match=r"Read-only file system; nothing was written. Choose a folder you can write to"
+            ):
                 write_text(ro / "eval.json", "{}")
         finally:
             subprocess.run(["umount", str(ro)], capture_output=True)

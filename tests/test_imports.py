@@ -57,8 +57,12 @@ LATE_BY_DESIGN = {("entry.py", "vgglab.cli")}
 
 
 def test_every_internal_import_is_at_module_level():
-    late = [f"{p.relative_to(ROOT)}:{line} imports {t}" for p in ROOT.rglob("*.py") for t, line, top in internal_imports(p)
-            if not top and (str(p.relative_to(ROOT)), t) not in LATE_BY_DESIGN]
+    late = [
+        f"{p.relative_to(ROOT)}:{line} imports {t}"
+        for p in ROOT.rglob("*.py")
+        for t, line, top in internal_imports(p)
+        if not top and (str(p.relative_to(ROOT)), t) not in LATE_BY_DESIGN
+    ]
     assert late == []
 
 
@@ -83,7 +87,7 @@ def test_the_modules_import_each_other_without_a_cycle():
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 walk(nxt, path + [nxt])
         state[node] = 2

@@ -39,17 +39,27 @@ def test_a_named_torchvision_model_loads_from_the_hub_cache_and_equals_torchvisi
     meta = model.meta
     assert len(meta.classes) == 1000 and meta.classes[:2] == ("tench", "goldfish")
     assert (meta.image_size, meta.eval_resize) == (224, 256)
-    assert meta.normalization.mean == pytest.approx((0.485, 0.456, 0.406)) and meta.normalization.std == pytest.approx((0.229, 0.224, 0.225))
+    assert meta.normalization.mean == pytest.approx((0.485, 0.456, 0.406)) and meta.normalization.std == pytest.approx(
+        (0.229, 0.224, 0.225)
+    )
     named = parse_pretrained("torchvision:vgg11:IMAGENET1K_V1")
     assert named.name == "torchvision:vgg11:IMAGENET1K_V1" and named.url == get_model_weights("vgg11").DEFAULT.url
 
 
 def test_unknown_names_are_one_line_listing_the_valid_ones():
-    with pytest.raises(VgglabError, match=r"^unknown pretrained model 'torchvision:vgg12'; valid: torchvision:vgg11, torchvision:vgg11_bn, .*torchvision:vgg19_bn$"):
+    with pytest.raises(
+        VgglabError,
+        match=r"^unknown pretrained model 'torchvision:vgg12'; valid: torchvision:vgg11, torchvision:vgg11_bn, .*torchvision:vgg19_bn$",
+    ):
         parse_pretrained("torchvision:vgg12")
-    with pytest.raises(VgglabError, match=r"^torchvision:vgg16:IMAGENET1K_FEATURES has no trained classifier .*init_mode: features"):
+    with pytest.raises(
+        VgglabError, match=r"^torchvision:vgg16:IMAGENET1K_FEATURES has no trained classifier .*init_mode: features"
+    ):
         vgglab.load_model("torchvision:vgg16:IMAGENET1K_FEATURES", device="cpu")  # refused before any download
-    with pytest.raises(VgglabError, match=r"^unknown weights 'V9' for vgg16; valid: torchvision:vgg16:IMAGENET1K_V1, torchvision:vgg16:IMAGENET1K_FEATURES$"):
+    with pytest.raises(
+        VgglabError,
+        match=r"^unknown weights 'V9' for vgg16; valid: torchvision:vgg16:IMAGENET1K_V1, torchvision:vgg16:IMAGENET1K_FEATURES$",
+    ):
         parse_pretrained("torchvision:vgg16:V9")
 
 
@@ -172,8 +182,9 @@ def test_eval_on_imagenets_validation_layout_matches_torchvision_and_the_dense_b
             expected = torch.stack([v.softmax(1) for v in views]).mean(0)[0]
             torch.testing.assert_close(dense[i], expected, atol=1e-5, rtol=1e-4)
 
-    m = evaluate_checkpoint("torchvision:vgg11", data_root=str(root), split="val", tta="dense", scales=[224],
-                            device="cpu", out=tmp_path / "ev")
+    m = evaluate_checkpoint(
+        "torchvision:vgg11", data_root=str(root), split="val", tta="dense", scales=[224], device="cpu", out=tmp_path / "ev"
+    )
     assert m["n"] == 3 and m["scales"] == [224] and m["top1_error"] == pytest.approx(1 - m["top1"])
     assert (tmp_path / "ev" / "eval-dense.json").is_file()
 

@@ -85,8 +85,16 @@ def streamed_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("progress")
     tree = make_tree(tmp / "tree", per_class=12, size=48)
     cfg = copy.deepcopy(TINY)
-    cfg["data"] = {"dataset": "imagefolder", "root": str(tree), "image_size": 32, "storage": "stream", "batch_size": 8,
-                   "val_size": 4, "cache_dir": str(tmp / "cache"), "workers": 0}
+    cfg["data"] = {
+        "dataset": "imagefolder",
+        "root": str(tree),
+        "image_size": 32,
+        "storage": "stream",
+        "batch_size": 8,
+        "val_size": 4,
+        "cache_dir": str(tmp / "cache"),
+        "workers": 0,
+    }
     cfg["augment"] = {"crop": "scale", "scale_min": 32, "scale_max": 48, "flip": True}
     cfg["train"]["epochs"] = 1
     return vgglab.fit(cfg, out=tmp / "run", log=lambda *_: None).run_dir
@@ -100,8 +108,12 @@ def vgglab_cmd(args, env=None, **kw):
 def test_dense_evaluation_logged_to_a_file_shows_lines_with_an_eta_before_its_result(streamed_run, tmp_path):
     log = tmp_path / "eval.log"
     with open(log, "w") as f:
-        done = vgglab_cmd(["eval", streamed_run, "--tta", "dense", "--device", "cpu", "--out", tmp_path / "ev"],
-                          env={"VGGLAB_PROGRESS_S": "0.001"}, stdout=f, stderr=subprocess.STDOUT)
+        done = vgglab_cmd(
+            ["eval", streamed_run, "--tta", "dense", "--device", "cpu", "--out", tmp_path / "ev"],
+            env={"VGGLAB_PROGRESS_S": "0.001"},
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     text = log.read_text()
     assert done.returncode == 0, text
     lines = text.splitlines()
@@ -109,8 +121,11 @@ def test_dense_evaluation_logged_to_a_file_shows_lines_with_an_eta_before_its_re
     result = next(i for i, line in enumerate(lines) if "top-1" in line)
     assert shown and shown[0] < result, text
     assert "/24 images" in lines[shown[0]] and "images/s" in lines[shown[0]]
-    quiet = vgglab_cmd(["eval", streamed_run, "--tta", "dense", "--device", "cpu", "--out", tmp_path / "ev2", "--quiet"],
-                       env={"VGGLAB_PROGRESS_S": "0.001"}, capture_output=True)
+    quiet = vgglab_cmd(
+        ["eval", streamed_run, "--tta", "dense", "--device", "cpu", "--out", tmp_path / "ev2", "--quiet"],
+        env={"VGGLAB_PROGRESS_S": "0.001"},
+        capture_output=True,
+    )
     assert quiet.returncode == 0 and "ETA" not in quiet.stdout + quiet.stderr
 
 
@@ -118,9 +133,25 @@ def test_on_a_terminal_the_same_evaluation_draws_a_bar(streamed_run, tmp_path):
     """stderr on a pseudo-terminal: tqdm's bar (its percentage and rate), and no plain lines."""
     main_fd, worker_fd = pty.openpty()
     fcntl.ioctl(worker_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
-    proc = subprocess.Popen([sys.executable, "-m", "vgglab", "eval", str(streamed_run), "--tta", "dense", "--device", "cpu",
-                             "--out", str(tmp_path / "ev")], env={**os.environ, "PYTHONPATH": str(REPO / "src"), "VGGLAB_PROGRESS_S": "0.001"},
-                            stdout=subprocess.PIPE, stderr=worker_fd, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vgglab",
+            "eval",
+            str(streamed_run),
+            "--tta",
+            "dense",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "VGGLAB_PROGRESS_S": "0.001"},
+        stdout=subprocess.PIPE,
+        stderr=worker_fd,
+        text=True,
+    )
     os.close(worker_fd)
     seen = b""
     while True:
@@ -153,13 +184,30 @@ def test_ctrl_c_stops_a_long_command_with_one_line_and_nothing_half_written(stre
     import signal
 
     out = tmp_path / "ev"
-    proc = subprocess.Popen([sys.executable, "-m", "vgglab", "eval", str(streamed_run), "--tta", "dense", "--scales",
-                             "32,256,384,512", "--device", "cpu", "--out", str(out)],
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "VGGLAB_PROGRESS_S": "0.001"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # as a terminal's Ctrl-C finds it: a shell's background job (pytest started
-                            # with `&`) would pass SIGINT on ignored, and Python then never raises it
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vgglab",
+            "eval",
+            str(streamed_run),
+            "--tta",
+            "dense",
+            "--scales",
+            "32,256,384,512",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "VGGLAB_PROGRESS_S": "0.001"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as a terminal's Ctrl-C finds it: a shell's background job (pytest started
+        # with `&`) would pass SIGINT on ignored, and Python then never raises it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     first = proc.stdout.readline()  # the first progress line: the evaluation is under way
     assert "ETA" in first, first + proc.stderr.read()
     proc.send_signal(signal.SIGINT)

@@ -45,9 +45,13 @@ def test_after_runs_of_one_entry_share_one_variant(tmp_path):
 
 def test_the_accuracy_is_read_from_time_to_accuracys_line():
     sweep = _sweep()
-    out = ("noise\nseed 3: 0.4 min, 0.264 training PFLOPs (+0.0142 for the test with TTA), test top-1 93.23 %, "
-           "94.23 % with TTA, 30675 training images/s\n")
+    out = (
+        "noise\nseed 3: 0.4 min, 0.264 training PFLOPs (+0.0142 for the test with TTA), test top-1 93.23 %, "
+        "94.23 % with TTA, 30675 training images/s\n"
+    )
     m = sweep.TTA_LINE.search(out)
     assert (m.group(1), m.group(2), m.group(3)) == ("3", "93.23", "94.23")
-    m = sweep.TTA_LINE.search("seed 0: 1.0 min, 0.1 training PFLOPs (+0.01 for the test with TTA), test top-1 90.00 %, 12 training images/s")
+    m = sweep.TTA_LINE.search(
+        "seed 0: 1.0 min, 0.1 training PFLOPs (+0.01 for the test with TTA), test top-1 90.00 %, 12 training images/s"
+    )
     assert m.group(3) is None and m.group(2) == "90.00"

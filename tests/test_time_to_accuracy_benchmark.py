@@ -61,8 +61,16 @@ def test_table_reports_mean_sample_std_and_worst_time_per_recipe_and_ablation():
         {"recipe": "r", "ablation": None, "top1": 0.90, "top1_tta": 0.91, "minutes": 9.0, "images_per_s": 400, **AVX2},
         {"recipe": "r", "ablation": None, "top1": 0.92, "top1_tta": 0.93, "minutes": 11.0, "images_per_s": 300, **AVX2},
         {"recipe": "r", "ablation": "no-dirac", "top1": 0.80, "top1_tta": None, "minutes": 5.0, "images_per_s": 500, **AVX2},
-        {"recipe": "r", "ablation": None, "top1": 0.94, "top1_tta": 0.95, "minutes": 1.0, "images_per_s": 9000, **AVX2,
-         "gpu": "NVIDIA H100"},  # another machine: another row
+        {
+            "recipe": "r",
+            "ablation": None,
+            "top1": 0.94,
+            "top1_tta": 0.95,
+            "minutes": 1.0,
+            "images_per_s": 9000,
+            **AVX2,
+            "gpu": "NVIDIA H100",
+        },  # another machine: another row
     ]
     rows = bench.table(records).splitlines()
     assert rows[2] == "| AMD EPYC, AVX2 | r | - | 2 | 92.00 ± 1.41 | 91.00 ± 1.41 | 10.0 (11.0) | 350 |"
@@ -75,15 +83,35 @@ AVX2 = {"cpu": "AMD EPYC (2 cores)", "cpu_capability": "AVX2", "native_bf16": Fa
 
 def test_the_curve_has_one_row_per_variant_and_machine_with_the_issues_columns(tmp_path):
     bench = _bench()
-    base = {"recipe": "fast_cifar10", "ablation": None, "overrides": [], "cpu": "AMD EPYC (2 cores)", "cpu_capability": "AVX2",
-            "native_bf16": False, "gpu": None, "train_pflops": 0.3833, "minutes": 60.0}
-    records = [{**base, "top1_tta": 0.9412}, {**base, "top1_tta": 0.9402, "minutes": 58.0},
-               {**base, "recipe": "fast_cifar10_lowres", "train_pflops": 0.1954, "top1_tta": 0.931, "minutes": 20.0},
-               {**base, "overrides": ["train.epochs=9"], "train_pflops": 0.31, "top1_tta": 0.936}]
+    base = {
+        "recipe": "fast_cifar10",
+        "ablation": None,
+        "overrides": [],
+        "cpu": "AMD EPYC (2 cores)",
+        "cpu_capability": "AVX2",
+        "native_bf16": False,
+        "gpu": None,
+        "train_pflops": 0.3833,
+        "minutes": 60.0,
+    }
+    records = [
+        {**base, "top1_tta": 0.9412},
+        {**base, "top1_tta": 0.9402, "minutes": 58.0},
+        {**base, "recipe": "fast_cifar10_lowres", "train_pflops": 0.1954, "top1_tta": 0.931, "minutes": 20.0},
+        {**base, "overrides": ["train.epochs=9"], "train_pflops": 0.31, "top1_tta": 0.936},
+    ]
     rows = bench.curve_rows(records)
     assert [r["variant"] for r in rows] == ["fast_cifar10_lowres", "fast_cifar10 train.epochs=9", "fast_cifar10"]  # by compute
-    assert rows[2] == {"variant": "fast_cifar10", "config": "configs/fast_cifar10.yaml", "pflops": 0.3833, "seeds": 2,
-                       "mean_tta_top1": 94.07, "min_tta_top1": 94.02, "machine": "AMD EPYC, AVX2", "minutes": 59.0}
+    assert rows[2] == {
+        "variant": "fast_cifar10",
+        "config": "configs/fast_cifar10.yaml",
+        "pflops": 0.3833,
+        "seeds": 2,
+        "mean_tta_top1": 94.07,
+        "min_tta_top1": 94.02,
+        "machine": "AMD EPYC, AVX2",
+        "minutes": 59.0,
+    }
     path = bench.write_curve(rows, tmp_path / "cifar10_compute.csv")
     lines = path.read_text().splitlines()
     assert lines[0] == "variant,config,pflops,seeds,mean_tta_top1,min_tta_top1,machine,minutes" and len(lines) == 4
@@ -100,9 +128,19 @@ def test_records_made_before_compute_was_counted_get_their_recipes_count():
 
 def test_the_table_keeps_a_recipe_run_with_other_overrides_apart():
     bench = _bench()
-    base = {"recipe": "fast_cifar10_lowres", "ablation": None, "overrides": [], "cpu": "Intel Xeon (2 cores)",
-            "cpu_capability": "AVX512", "native_bf16": False, "gpu": None, "minutes": 15.0, "top1": 0.92, "top1_tta": 0.93,
-            "images_per_s": 400.0}
+    base = {
+        "recipe": "fast_cifar10_lowres",
+        "ablation": None,
+        "overrides": [],
+        "cpu": "Intel Xeon (2 cores)",
+        "cpu_capability": "AVX512",
+        "native_bf16": False,
+        "gpu": None,
+        "minutes": 15.0,
+        "top1": 0.92,
+        "top1_tta": 0.93,
+        "images_per_s": 400.0,
+    }
     rows = bench.table([base, {**base, "overrides": ["train.epochs=10"], "top1_tta": 0.94}]).splitlines()[2:]
     assert len(rows) == 2 and "| fast_cifar10_lowres train.epochs=10 |" in rows[1] and "| 94.00 |" in rows[1]
 
@@ -127,8 +165,11 @@ def test_kept_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
 def test_records_of_the_same_recipe_and_seed_ending_in_the_same_second_are_all_kept(tmp_path):
     bench = _bench()
     paths = [bench.write_record(tmp_path, "r-seed0-20261130-120000", {"n": n}) for n in range(3)]
-    assert [p.name for p in paths] == ["r-seed0-20261130-120000.json", "r-seed0-20261130-120000-2.json",
-                                       "r-seed0-20261130-120000-3.json"]
+    assert [p.name for p in paths] == [
+        "r-seed0-20261130-120000.json",
+        "r-seed0-20261130-120000-2.json",
+        "r-seed0-20261130-120000-3.json",
+    ]
     assert sorted(r["n"] for r in bench.load_records(tmp_path)) == [0, 1, 2]
 
 
@@ -146,14 +187,26 @@ def test_runs_made_under_a_parent_recipe_with_overrides_are_exactly_the_shipped_
 
 def test_the_curve_files_such_runs_under_the_shipped_recipe(tmp_path):
     bench = _bench()
-    base = {"recipe": "fast_cifar10_muon1024", "ablation": None, "cpu": "x (2 cores)", "gpu": "NVIDIA H200",
-            "train_pflops": 0.2636, "minutes": 0.372, "concurrent_runs": 1}
-    rows = bench.curve_rows([{**base, "overrides": ["train.epochs=9"], "top1_tta": 0.9423},
-                             {**base, "recipe": "fast_cifar10_muon_9ep", "overrides": [], "top1_tta": 0.9401},
-                             {**base, "overrides": ["train.epochs=10"], "top1_tta": 0.94}])
+    base = {
+        "recipe": "fast_cifar10_muon1024",
+        "ablation": None,
+        "cpu": "x (2 cores)",
+        "gpu": "NVIDIA H200",
+        "train_pflops": 0.2636,
+        "minutes": 0.372,
+        "concurrent_runs": 1,
+    }
+    rows = bench.curve_rows(
+        [
+            {**base, "overrides": ["train.epochs=9"], "top1_tta": 0.9423},
+            {**base, "recipe": "fast_cifar10_muon_9ep", "overrides": [], "top1_tta": 0.9401},
+            {**base, "overrides": ["train.epochs=10"], "top1_tta": 0.94},
+        ]
+    )
     assert [(r["variant"], r["config"], r["seeds"]) for r in rows] == [
         ("fast_cifar10_muon1024 train.epochs=10", "configs/fast_cifar10_muon1024.yaml", 1),
-        ("fast_cifar10_muon_9ep", "configs/fast_cifar10_muon_9ep.yaml", 2)]
+        ("fast_cifar10_muon_9ep", "configs/fast_cifar10_muon_9ep.yaml", 2),
+    ]
     assert rows[1]["minutes"] == 0.37  # a GPU's fraction of a minute keeps two decimals
     bench.write_curve(rows, tmp_path / "c.csv")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -15,15 +15,38 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
-    "VGG": "models", "VGGConfig": "models", "SpecError": "models", "create_model": "models",
-    "create_model_from_spec": "models", "list_models": "models", "load_model": "evaluate.load",
-    "feature_extractor": "models.features", "RunMeta": "runmeta", "TrainedRun": "runs", "load_run": "runs",
-    "Config": "train", "fit": "train", "load_config": "train",
+    "VGG": "models",
+    "VGGConfig": "models",
+    "SpecError": "models",
+    "create_model": "models",
+    "create_model_from_spec": "models",
+    "list_models": "models",
+    "load_model": "evaluate.load",
+    "feature_extractor": "models.features",
+    "RunMeta": "runmeta",
+    "TrainedRun": "runs",
+    "load_run": "runs",
+    "Config": "train",
+    "fit": "train",
+    "load_config": "train",
 }
 
 __all__ = [
-    "VGG", "VGGConfig", "SpecError", "VgglabError", "Config", "create_model", "create_model_from_spec",
-    "list_models", "fit", "load_config", "load_model", "load_run", "TrainedRun", "feature_extractor", "RunMeta",
+    "VGG",
+    "VGGConfig",
+    "SpecError",
+    "VgglabError",
+    "Config",
+    "create_model",
+    "create_model_from_spec",
+    "list_models",
+    "fit",
+    "load_config",
+    "load_model",
+    "load_run",
+    "TrainedRun",
+    "feature_extractor",
+    "RunMeta",
     "__version__",
 ]
 

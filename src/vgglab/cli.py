@@ -47,8 +47,13 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    options = {"num_classes": args.num_classes, "head": args.head, "width": args.width,
-               "in_chans": args.in_chans, "input_size": args.input_size}
+    options = {
+        "num_classes": args.num_classes,
+        "head": args.head,
+        "width": args.width,
+        "in_chans": args.in_chans,
+        "input_size": args.input_size,
+    }
     model = create_model(args.model, **{k: v for k, v in options.items() if v is not None})
     result = summarize(model)
     print(json.dumps(result) if args.json else format_summary(result))
@@ -82,9 +87,20 @@ def _scales(text: str) -> list[int]:
 def _cmd_eval(args) -> int:
     scales = args.scales
     out = args.out or default_out(args.checkpoint)
-    m = evaluate_checkpoint(args.checkpoint, split=args.split, tta=args.tta, topk=args.topk, out=out, data_root=args.data_root,
-                            shift=args.tta_shift, scales=scales, grid=args.grid, device=args.device, precision=args.precision,
-                            pictures=write_eval_pictures)
+    m = evaluate_checkpoint(
+        args.checkpoint,
+        split=args.split,
+        tta=args.tta,
+        topk=args.topk,
+        out=out,
+        data_root=args.data_root,
+        shift=args.tta_shift,
+        scales=scales,
+        grid=args.grid,
+        device=args.device,
+        precision=args.precision,
+        pictures=write_eval_pictures,
+    )
     print(format_metrics(m))
     print(f"wrote {out}")
     return 0
@@ -98,8 +114,13 @@ def _cmd_predict(args) -> int:
         raise VgglabError("no image files found in the given inputs")
     for r in results:
         if args.json:
-            print(json.dumps({"file": r.path, "error": r.error} if r.error else
-                             {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top], "precision": inf.precision}))
+            print(
+                json.dumps(
+                    {"file": r.path, "error": r.error}
+                    if r.error
+                    else {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top], "precision": inf.precision}
+                )
+            )
         elif r.error:
             print(f"vgglab predict: error: {r.path}: {r.error}", file=sys.stderr)
         else:
@@ -134,7 +155,9 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    print(f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta, precision=args.precision)}")
+    print(
+        f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta, precision=args.precision)}"
+    )
     return 0
 
 
@@ -144,14 +167,18 @@ def _cmd_features(args) -> int:
     feats = extract_features(args.checkpoint, args.split, layers, args.data_root, precision=args.precision)
     save_features(feats, out)
     arrays = ", ".join(f"{k} {v.shape}" for k, v in feats.items() if k not in ("labels", "classes", "precision"))
-    print(f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes (computed in {feats['precision']})")
+    print(
+        f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes (computed in {feats['precision']})"
+    )
     return 0
 
 
 def _cmd_export(args) -> int:
     r = export_model(args.checkpoint, args.format, args.out, data_root=args.data_root)
     opset = f", opset {r['opset']}" if r["opset"] else ""
-    print(f"wrote {r['path']} ({r['format']}{opset}); parity on {', '.join(r['checked'])}: max |diff| {r['max_abs_diff']:.2e} in logits")
+    print(
+        f"wrote {r['path']} ({r['format']}{opset}); parity on {', '.join(r['checked'])}: max |diff| {r['max_abs_diff']:.2e} in logits"
+    )
     if r["skipped"]:
         print(f"note: {r['skipped']}")
     return 0
@@ -166,8 +193,10 @@ def _cmd_speed(args) -> int:
         print(f"forgot {n} cached speed verdict{'s' if n != 1 else ''} ({cache.path}); the next run probes again")
         return 0
     n = len(cache.entries())
-    print(f"{n} cached speed verdict{'s' if n != 1 else ''} in {cache.path} ({machine_label()}); "
-          "`vgglab speed --forget` removes them")
+    print(
+        f"{n} cached speed verdict{'s' if n != 1 else ''} in {cache.path} ({machine_label()}); "
+        "`vgglab speed --forget` removes them"
+    )
     return 0
 
 
@@ -202,9 +231,11 @@ class _Version(argparse.Action):
         else:
             precision = "bf16 where a probe measures it faster, else fp32" if native_bf16() else "fp32"
             why = f"{info['cpu']}, {info['cpu_capability']}, {'native' if info['native_bf16'] else 'no native'} bf16"
-        print(f"vgglab {__version__}\ntorch {torch.__version__}, torchvision {torchvision.__version__}, "
-              f"Python {platform.python_version()} ({sys.platform})\ndevice {device} ({why}), {info['cores']} cores, "
-              f"{info['threads']} threads\nprecision auto -> {precision}")
+        print(
+            f"vgglab {__version__}\ntorch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"Python {platform.python_version()} ({sys.platform})\ndevice {device} ({why}), {info['cores']} cores, "
+            f"{info['threads']} threads\nprecision auto -> {precision}"
+        )
         parser.exit(0)
 
 
@@ -217,8 +248,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vgglab", description="Build, train, evaluate and look inside VGG networks.")
-    parser.add_argument("--version", action=_Version, nargs=0,
-                        help="print vgglab's, torch's, torchvision's and Python's versions and the device and precision used here")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        help="print vgglab's, torch's, torchvision's and Python's versions and the device and precision used here",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the shipped recipes (train one with vgglab train --config NAME)")
@@ -241,11 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML recipe")
     p.add_argument("--config", help="a YAML recipe: a path, or a shipped recipe's name (vgglab recipes lists them)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=0.05 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=0.05 (repeatable)",
+    )
     p.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>); must be new or empty")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
-    p.add_argument("--init-from", metavar="PATH", help="initial weights: a vgglab run/checkpoint, .safetensors or torchvision .pth")
+    p.add_argument(
+        "--init-from", metavar="PATH", help="initial weights: a vgglab run/checkpoint, .safetensors or torchvision .pth"
+    )
     p.add_argument("--init-mode", choices=TRANSFER_MODES)
     p.set_defaults(func=_cmd_train)
 
@@ -257,19 +299,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="metrics of a trained model on a split, with optional test-time augmentation")
     p.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt), a .pt file or torchvision:NAME")
     p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--tta", default="none", choices=TTA_MODES,
-                   help="none: the single center crop; dense, multicrop, dense+multicrop: the VGG paper's, on whole images")
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=TTA_MODES,
+        help="none: the single center crop; dense, multicrop, dense+multicrop: the VGG paper's, on whole images",
+    )
     p.add_argument("--tta-shift", type=int, default=1, help="pixels, for flip-translate and flip-shift")
-    p.add_argument("--scales", type=_scales, help="comma-separated shorter sides Q the whole image is rescaled to for "
-                                                   "dense/multicrop, e.g. 256,384,512 (default: the run's test scale)")
+    p.add_argument(
+        "--scales",
+        type=_scales,
+        help="comma-separated shorter sides Q the whole image is rescaled to for "
+        "dense/multicrop, e.g. 256,384,512 (default: the run's test scale)",
+    )
     p.add_argument("--grid", type=int, default=MULTICROP_GRID, help="multicrop: crops per side per scale (the paper's: 5)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
-    p.add_argument("--data-root", help="where the dataset is now, if it moved since training; for torchvision:NAME, "
-                                        "a folder holding SPLIT/<class>/ (ImageNet: val/<synset id>/)")
+    p.add_argument(
+        "--data-root",
+        help="where the dataset is now, if it moved since training; for torchvision:NAME, "
+        "a folder holding SPLIT/<class>/ (ImageNet: val/<synset id>/)",
+    )
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
-                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=INFERENCE_PRECISIONS,
+        help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32",
+    )
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files (any size or mode)")
@@ -278,8 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
-                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=INFERENCE_PRECISIONS,
+        help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("inspect", help="activation maps, filters and Grad-CAM for one image")
@@ -302,23 +363,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page of a run")
     p.add_argument("run_dir")
     p.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
-    p.add_argument("--tta", default="auto", choices=("auto", *TTA_MODES),
-                   help="TTA reported beside the plain metrics; auto: flip when the model trained with flips, else none")
+    p.add_argument(
+        "--tta",
+        default="auto",
+        choices=("auto", *TTA_MODES),
+        help="TTA reported beside the plain metrics; auto: flip when the model trained with flips, else none",
+    )
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
-                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=INFERENCE_PRECISIONS,
+        help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("features", help="embeddings of a split as .npz (features, labels, classes)")
     p.add_argument("checkpoint")
     p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--layer", help="layer names, comma-separated (each spatially averaged; one array per layer when several); "
-                                   "default: the penultimate embedding")
+    p.add_argument(
+        "--layer",
+        help="layer names, comma-separated (each spatially averaged; one array per layer when several); "
+        "default: the penultimate embedding",
+    )
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
-                   help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=INFERENCE_PRECISIONS,
+        help="auto: the run's own on the machine it trained on, else bf16 where native and measured faster, else fp32",
+    )
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("speed", help="the speed probe's cached verdicts (precision, layout) on this machine")
@@ -328,29 +404,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="ONNX / torch.export (.pt2) / safetensors / legacy TorchScript, checked against PyTorch")
     p.add_argument("checkpoint")
-    p.add_argument("--format", required=True, choices=list(FORMATS),
-                   help="onnx: ONNX Runtime and other engines; pt2: torch.export's ExportedProgram with a dynamic batch "
-                        "(torch.export.load); safetensors: weights and metadata; torchscript: legacy, torch.jit is "
-                        "deprecated in favour of torch.export, kept for runtimes that only load TorchScript")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=list(FORMATS),
+        help="onnx: ONNX Runtime and other engines; pt2: torch.export's ExportedProgram with a dynamic batch "
+        "(torch.export.load); safetensors: weights and metadata; torchscript: legacy, torch.jit is "
+        "deprecated in favour of torch.export, kept for runtimes that only load TorchScript",
+    )
     p.add_argument("--out", help="output file (default: next to the checkpoint)")
     p.add_argument("--data-root")
     p.set_defaults(func=_cmd_export)
     for p in sub.choices.values():
-        p.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress bar or progress lines (also: log.progress: none in a recipe)")
+        p.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress bar or progress lines (also: log.progress: none in a recipe)"
+        )
     return parser
 
 
 def _out_of_memory(exc: RuntimeError) -> bool:
     text = str(exc)
-    return type(exc).__name__ == "OutOfMemoryError" or "DefaultCPUAllocator: can't allocate memory" in text or "out of memory" in text
+    return (
+        type(exc).__name__ == "OutOfMemoryError"
+        or "DefaultCPUAllocator: can't allocate memory" in text
+        or "out of memory" in text
+    )
 
 
 def _one_line_warnings(command: str) -> None:
     """Warnings as ``vgglab train: warning: ...``, one line each (Python's default adds the file,
     the line number and the source line of the call)."""
+
     def line(message, category, filename, lineno, line=None):
         return f"vgglab {command}: warning: {' '.join(str(message).split())}\n"
+
     warnings.formatwarning = line
 
 
@@ -380,8 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         if not _out_of_memory(exc):
             raise
         first = " ".join(str(exc).split())[:160]
-        print(f"vgglab {args.command}: error: out of memory ({first}); lower the batch size, image size or model width",
-              file=sys.stderr)
+        print(
+            f"vgglab {args.command}: error: out of memory ({first}); lower the batch size, image size or model width",
+            file=sys.stderr,
+        )
         return 2
     except BaseException as exc:  # Ctrl-C, SIGTERM, SIGHUP: every file is written whole or not at all (files.atomic_write)
         stop = signals.interrupt_behind(exc)  # also behind what a library raised over it (ImportError in a lazy import)

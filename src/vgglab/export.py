@@ -62,7 +62,9 @@ def _run_exported(fmt: str, path: str, x: torch.Tensor, inf: Inference) -> torch
     return model(x)
 
 
-def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root: str | None = None, tolerance: float = 1e-4) -> dict:
+def export_model(
+    checkpoint, fmt: str, out: str | Path | None = None, data_root: str | None = None, tolerance: float = 1e-4
+) -> dict:
     """Export, check parity, and return ``{"path", "format", "max_abs_diff", "checked", "opset", "skipped"}``
     (``skipped``: why the real-data check did not run, else None)."""
     if fmt not in FORMATS:
@@ -88,8 +90,16 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
             except ImportError:
                 raise VgglabError("ONNX export needs the export extra: pip install 'vgglab[export]'") from None
             batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
-                              dynamic_shapes={"x": {0: batch}}, opset_version=ONNX_OPSET, dynamo=True)
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes={"x": {0: batch}},
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+            )
             result["opset"] = ONNX_OPSET
         elif fmt == "pt2":
             batch = torch.export.Dim("batch", min=1)
@@ -112,7 +122,9 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
                 checked.append(f"{name} x{len(x)}")
                 progress.advance(len(x))
         if not worst <= tolerance:
-            raise VgglabError(f"{fmt} export differs from the PyTorch model by {worst:.2e} in logits (> {tolerance:g}); nothing was written")
+            raise VgglabError(
+                f"{fmt} export differs from the PyTorch model by {worst:.2e} in logits (> {tolerance:g}); nothing was written"
+            )
         os.replace(tmp, out)
     except OSError as exc:
         raise write_error(out, exc, os.path.getsize(tmp) if tmp and os.path.exists(tmp) else 0, at_least=True) from None
@@ -123,8 +135,14 @@ def export_model(checkpoint, fmt: str, out: str | Path | None = None, data_root:
     return result
 
 
-def extract_features(checkpoint, split: str = "test", layers: str | list[str] | None = None, data_root: str | None = None,
-                     batch_size: int | None = None, precision: str = "auto") -> dict:
+def extract_features(
+    checkpoint,
+    split: str = "test",
+    layers: str | list[str] | None = None,
+    data_root: str | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+) -> dict:
     """Embeddings of a split: the pre-logits embedding, or named layers' outputs averaged over
     space. Returns ``features`` (one layer, or the embedding), one array per layer name when
     several are asked for, ``labels`` and ``classes``."""
@@ -138,7 +156,11 @@ def extract_features(checkpoint, split: str = "test", layers: str | list[str] | 
     with torch.inference_mode(), autocast(inf.device, inf.precision):
         for images in track(uint8_batches(data, batch_size), len(data), f"features {split}"):
             x = inf.prepare(images)
-            got = extractor(x) if extractor is not None else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
+            got = (
+                extractor(x)
+                if extractor is not None
+                else {"features": model.forward_head(model.forward_features(x), pre_logits=True)}
+            )
             for name, f in got.items():
                 feats[name].append((f.mean((2, 3)) if f.dim() == 4 else f).float().cpu())
     out = {name: torch.cat(parts).numpy() for name, parts in feats.items()}
@@ -158,8 +180,10 @@ def features_out(out: str | Path, checkpoint) -> Path:
 
 def save_features(feats: dict, out: Path) -> Path:
     """Write :func:`extract_features`' arrays to ``out`` (see :func:`features_out`) as one .npz, atomically."""
+
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, **feats)
+
     atomic_write(out, write, needed=sum(np.asarray(v).nbytes for v in feats.values()))
     return out

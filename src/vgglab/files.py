@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -45,8 +46,12 @@ def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
             os.unlink(tmp)
 
 
-_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def special_kind(path: str | Path) -> str | None:
@@ -67,16 +72,19 @@ def refuse_special(path: str | Path, flag: str | None = None) -> None:
     kind = special_kind(path)
     if kind is not None:
         what = f"{flag} {path}" if flag else str(path)
-        raise VgglabError(f"{what} is {kind}; vgglab writes only regular files (it would replace the node): "
-                          "give the path of a regular file")
+        raise VgglabError(
+            f"{what} is {kind}; vgglab writes only regular files (it would replace the node): give the path of a regular file"
+        )
 
 
 def refuse_link(path: str | Path) -> None:
     """A file vgglab appends to or reads as its own (metrics.csv) must not be a symbolic link:
     writing through one would change whatever it points to. (Atomic writes replace a link itself.)"""
     if Path(path).is_symlink():
-        raise VgglabError(f"{path} is a symbolic link; vgglab writes its run files only as plain files: replace the link "
-                          "with the file it points to (or remove it), then retry")
+        raise VgglabError(
+            f"{path} is a symbolic link; vgglab writes its run files only as plain files: replace the link "
+            "with the file it points to (or remove it), then retry"
+        )
 
 
 class WriteError(VgglabError):
@@ -93,8 +101,10 @@ def write_error(path: Path, exc: OSError, needed: int = 0, at_least: bool = Fals
         except (OSError, StopIteration):
             free = 0
         size = f"{'more than ' if at_least else 'about '}{human(needed)}" if needed else "more space"
-        return WriteError(f"could not write {path}: {reason} (it needs {size}; {human(free)} free there); {kept}. "
-                          "Free some space or write elsewhere")
+        return WriteError(
+            f"could not write {path}: {reason} (it needs {size}; {human(free)} free there); {kept}. "
+            "Free some space or write elsewhere"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return WriteError(f"could not write {path}: {reason}; {kept}. Choose a folder you can write to")
     return WriteError(f"could not write {path}: {reason}; {kept}")
@@ -149,7 +159,7 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_file(out: str | Path, reading: list[str | Path] = (), flag: str = "--out", example: str = "out") -> Path:
+def check_output_file(out: str | Path, reading: Sequence[str | Path] = (), flag: str = "--out", example: str = "out") -> Path:
     """``out`` as a path a command may write one file to: not a folder, not the file (or one of the
     run's files) being read, and not one of any run's own files (:data:`RUN_FILES`). An existing
     file there is replaced, atomically, by the caller."""
@@ -159,8 +169,10 @@ def check_output_file(out: str | Path, reading: list[str | Path] = (), flag: str
     refuse_special(out, flag)
     for target in dict.fromkeys((out, _resolved(out))):  # a link into a run directory is its file too
         if target.name in RUN_FILES and is_run_dir(target.parent):
-            raise VgglabError(f"{flag} {out} would replace run {target.parent}'s own {target.name}; write elsewhere, "
-                              f"e.g. {target.parent / 'export' / example}")
+            raise VgglabError(
+                f"{flag} {out} would replace run {target.parent}'s own {target.name}; write elsewhere, "
+                f"e.g. {target.parent / 'export' / example}"
+            )
     for src in map(Path, reading):
         if _same(out, src):
             raise VgglabError(f"{flag} {out} is the file being read; write the output elsewhere, e.g. {out.parent / example}")

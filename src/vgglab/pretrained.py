@@ -61,8 +61,9 @@ class Pretrained:
         classes = self.classes or tuple(f"class{i}" for i in range(1000))
         with torch.device("meta"):
             config = create_model(self.arch, num_classes=len(classes)).config.to_dict()
-        return RunMeta(classes, int(t.crop_size[0]), int(t.resize_size[0]), config,
-                       Normalization("standardize", tuple(t.mean), tuple(t.std)))
+        return RunMeta(
+            classes, int(t.crop_size[0]), int(t.resize_size[0]), config, Normalization("standardize", tuple(t.mean), tuple(t.std))
+        )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """torchvision's state dict, downloaded on first use, then from the hub cache."""
@@ -70,13 +71,17 @@ class Pretrained:
             return self.weights.get_state_dict(progress=True)
         except OSError as exc:  # URLError and socket errors are OSErrors
             reason = getattr(exc, "reason", None) or exc.strerror or exc
-            raise VgglabError(f"cannot download {self.url} ({reason}); without network, place that file at {self.cache_file}") from None
+            raise VgglabError(
+                f"cannot download {self.url} ({reason}); without network, place that file at {self.cache_file}"
+            ) from None
 
     def model(self) -> VGG:
         """vgglab's VGG with these weights, in eval mode, with ``model.meta`` set."""
         if self.classes is None:
-            raise VgglabError(f"{self.name} has no trained classifier (ImageNet features only): use it as train.init_from "
-                              f"with init_mode: features, or {PREFIX}{self.arch} for a model that classifies")
+            raise VgglabError(
+                f"{self.name} has no trained classifier (ImageNet features only): use it as train.init_from "
+                f"with init_mode: features, or {PREFIX}{self.arch} for a model that classifies"
+            )
         state = self.state_dict()  # first: a missing file fails before a 130M-parameter model is built
         meta = self.meta()
         model = create_model(self.arch, num_classes=len(meta.classes))

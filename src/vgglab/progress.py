@@ -11,8 +11,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 from .errors import VgglabError
 
@@ -88,9 +88,18 @@ class Progress:
     whose stdout is its results, gives stderr), or ``emit(line)`` does (a run's log); the bar
     always goes to stderr."""
 
-    def __init__(self, total: int | None, what: str, unit: str = "images", *, mode: str = "auto",
-                 interval: float | None = None, stream=None, emit: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        total: int | None,
+        what: str,
+        unit: str = "images",
+        *,
+        mode: str = "auto",
+        interval: float | None = None,
+        stream=None,
+        emit: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.total, self.what, self.unit = total, what, unit
         self.mode = resolve_mode(mode)
         self.interval = interval_s(interval) if self.mode == "line" else 0.0
@@ -101,8 +110,14 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
 
-            self.bar = tqdm(total=total, desc=what, unit=" " + unit.rstrip("s") if unit else "it", leave=False,
-                            dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                desc=what,
+                unit=" " + unit.rstrip("s") if unit else "it",
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
 
     def advance(self, n: int = 1, extra: Callable[[], str] | None = None) -> None:
         self.done += n
@@ -140,7 +155,7 @@ class Progress:
             self.bar.close()
             self.bar = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -51,6 +51,7 @@ class TrainedRun:
             if v == "" or v is None:
                 return None
             return int(v) if k == "epoch" else v if k == "changed" else float(v)
+
         with open(path, newline="") as f:
             return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
 
@@ -70,8 +71,9 @@ class TrainedRun:
 
     def evaluate(self, tta: str = "none", topk: int = 5, split: str = "test", data_root: str | None = None) -> dict:
         """Metrics of the selected model (as ``vgglab eval``; eval.json goes to RUN_DIR/eval)."""
-        self.last_eval = evaluate_checkpoint(self.dir, split=split, tta=tta, topk=topk, data_root=data_root,
-                                             device=self.device, pictures=False)
+        self.last_eval = evaluate_checkpoint(
+            self.dir, split=split, tta=tta, topk=topk, data_root=data_root, device=self.device, pictures=False
+        )
         return self.last_eval
 
     def plot_curves(self):
@@ -93,7 +95,9 @@ class TrainedRun:
         inf = self.inference
         data, _ = inf.load_split(split)
         probs = predict_split(inf, data.subset(torch.arange(min(n, len(data)))))
-        return plot_predictions(inf.denormalize(inf.prepare(data.images(slice(0, n)))).cpu(), data.y[:n], probs, inf.classes, per_kind=n)
+        return plot_predictions(
+            inf.denormalize(inf.prepare(data.images(slice(0, n)))).cpu(), data.y[:n], probs, inf.classes, per_kind=n
+        )
 
     def gradcam(self, image):
         """Grad-CAM of the predicted class for one image: a PIL image or a uint8 tensor (C, H, W)."""

@@ -34,8 +34,10 @@ def find_recipe(name: str) -> Path | None:
 def unknown_recipe(name: str) -> str:
     """One line for a --config that is neither a file nor a shipped recipe."""
     names = [p.stem for p in recipe_files()]
-    return (f"config file not found: {name}, and no shipped recipe has that name{_suggest(name.removesuffix('.yaml'), names)}; "
-            f"`vgglab recipes` lists the {len(names)} shipped ones")
+    return (
+        f"config file not found: {name}, and no shipped recipe has that name{_suggest(name.removesuffix('.yaml'), names)}; "
+        f"`vgglab recipes` lists the {len(names)} shipped ones"
+    )
 
 
 def describe(path: Path) -> dict:
@@ -47,11 +49,15 @@ def describe(path: Path) -> dict:
             break
         about.append(line.lstrip("#").strip())
     model = cfg.get("model") or {}
-    return {"name": path.stem, "model": model.get("name") or ("a custom spec" if model.get("spec") else "vgg16_cifar"),
-            "data": (cfg.get("data") or {}).get("dataset", "cifar10"), "epochs": (cfg.get("train") or {}).get("epochs", 10),
-            "about": _first_sentence(" ".join(a for a in about if a))}
+    return {
+        "name": path.stem,
+        "model": model.get("name") or ("a custom spec" if model.get("spec") else "vgg16_cifar"),
+        "data": (cfg.get("data") or {}).get("dataset", "cifar10"),
+        "epochs": (cfg.get("train") or {}).get("epochs", 10),
+        "about": _first_sentence(" ".join(a for a in about if a)),
+    }
 
 
 def _first_sentence(text: str) -> str:
     end = text.find(". ")
-    return text if end < 0 else text[:end + 1]
+    return text if end < 0 else text[: end + 1]

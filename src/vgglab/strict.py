@@ -34,10 +34,7 @@ def strict_init(cls, data: Any, where: str, error=ConfigError):
     valid = [f.name for f in fields(cls) if f.init]
     for key in data:
         if key not in valid:
-            raise error(
-                f"{where}: unknown key {key!r}{_suggest(str(key), valid)}; "
-                f"valid keys: {', '.join(valid)}"
-            )
+            raise error(f"{where}: unknown key {key!r}{_suggest(str(key), valid)}; valid keys: {', '.join(valid)}")
     hints = typing.get_type_hints(cls)
     data = {k: _typed(v, hints.get(k, Any), f"{where}.{k}" if where else k, error) for k, v in data.items()}
     return cls(**data)
@@ -50,8 +47,15 @@ def typed_values(cls, data: dict, where: str, error=ConfigError, skip=()) -> dic
     return {k: v if k in skip or k not in hints else _typed(v, hints[k], f"{where}{k}", error) for k, v in data.items()}
 
 
-_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
-          tuple: "a list", dict: "a mapping"}
+_NAMES = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list: "a list",
+    tuple: "a list",
+    dict: "a mapping",
+}
 
 
 def _typed(value, hint, where: str, error):
@@ -95,7 +99,9 @@ def _typed(value, hint, where: str, error):
 
 def check_choice(section: str, key: str, value, allowed) -> None:
     if value not in allowed:
-        raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(map(str, allowed))}{_suggest(str(value), allowed)}")
+        raise ConfigError(
+            f"{section}.{key}: {value!r} is not one of {', '.join(map(str, allowed))}{_suggest(str(value), allowed)}"
+        )
 
 
 def plain(value):

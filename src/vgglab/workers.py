@@ -80,5 +80,5 @@ def quiet_shutdown_races() -> None:
         if not from_sharer(args.exc_type, args.exc_traceback) and not from_writer_thread(args.thread):
             previous_thread(args)
 
-    sys_hook.vgglab_quiet = True
+    sys_hook.vgglab_quiet = True  # type: ignore[attr-defined]  # a mark on the function: installed once
     sys.excepthook, threading.excepthook = sys_hook, thread_hook

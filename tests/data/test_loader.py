@@ -38,7 +38,7 @@ def test_crop_flip_equals_pad_slice_flip_per_image(pad_mode):
     padded = F.pad(x.float(), (3, 3, 3, 3), mode="constant" if pad_mode == "zeros" else "reflect")
     for i in range(20):
         oy, ox = offsets[i].tolist()
-        ref = padded[i, :, oy:oy + 8, ox:ox + 8]
+        ref = padded[i, :, oy : oy + 8, ox : ox + 8]
         if flips[i]:
             ref = ref.flip(2)
         assert torch.equal(out[i].float(), ref), i
@@ -51,12 +51,24 @@ def _stats(c=3):
 def test_loader_is_deterministic_given_seed_and_epoch_and_covers_every_image():
     split = Split(images(100), torch.arange(100))
     aug = AugmentConfig(crop="pad", padding=4, flip=True, pca_std=0.1)
-    make = lambda seed: BatchLoader(split, 32, image_size=16, norm=Normalization.of(_stats()), augment=aug, pca=_stats(), seed=seed,
-                                    shuffle=True, drop_last=True)
+
+    def make(seed):
+        return BatchLoader(
+            split,
+            32,
+            image_size=16,
+            norm=Normalization.of(_stats()),
+            augment=aug,
+            pca=_stats(),
+            seed=seed,
+            shuffle=True,
+            drop_last=True,
+        )
+
     a, b, c = make(0), make(0), make(1)
     first = [(x.clone(), y.clone()) for x, y in a]
     assert len(first) == 3  # drop_last for training: 100 // 32
-    for (xa, ya), (xb, yb) in zip(first, b):
+    for (xa, ya), (xb, yb) in zip(first, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not torch.equal(first[0][1], next(iter(c))[1])
     a.set_epoch(1)
@@ -84,7 +96,11 @@ def test_pca_colour_shift_has_the_expected_variance():
     n = 4000
     split = Split(torch.full((n, 3, 8, 8), 128, dtype=torch.uint8), torch.zeros(n, dtype=torch.long))
     aug = AugmentConfig(crop="none", flip=False, pca_std=0.1, normalize="subtract_mean")
-    x, _ = next(iter(BatchLoader(split, n, image_size=8, norm=Normalization.of(st, aug), augment=aug, pca=st, shuffle=True, drop_last=True)))
+    x, _ = next(
+        iter(
+            BatchLoader(split, n, image_size=8, norm=Normalization.of(st, aug), augment=aug, pca=st, shuffle=True, drop_last=True)
+        )
+    )
     shift = x.mean((2, 3)) - 128 / 255  # (N, C), constant over each image
     assert torch.allclose(x, x[:, :, :1, :1].expand_as(x), atol=1e-6)  # one offset per image
     expected_var = 0.1**2 * ((st.eigvals[None, :] * eigvecs) ** 2).sum(1)
@@ -97,7 +113,9 @@ def test_pca_colour_shift_has_the_expected_variance():
 def test_resized_crop_and_sizes():
     split = Split(images(8, s=40), torch.zeros(8, dtype=torch.long))
     aug = AugmentConfig(crop="resized", scale=(0.3, 1.0), flip=True)
-    x, _ = next(iter(BatchLoader(split, 8, image_size=32, norm=Normalization.of(_stats()), augment=aug, shuffle=True, drop_last=True)))
+    x, _ = next(
+        iter(BatchLoader(split, 8, image_size=32, norm=Normalization.of(_stats()), augment=aug, shuffle=True, drop_last=True))
+    )
     assert x.shape == (8, 3, 32, 32) and torch.isfinite(x).all()
     with pytest.raises(ValueError, match="larger than the cached images"):
         BatchLoader(split, 8, image_size=48, norm=Normalization.of(_stats()))
@@ -110,8 +128,16 @@ def test_alternating_flip_flips_the_complementary_half_every_other_epoch():
     split = Split(x, torch.arange(n))
     aug = AugmentConfig(crop="none", flip=True, flip_mode="alternate")
     st = PixelStats(torch.zeros(1), torch.ones(1), torch.zeros(1), torch.eye(1))
-    loader = BatchLoader(split, 50, image_size=4, norm=Normalization.of(st, AugmentConfig(normalize="subtract_mean")), augment=aug, seed=3,
-                         shuffle=True, drop_last=True)
+    loader = BatchLoader(
+        split,
+        50,
+        image_size=4,
+        norm=Normalization.of(st, AugmentConfig(normalize="subtract_mean")),
+        augment=aug,
+        seed=3,
+        shuffle=True,
+        drop_last=True,
+    )
 
     def flipped_ids(epoch):
         loader.set_epoch(epoch)

@@ -105,10 +105,14 @@ def test_unreadable_image_is_skipped_and_counted_or_fails_when_strict(tmp_path):
     bad = root / "train" / "cat" / "broken.png"
     bad.write_bytes(b"not an image at all")
     with pytest.warns(UserWarning, match="broken.png"):
-        ds = load_dataset(DataConfig(dataset="imagefolder", root=str(root), image_size=32, cache_dir=str(tmp_path / "c"), val_size=0))
+        ds = load_dataset(
+            DataConfig(dataset="imagefolder", root=str(root), image_size=32, cache_dir=str(tmp_path / "c"), val_size=0)
+        )
     assert ds.skipped == [str(bad)] and len(ds.train) == 12
     with pytest.raises(DataError, match=r"cannot read image .*broken.png"):
-        load_dataset(DataConfig(dataset="imagefolder", root=str(root), image_size=32, cache_dir=str(tmp_path / "c2"), strict=True))
+        load_dataset(
+            DataConfig(dataset="imagefolder", root=str(root), image_size=32, cache_dir=str(tmp_path / "c2"), strict=True)
+        )
 
 
 def test_archive_root_is_unpacked_once(tmp_path):
@@ -145,7 +149,9 @@ def _write_cifar_python(folder: Path, n_train=20, n_test=10):
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}, f)
+        pickle.dump(
+            {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}, f
+        )
 
 
 @pytest.fixture
@@ -158,7 +164,9 @@ def no_md5(monkeypatch):
 
 def test_cifar_python_format_is_read_with_torchvision(tmp_path, no_md5):
     _write_cifar_python(tmp_path / "root" / "cifar-10-batches-py")
-    ds = load_dataset(DataConfig(dataset="cifar10", root=str(tmp_path / "root"), download=False, cache_dir=str(tmp_path / "c"), val_size=0))
+    ds = load_dataset(
+        DataConfig(dataset="cifar10", root=str(tmp_path / "root"), download=False, cache_dir=str(tmp_path / "c"), val_size=0)
+    )
     assert ds.classes[0] == "airplane" and ds.train.x.shape == (20, 3, 32, 32) and len(ds.test) == 10
     with open(tmp_path / "root" / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
         first = pickle.load(f)["data"][0].reshape(3, 32, 32)

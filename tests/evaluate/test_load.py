@@ -47,11 +47,14 @@ def test_preprocess_matches_how_evaluation_and_predict_prepare_images(trained_ru
     assert model.preprocess(rgb).shape == (1, 1, 32, 32)  # any size, RGB to the model's gray
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d / "missing.safetensors", "checkpoint not found"),
-    (lambda d: d / "missing.pt", "checkpoint not found"),
-    (lambda d: _junk(d / "junk.safetensors"), "cannot read .*junk.safetensors"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.safetensors", "checkpoint not found"),
+        (lambda d: d / "missing.pt", "checkpoint not found"),
+        (lambda d: _junk(d / "junk.safetensors"), "cannot read .*junk.safetensors"),
+    ],
+)
 def test_bad_paths_are_one_line_errors(tmp_path, make, message):
     with pytest.raises(vgglab.VgglabError, match=message) as err:
         vgglab.load_model(make(tmp_path))

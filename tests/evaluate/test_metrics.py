@@ -13,7 +13,8 @@ from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def test_eval_matches_an_independent_computation(trained_run):
-    m = evaluate_checkpoint(trained_run, split="test", out=trained_run / "ev", device="cpu")
+    # fp32, as the reference below: auto may evaluate in bf16 on a CPU with native bf16
+    m = evaluate_checkpoint(trained_run, split="test", out=trained_run / "ev", device="cpu", precision="fp32")
     # independent: the checkpoint's model on the dataset's test split, normalised by hand
     ckpt = load_checkpoint(trained_run / "best.pt")
     model = model_from_checkpoint(ckpt).eval()
@@ -33,7 +34,22 @@ def test_eval_matches_an_independent_computation(trained_run):
     assert m["report"]["macro avg"] == pytest.approx(ref["macro avg"])
     assert m["report"]["3"] == pytest.approx(ref["3"])
     on_disk = json.loads((trained_run / "ev" / "eval.json").read_text())
-    for key in ["split", "tta", "n", "loss", "top1", "top2", "top3", "top4", "top5", "ece", "per_class", "report", "confusion_matrix", "most_confused"]:
+    for key in [
+        "split",
+        "tta",
+        "n",
+        "loss",
+        "top1",
+        "top2",
+        "top3",
+        "top4",
+        "top5",
+        "ece",
+        "per_class",
+        "report",
+        "confusion_matrix",
+        "most_confused",
+    ]:
         assert key in on_disk, key
     assert on_disk["per_class"]["0"] == pytest.approx(cm[0, 0] / cm[0].sum())
 
@@ -49,13 +65,16 @@ def test_most_confused_and_ece_by_hand():
     assert expected_calibration_error(probs, y) == pytest.approx(hand)
 
 
-@pytest.mark.parametrize("name, options, size", [
-    ("vgg11", {"width": 0.125, "hidden": 64}, 32),            # imagenet head, 1x1 map: FC6 sums the 49 taps
-    ("vgg11_bn", {"width": 0.125, "hidden": 64}, 64),         # imagenet head, 2x2 map pooled to 7x7
-    ("vgg16_cifar", {"width": 0.125, "hidden": 32}, 32),      # cifar head with BatchNorm1d
-    ("vgg_cifar_i", {"width": 0.25, "input_size": 64}, 64),   # cifar head, 8x8 map flattened
-    ("vgg13_bn", {"width": 0.125, "head": "gap"}, 32),
-])
+@pytest.mark.parametrize(
+    "name, options, size",
+    [
+        ("vgg11", {"width": 0.125, "hidden": 64}, 32),  # imagenet head, 1x1 map: FC6 sums the 49 taps
+        ("vgg11_bn", {"width": 0.125, "hidden": 64}, 64),  # imagenet head, 2x2 map pooled to 7x7
+        ("vgg16_cifar", {"width": 0.125, "hidden": 32}, 32),  # cifar head with BatchNorm1d
+        ("vgg_cifar_i", {"width": 0.25, "input_size": 64}, 64),  # cifar head, 8x8 map flattened
+        ("vgg13_bn", {"width": 0.125, "head": "gap"}, 32),
+    ],
+)
 def test_dense_equals_the_plain_forward_at_training_size(name, options, size):
     model = create_model(name, num_classes=7, input_size=size, **{k: v for k, v in options.items() if k != "input_size"}).eval()
     for m in model.modules():  # non-trivial BatchNorm statistics
@@ -85,7 +104,23 @@ def test_flip_tta_is_the_average_of_image_and_mirror():
 
 
 def test_eval_cli_with_tta(trained_run, capsys):
-    assert main(["eval", str(trained_run), "--tta", "flip-translate", "--split", "val", "--out", str(trained_run / "ev2"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(trained_run),
+                "--tta",
+                "flip-translate",
+                "--split",
+                "val",
+                "--out",
+                str(trained_run / "ev2"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "val split, tta flip-translate" in out and "macro avg" in out
     assert json.loads((trained_run / "ev2" / "eval-flip-translate.json").read_text())["n"] == 144

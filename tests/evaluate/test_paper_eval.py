@@ -71,7 +71,7 @@ def test_grid_offsets_are_the_papers_5x5_with_corners_and_center():
     x = torch.arange(384 * 512, dtype=torch.float32).view(1, 1, 384, 512)  # each pixel its own value
     views = list(multicrop_views(x, 224, 5))
     assert len(views) == 50  # 25 crops, each with its mirror
-    for v, mirrored in zip(views[::2], views[1::2]):
+    for v, mirrored in zip(views[::2], views[1::2], strict=True):
         assert v.shape[-2:] == (224, 224) and torch.equal(mirrored, v.flip(3))
     corners = {(int(v[0, 0, 0, 0]) // 512, int(v[0, 0, 0, 0]) % 512) for v in views[::2]}  # each crop's top-left pixel
     assert {(0, 0), (0, 288), (160, 0), (160, 288), (80, 144)} <= corners
@@ -87,14 +87,16 @@ def test_multicrop_and_dense_plus_multicrop_average_their_views(model):
         r = resize(x, [q], antialias=True)
         for top in grid_offsets(r.shape[-2], 224, 5):
             for left in grid_offsets(r.shape[-1], 224, 5):
-                c = r[..., top:top + 224, left:left + 224]
+                c = r[..., top : top + 224, left : left + 224]
                 crops += [model(c).softmax(1), model(c.flip(3)).softmax(1)]
     assert len(crops) == 100  # 50 per scale
     multi = torch.stack(crops).mean(0)
     scaled = {q: resize(x, [q], antialias=True) for q in scales}
     torch.testing.assert_close(scale_probs(model, scaled, "multicrop", 224, grid=5), multi, atol=1e-6, rtol=1e-4)
     dense = scale_probs(model, scaled, "dense", 224)
-    torch.testing.assert_close(scale_probs(model, scaled, "dense+multicrop", 224, grid=5), (dense + multi) / 2, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        scale_probs(model, scaled, "dense+multicrop", 224, grid=5), (dense + multi) / 2, atol=1e-6, rtol=1e-4
+    )
 
 
 def test_multicrop_needs_scales_that_hold_a_crop(model):

@@ -21,8 +21,20 @@ from vgglab.pretrained import Pretrained
 
 # odd sides: odd free room on either axis (the rounding of the crop offset), portrait, panorama,
 # already-256 shorter sides (no resize), a square
-SIDES = [(500, 375), (333, 517), (257, 999), (1023, 683), (301, 301), (256, 391), (391, 256), (641, 479), (225, 300),
-         (1200, 259), (333, 333), (999, 257)]
+SIDES = [
+    (500, 375),
+    (333, 517),
+    (257, 999),
+    (1023, 683),
+    (301, 301),
+    (256, 391),
+    (391, 256),
+    (641, 479),
+    (225, 300),
+    (1200, 259),
+    (333, 333),
+    (999, 257),
+]
 
 
 def photo(w: int, h: int, seed: int) -> Image.Image:

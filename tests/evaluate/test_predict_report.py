@@ -44,15 +44,18 @@ def image_files(tmp_path):
 def test_predict_any_mode_and_clear_errors(trained_run, image_files, capsys):
     paths = [str(p) for p in image_files.values()]
     assert main(["predict", str(trained_run), *paths, "--topk", "3", "--json", "--device", "cpu"]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
-    ok = {Path(l["file"]).name: l for l in lines if "top" in l}
-    bad = {Path(l["file"]).name: l["error"] for l in lines if "error" in l}
+    lines = [json.loads(row) for row in capsys.readouterr().out.strip().splitlines()]
+    ok = {Path(row["file"]).name: row for row in lines if "top" in row}
+    bad = {Path(row["file"]).name: row["error"] for row in lines if "error" in row}
     assert set(ok) == {"gray.png", "rgba.png", "cmyk.jpg", "photo.jpg"}
     assert set(bad) == {"truncated.jpg", "notes.jpg"} and all("not a readable image" in e for e in bad.values())
-    for l in ok.values():
-        assert len(l["top"]) == 3 and sum(t["probability"] for t in l["top"]) <= 1 + 1e-6
+    for row in ok.values():
+        assert len(row["top"]) == 3 and sum(t["probability"] for t in row["top"]) <= 1 + 1e-6
     # plain output: errors on stderr, one line each; all inputs failing is exit status 1
-    assert main(["predict", str(trained_run), str(image_files["notes.jpg"]), str(image_files["truncated.jpg"]), "--device", "cpu"]) == 1
+    assert (
+        main(["predict", str(trained_run), str(image_files["notes.jpg"]), str(image_files["truncated.jpg"]), "--device", "cpu"])
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     # first what the figures were computed in, then one line per unreadable file
     # (what auto chose for the run here: bf16 on a CPU where the probe measured it faster, else fp32)
@@ -61,7 +64,9 @@ def test_predict_any_mode_and_clear_errors(trained_run, image_files, capsys):
 
 
 def test_inspect_writes_pictures_and_refuses_unknown_layers(trained_run, image_files, tmp_path, capsys):
-    written = inspect_checkpoint(trained_run, image_files["photo.jpg"], ["features.block1.conv1", "features.block3.relu2"], tmp_path / "ins", "cpu")
+    written = inspect_checkpoint(
+        trained_run, image_files["photo.jpg"], ["features.block1.conv1", "features.block3.relu2"], tmp_path / "ins", "cpu"
+    )
     for p in written.values():
         assert_real_png(p)
     with pytest.raises(VgglabError, match=r"unknown layer 'features.block1.cnv1'.*did you mean 'features.block1.conv1'"):
@@ -84,8 +89,16 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Appended to a test copy of the report only (the report itself has no scripts): after load,
 # count images that failed to decode and write the count into the page for --dump-dom.
@@ -116,12 +129,19 @@ def test_report_is_self_contained_and_renders(trained_run, tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", BROKEN_IMAGE_PROBE + "</body>"))
     profile = tmp_path / "profile"
-    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert 'id="probe">images=7 broken=0<' in dom, dom[-500:]
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,3000", f"--screenshot={shot}", out.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,3000", f"--screenshot={shot}", out.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert_real_png(shot)
     with Image.open(shot) as im:
         a = np.asarray(im.convert("L"), dtype=np.float32)

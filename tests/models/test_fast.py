@@ -21,7 +21,9 @@ def test_whitening_output_covariance_is_identity_on_training_patches():
     x = _correlated_images()
     layer = PatchWhitening(3, 2, eps=1e-6)
     raw = torch.cov(layer.patches(x.double()).T)
-    assert raw.diagonal().max() / raw.diagonal().min() > 3 or (raw - torch.diag(raw.diagonal())).abs().max() > 0.3  # far from white
+    assert (
+        raw.diagonal().max() / raw.diagonal().min() > 3 or (raw - torch.diag(raw.diagonal())).abs().max() > 0.3
+    )  # far from white
     layer.fit(x)
     out = layer(x)  # (N, 24, 15, 15): 12 whitened directions, then their negatives
     first = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
@@ -97,7 +99,15 @@ def test_spec_errors_name_the_fix():
         create_model("vgg11", scale=0.5)
     with pytest.raises(SpecError, match="blocks"):
         create_model("vgg_fast", blocks=64)
-    spec = {"blocks": [[8], [16]], "head": {"type": "linear", "scale": 0.5}, "num_classes": 3, "input_size": 16,
-            "batch_norm": True, "whiten": 2, "pool_first": True, "conv_bias": False}
+    spec = {
+        "blocks": [[8], [16]],
+        "head": {"type": "linear", "scale": 0.5},
+        "num_classes": 3,
+        "input_size": 16,
+        "batch_norm": True,
+        "whiten": 2,
+        "pool_first": True,
+        "conv_bias": False,
+    }
     model = create_model_from_spec(spec)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3)

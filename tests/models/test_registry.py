@@ -7,7 +7,6 @@ import vgglab
 from vgglab.cli import main
 from vgglab.models import SpecError, create_model, create_model_from_spec, list_models, summarize
 
-
 PUBLISHED_PARAMS = {
     # torchvision's documented counts at 224x224 / 1000 classes
     "vgg11": 132_863_336,
@@ -44,7 +43,10 @@ def test_config_c_has_1x1_convs_as_last_conv_of_blocks_3_to_5():
         model = create_model("vgg16_c")
     kernels = {n: m.kernel_size[0] for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     assert [n for n, k in kernels.items() if k == 1] == [
-        "features.block3.conv3", "features.block4.conv3", "features.block5.conv3"]
+        "features.block3.conv3",
+        "features.block4.conv3",
+        "features.block5.conv3",
+    ]
     assert len(kernels) == 13
 
 
@@ -123,7 +125,7 @@ def test_width_multiplier_and_paper_init():
 def test_receptive_field_of_vgg16():
     with torch.device("cpu"):
         model = create_model("vgg16", width=0.0625, head="gap")  # geometry does not depend on width
-    layers = {l["name"]: l for l in summarize(model, 32)["layers"]}
+    layers = {row["name"]: row for row in summarize(model, 32)["layers"]}
     assert layers["features.block1.conv2"]["receptive_field"] == 5
     assert layers["features.block3.conv3"]["receptive_field"] == 40
     assert layers["features.block3.pool"]["receptive_field"] == 44
@@ -133,12 +135,12 @@ def test_receptive_field_of_vgg16():
 def test_summary_counts_match_torch():
     model = create_model("vgg16_cifar")
     s = summarize(model)
-    assert s["total_params"] == 15_255_626 == sum(l["params"] for l in s["layers"])
+    assert s["total_params"] == 15_255_626 == sum(row["params"] for row in s["layers"])
     assert sum(s["blocks"].values()) == s["total_params"]
     # conv MACs of block1.conv1 at 32x32: 64 out * 3 in * 9 taps * 32 * 32 positions
-    layer = next(l for l in s["layers"] if l["name"] == "features.block1.conv1")
+    layer = next(row for row in s["layers"] if row["name"] == "features.block1.conv1")
     assert layer["macs"] == 64 * 3 * 9 * 32 * 32
-    assert s["macs"] == sum(l["macs"] for l in s["layers"])
+    assert s["macs"] == sum(row["macs"] for row in s["layers"])
 
 
 def test_cli_summary_json_and_models(capsys):

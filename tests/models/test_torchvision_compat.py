@@ -8,9 +8,7 @@ TORCHVISION_VGGS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn
 
 
 # One BatchNorm model in the default run; all eight (about a minute) under -m slow, as CI runs.
-@pytest.mark.parametrize(
-    "name", [n if n == "vgg11_bn" else pytest.param(n, marks=pytest.mark.slow) for n in TORCHVISION_VGGS]
-)
+@pytest.mark.parametrize("name", [n if n == "vgg11_bn" else pytest.param(n, marks=pytest.mark.slow) for n in TORCHVISION_VGGS])
 def test_torchvision_weights_give_equal_outputs_and_round_trip(name):
     torch.manual_seed(1)
     reference = getattr(torchvision.models, name)(weights=None).eval()
@@ -26,7 +24,7 @@ def test_torchvision_weights_give_equal_outputs_and_round_trip(name):
 
     fresh = getattr(torchvision.models, name)(weights=None)
     fresh.load_state_dict(to_torchvision_state_dict(model), strict=True)
-    for (k, a), (k2, b) in zip(fresh.state_dict().items(), reference.state_dict().items()):
+    for (k, a), (k2, b) in zip(fresh.state_dict().items(), reference.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b)
     del reference, fresh, model
 
@@ -35,7 +33,9 @@ def test_mismatched_weights_list_the_offending_keys(tmp_path):
     sd = torchvision.models.vgg11(weights=None).state_dict()
     with pytest.raises(SpecError, match=r"missing from the file: features\.1\.bias.*features\.1\.running_mean"):
         load_torchvision_weights(create_model("vgg11_bn"), sd)
-    with pytest.raises(SpecError, match=r"shape mismatch: classifier\.6\.weight \(1000, 4096\) vs head\.classifier\.weight \(10, 4096\)"):
+    with pytest.raises(
+        SpecError, match=r"shape mismatch: classifier\.6\.weight \(1000, 4096\) vs head\.classifier\.weight \(10, 4096\)"
+    ):
         load_torchvision_weights(create_model("vgg11", num_classes=10), sd)
     path = tmp_path / "vgg11.pth"
     torch.save(sd, path)

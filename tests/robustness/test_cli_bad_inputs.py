@@ -53,32 +53,74 @@ def bad_inputs(run, tmp):
     return {
         "models": [["models", "--bogus"]],
         "recipes": [["recipes", "--bogus"], ["recipes", "fast_cifar10"]],
-        "summary": [["summary", "vgg11", "--width", "nan"], ["summary", "vgg11", "--width", "1e6"], ["summary", "vgg17"],
-                    ["summary", "vgg11", "--input-size", "8"], ["summary", "vgg11", "--num-classes", "0"],
-                    ["summary", "vgg11", "--input-size", "1000000"]],
+        "summary": [
+            ["summary", "vgg11", "--width", "nan"],
+            ["summary", "vgg11", "--width", "1e6"],
+            ["summary", "vgg17"],
+            ["summary", "vgg11", "--input-size", "8"],
+            ["summary", "vgg11", "--num-classes", "0"],
+            ["summary", "vgg11", "--input-size", "1000000"],
+        ],
         "speed": [["speed", "--bogus"], ["speed", "--cache-dir", recipe]],
-        "train": [["train"], ["train", "--config", tmp / "missing.yaml"], *(["train", "--config", tmp / f"{n}.yaml"] for n in
-                  ("dup", "empty", "list", "binary", "deep", "alias")),
-                  [*new, "--set", "model.options.width=1e6"], [*new, "--set", "data.image_size=100000"],
-                  [*new, "--set", "train.threads=-3"], [*new, "--set", "optim.lr=-1"], [*new, "--set", "train.epochs=ten"],
-                  [*new, "--set", "nonsense"], [*new, "--set", "augment.mean=[0.5,0.5]"], [*new, "--set", "model.options.blocks=5"],
-                  ["train", "--config", recipe, "--out", run], ["train", "--resume", tmp / "nowhere"],
-                  ["train", "--resume", run, "--set", "optim.lr=0.5"], ["train", "--resume", run, "--set", "train.epochs=0"]],
-        "eval": [["eval", run, "--scales", "a,b"], ["eval", run, "--tta-shift", "-100", "--tta", "flip-translate"],
-                 ["eval", run, "--topk", "0"], ["eval", run, "--tta", "sideways"], ["eval", tmp / "nothing"],
-                 ["eval", run, "--tta", "dense", "--scales", "8"], ["eval", run, "--out", recipe]],
-        "predict": [["predict", run, image, "--topk", "-1"], ["predict", tmp / "nothing", image],
-                    ["predict", run, image, "--precision", "fp8"], ["predict", run, image, "--precision", "fp16", "--device", "cpu"]],
-        "inspect": [["inspect", run, "--image", tmp / "nothing.png"], ["inspect", run, "--image", image, "--layers", "features.nope"],
-                    ["inspect", run, "--image", image, "--out", recipe]],
-        "data": [["data"], ["data", "--dataset", "cifar10", "--data-root", tmp / "nothing"], ["data", "--config", tmp / "dup.yaml"]],
-        "report": [["report", tmp / "nothing"], ["report", run, "--out", run / "config.yaml"], ["report", run, "--out", tmp / "outdir"]],
-        "features": [["features", run, "--out", tmp / "outdir"], ["features", run, "--out", run],
-                     ["features", run, "--layer", "nope", "--out", tmp / "f.npz"]],
-        "export": [["export", run, "--format", "safetensors", "--out", run / "best.pt"],
-                   ["export", run / "best.pt", "--format", "torchscript", "--out", run / "best.pt"],
-                   ["export", run, "--format", "onnx", "--out", tmp / "outdir"], ["export", run, "--format", "pdf"],
-                   ["export", run / "model.safetensors", "--format", "safetensors", "--out", run / "model.safetensors"]],
+        "train": [
+            ["train"],
+            ["train", "--config", tmp / "missing.yaml"],
+            *(["train", "--config", tmp / f"{n}.yaml"] for n in ("dup", "empty", "list", "binary", "deep", "alias")),
+            [*new, "--set", "model.options.width=1e6"],
+            [*new, "--set", "data.image_size=100000"],
+            [*new, "--set", "train.threads=-3"],
+            [*new, "--set", "optim.lr=-1"],
+            [*new, "--set", "train.epochs=ten"],
+            [*new, "--set", "nonsense"],
+            [*new, "--set", "augment.mean=[0.5,0.5]"],
+            [*new, "--set", "model.options.blocks=5"],
+            ["train", "--config", recipe, "--out", run],
+            ["train", "--resume", tmp / "nowhere"],
+            ["train", "--resume", run, "--set", "optim.lr=0.5"],
+            ["train", "--resume", run, "--set", "train.epochs=0"],
+        ],
+        "eval": [
+            ["eval", run, "--scales", "a,b"],
+            ["eval", run, "--tta-shift", "-100", "--tta", "flip-translate"],
+            ["eval", run, "--topk", "0"],
+            ["eval", run, "--tta", "sideways"],
+            ["eval", tmp / "nothing"],
+            ["eval", run, "--tta", "dense", "--scales", "8"],
+            ["eval", run, "--out", recipe],
+        ],
+        "predict": [
+            ["predict", run, image, "--topk", "-1"],
+            ["predict", tmp / "nothing", image],
+            ["predict", run, image, "--precision", "fp8"],
+            ["predict", run, image, "--precision", "fp16", "--device", "cpu"],
+        ],
+        "inspect": [
+            ["inspect", run, "--image", tmp / "nothing.png"],
+            ["inspect", run, "--image", image, "--layers", "features.nope"],
+            ["inspect", run, "--image", image, "--out", recipe],
+        ],
+        "data": [
+            ["data"],
+            ["data", "--dataset", "cifar10", "--data-root", tmp / "nothing"],
+            ["data", "--config", tmp / "dup.yaml"],
+        ],
+        "report": [
+            ["report", tmp / "nothing"],
+            ["report", run, "--out", run / "config.yaml"],
+            ["report", run, "--out", tmp / "outdir"],
+        ],
+        "features": [
+            ["features", run, "--out", tmp / "outdir"],
+            ["features", run, "--out", run],
+            ["features", run, "--layer", "nope", "--out", tmp / "f.npz"],
+        ],
+        "export": [
+            ["export", run, "--format", "safetensors", "--out", run / "best.pt"],
+            ["export", run / "best.pt", "--format", "torchscript", "--out", run / "best.pt"],
+            ["export", run, "--format", "onnx", "--out", tmp / "outdir"],
+            ["export", run, "--format", "pdf"],
+            ["export", run / "model.safetensors", "--format", "safetensors", "--out", run / "model.safetensors"],
+        ],
     }
 
 
@@ -105,7 +147,11 @@ def test_each_subcommands_bad_inputs_are_one_line_and_exit_2(run, tmp_path, caps
 def test_no_traceback_reaches_the_terminal(run, tmp_path):
     """The same path as a user's shell: a real process, stderr as printed."""
     (tmp_path / "dup.yaml").write_text("train: {epochs: 1}\ntrain: {seed: 2}\n")
-    proc = subprocess.run([sys.executable, "-m", "vgglab", "train", "--config", str(tmp_path / "dup.yaml")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vgglab", "train", "--config", str(tmp_path / "dup.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "appears twice" in proc.stderr

@@ -76,6 +76,7 @@ def copy_run(run: Path, to: Path) -> Path:
 
 # --- data lost ---------------------------------------------------------------------------------
 
+
 def test_resume_without_last_pt_never_retrains_a_run_that_trained(run, tmp_path, capsys):
     r = copy_run(run, tmp_path / "r")
     (r / "last.pt").unlink()
@@ -102,9 +103,16 @@ def test_run_files_are_never_written_through_a_symlink(run, tmp_path, capsys, na
 
 # --- hangs and special files -------------------------------------------------------------------
 
+
 def run_cli(args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "vgglab", *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    return subprocess.run(
+        [sys.executable, "-m", "vgglab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
 
 
 @pytest.mark.parametrize("special", ["fifo", "devzero", "bomb", "junk"])
@@ -120,12 +128,34 @@ def test_a_special_or_bad_file_sorting_first_is_skipped_like_any_other(tmp_path,
     else:
         first.write_bytes(b"\x00junk, e.g. a macOS ._ file")
     for storage in ("memory", "stream"):
-        p = run_cli(["data", "--dataset", "imagefolder", "--data-root", root, "--set", f"data.storage={storage}",
-                     "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+        p = run_cli(
+            [
+                "data",
+                "--dataset",
+                "imagefolder",
+                "--data-root",
+                root,
+                "--set",
+                f"data.storage={storage}",
+                "--set",
+                f"data.cache_dir={tmp_path / 'cache'}",
+            ]
+        )
         assert p.returncode == 0, p.stderr
         assert p.stdout.startswith("imagefolder: train 18, val 2, test 6")
-    p = run_cli(["data", "--dataset", "imagefolder", "--data-root", root, "--set", "data.strict=true",
-                 "--set", f"data.cache_dir={tmp_path / 'cache2'}"])
+    p = run_cli(
+        [
+            "data",
+            "--dataset",
+            "imagefolder",
+            "--data-root",
+            root,
+            "--set",
+            "data.strict=true",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache2'}",
+        ]
+    )
     if special in ("fifo", "devzero"):  # never listed as images at all
         assert p.returncode == 0, p.stderr
     else:
@@ -144,9 +174,13 @@ def test_no_loader_worker_outlives_a_killed_run(tmp_path):
     cfg = folder_config(root, storage="stream", workers=2, batch_size=8, cache_dir=str(tmp_path / "cache"))
     cfg["train"]["epochs"] = 50
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "vgglab", "train", "--config", tmp_path / "r.yaml", "--out", tmp_path / "run"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vgglab", "train", "--config", tmp_path / "r.yaml", "--out", tmp_path / "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     main_ps = psutil.Process(proc.pid)
     deadline = time.time() + 120
     workers = []
@@ -164,6 +198,7 @@ def test_no_loader_worker_outlives_a_killed_run(tmp_path):
 
 
 # --- silent ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("edit", ["drop train", "edit lr"])
 def test_a_hand_edited_config_yaml_is_refused_on_resume(run, tmp_path, capsys, edit):
@@ -216,6 +251,7 @@ def test_model_safetensors_whose_metadata_disagrees_is_one_line(run, tmp_path, c
 
 
 # --- tracebacks --------------------------------------------------------------------------------
+
 
 def test_garbage_rows_in_metrics_csv_are_dropped_on_resume(run, tmp_path):
     r = copy_run(run, tmp_path / "r")

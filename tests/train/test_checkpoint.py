@@ -6,8 +6,16 @@ import torch
 from vgglab import RunMeta, create_model
 from vgglab.data import Normalization
 from vgglab.errors import VgglabError
-from vgglab.train.checkpoint import (CheckpointError, load_checkpoint, meta_of, model_from_checkpoint, read_safetensors,
-                                     resolve_checkpoint, save_checkpoint, save_safetensors)
+from vgglab.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    meta_of,
+    model_from_checkpoint,
+    read_safetensors,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_safetensors,
+)
 
 
 def model():
@@ -16,7 +24,9 @@ def model():
 
 
 def meta(m):
-    return RunMeta(("cat", "dog", "eel"), 8, 9, m.config.to_dict(), Normalization("standardize", (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)))
+    return RunMeta(
+        ("cat", "dog", "eel"), 8, 9, m.config.to_dict(), Normalization("standardize", (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    )
 
 
 def test_a_checkpoint_round_trips_weights_and_metadata(tmp_path):

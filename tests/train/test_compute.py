@@ -41,8 +41,10 @@ def test_training_flops_are_six_times_macs_times_images_seen():
 
 
 def test_with_a_changing_input_size_each_epoch_counts_at_its_own_side():
-    cfg = load_config({**tiny(early_crop=32, early_epochs=1).to_dict(), "data": {**TINY["data"], "image_size": 48}},
-                      ["train.epochs=3", "train.test_tta=flip-shift"])
+    cfg = load_config(
+        {**tiny(early_crop=32, early_epochs=1).to_dict(), "data": {**TINY["data"], "image_size": 48}},
+        ["train.epochs=3", "train.test_tta=flip-shift"],
+    )
     assert epoch_sides(cfg, 48) == [32, 48, 48]
     model = create_model("vgg11_bn", width=0.125, head="gap", num_classes=10, in_chans=1)
     c = recipe_compute(cfg, model.config, n_train=320, n_val=0, n_test=10, image_size=48)
@@ -61,7 +63,9 @@ def loader(early=None, epochs=0):
     g = torch.Generator().manual_seed(0)
     data = Split(torch.randint(0, 256, (64, 3, 32, 32), generator=g, dtype=torch.uint8), torch.randint(0, 10, (64,), generator=g))
     aug = AugmentConfig(crop="pad", padding=2, pad_mode="reflect", early_crop=early, early_epochs=epochs)
-    return BatchLoader(data, 16, image_size=32, norm=Normalization.of(pixel_stats(data.x)), augment=aug, shuffle=True, drop_last=True)
+    return BatchLoader(
+        data, 16, image_size=32, norm=Normalization.of(pixel_stats(data.x)), augment=aug, shuffle=True, drop_last=True
+    )
 
 
 def test_early_epochs_train_on_smaller_crops_then_the_input_side():
@@ -75,23 +79,35 @@ def test_early_epochs_train_on_smaller_crops_then_the_input_side():
     assert next(iter(plain))[0].shape[-1] == 32
 
 
-@pytest.mark.parametrize("augment, message", [
-    ({"early_crop": 24}, "go together"),
-    ({"early_epochs": 3}, "go together"),
-    ({"early_crop": 4, "early_epochs": 1}, "side of 8"),
-    ({"crop": "resized", "early_crop": 24, "early_epochs": 1}, "crop: pad"),
-])
+@pytest.mark.parametrize(
+    "augment, message",
+    [
+        ({"early_crop": 24}, "go together"),
+        ({"early_epochs": 3}, "go together"),
+        ({"early_crop": 4, "early_epochs": 1}, "side of 8"),
+        ({"crop": "resized", "early_crop": 24, "early_epochs": 1}, "crop: pad"),
+    ],
+)
 def test_early_crop_settings_that_cannot_work_are_one_line(augment, message):
     with pytest.raises(ConfigError, match=message):
         tiny(**augment)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"augment": {"early_crop": 24, "early_epochs": 1}}, "at least 32 pixels"),  # vgg11: five pools
-    ({"augment": {"early_crop": 32, "early_epochs": 1}}, "not smaller than the 32-pixel input"),
-    ({"augment": {"early_crop": 32, "early_epochs": 1}, "data": {"image_size": 48}, "model": {"options": {"head": "cifar"}}},
-     "cifar head"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"augment": {"early_crop": 24, "early_epochs": 1}}, "at least 32 pixels"),  # vgg11: five pools
+        ({"augment": {"early_crop": 32, "early_epochs": 1}}, "not smaller than the 32-pixel input"),
+        (
+            {
+                "augment": {"early_crop": 32, "early_epochs": 1},
+                "data": {"image_size": 48},
+                "model": {"options": {"head": "cifar"}},
+            },
+            "cifar head",
+        ),
+    ],
+)
 def test_a_model_that_cannot_take_the_early_crop_is_refused_before_training(tmp_path, changes, message):
     cfg = copy.deepcopy(TINY)
     for section, values in changes.items():

@@ -12,9 +12,19 @@ SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "src/vgglab
 
 def test_there_are_shipped_configs():
     names = {p.name for p in SHIPPED}
-    assert {"vgg16_cifar10_tutorial.yaml", "vgg_cifar_i.yaml", "vgg_cifar_ii.yaml", "vgg_cifar_iii.yaml", "vgg16_bn_cifar10.yaml",
-            "vgg16_bn_cifar100.yaml", "demo_digits.yaml", "vgg_a_imagenet.yaml", "vgg16_imagenet_s256.yaml",
-            "vgg16_imagenet_s384.yaml", "vgg16_imagenet_multiscale.yaml"} <= names
+    assert {
+        "vgg16_cifar10_tutorial.yaml",
+        "vgg_cifar_i.yaml",
+        "vgg_cifar_ii.yaml",
+        "vgg_cifar_iii.yaml",
+        "vgg16_bn_cifar10.yaml",
+        "vgg16_bn_cifar100.yaml",
+        "demo_digits.yaml",
+        "vgg_a_imagenet.yaml",
+        "vgg16_imagenet_s256.yaml",
+        "vgg16_imagenet_s384.yaml",
+        "vgg16_imagenet_multiscale.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -30,7 +40,13 @@ def test_every_shipped_config_loads_and_builds_its_model(path):
 
 def test_tutorial_recipe_values():
     cfg = load_config(ROOT / "configs/vgg16_cifar10_tutorial.yaml")
-    assert (cfg.model.name, cfg.data.batch_size, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("vgg16_cifar", 128, 1e-3, 0.9, 5e-4)
+    assert (cfg.model.name, cfg.data.batch_size, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (
+        "vgg16_cifar",
+        128,
+        1e-3,
+        0.9,
+        5e-4,
+    )
     assert (cfg.schedule.name, cfg.schedule.factor, cfg.schedule.patience) == ("plateau", 0.1, 3)
     assert (cfg.augment.crop, cfg.augment.padding, cfg.augment.flip) == ("pad", 4, True)
 
@@ -51,7 +67,9 @@ def test_unknown_keys_are_named(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml_values():
-    cfg = load_config({"optim": {"lr": 0.1}}, ["optim.lr=0.05", "train.ema_decay=0.99", "model.options={width: 0.5}", "data.val_size=0"])
+    cfg = load_config(
+        {"optim": {"lr": 0.1}}, ["optim.lr=0.05", "train.ema_decay=0.99", "model.options={width: 0.5}", "data.val_size=0"]
+    )
     assert cfg.optim.lr == 0.05 and cfg.train.ema_decay == 0.99 and cfg.model.options == {"width": 0.5}
     assert cfg.data.val_size == 0
     assert apply_overrides({"a": 1}, {"b.c": 2}) == {"a": 1, "b": {"c": 2}}
@@ -71,14 +89,17 @@ def test_missing_config_file():
     assert isinstance(Config.from_dict(None), Config)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epochs=10.0", "train.epochs: expected an integer, got 10.0 (float)"),
-    ("train.epochs=ten", "train.epochs: expected an integer, got 'ten' (str)"),
-    ("data.batch_size=true", "data.batch_size: expected an integer, got True (bool)"),
-    ("augment.flip=1", "augment.flip: expected true or false, got 1 (int)"),
-    ("optim.lr=fast", "optim.lr: expected a number, got 'fast' (str)"),
-    ("train.grad_clip=[1]", "train.grad_clip: expected a number or null, got [1] (list)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=10.0", "train.epochs: expected an integer, got 10.0 (float)"),
+        ("train.epochs=ten", "train.epochs: expected an integer, got 'ten' (str)"),
+        ("data.batch_size=true", "data.batch_size: expected an integer, got True (bool)"),
+        ("augment.flip=1", "augment.flip: expected true or false, got 1 (int)"),
+        ("optim.lr=fast", "optim.lr: expected a number, got 'fast' (str)"),
+        ("train.grad_clip=[1]", "train.grad_clip: expected a number or null, got [1] (list)"),
+    ],
+)
 def test_values_of_the_wrong_type_are_one_line_naming_key_and_type(override, message):
     with pytest.raises(ConfigError) as err:
         load_config({}, [override])
@@ -124,8 +145,16 @@ def test_the_results_table_recipes_train_a_step(recipe, tmp_path, monkeypatch):
         from ..data.test_sources import _write_cifar_python
 
         _write_cifar_python(root / "cifar-10-batches-py", n_train=40)
-    overrides = [f"data.root={root}", "data.download=false", "data.val_size=0", "data.batch_size=40", f"data.cache_dir={tmp_path / 'c'}",
-                 "data.eval_batch_size=20", "train.epochs=1", "log.progress=none"]
+    overrides = [
+        f"data.root={root}",
+        "data.download=false",
+        "data.val_size=0",
+        "data.batch_size=40",
+        f"data.cache_dir={tmp_path / 'c'}",
+        "data.eval_batch_size=20",
+        "train.epochs=1",
+        "log.progress=none",
+    ]
     if cfg.data.dataset == "cifar100":
         overrides[3] = "data.batch_size=200"
     res = vgglab.fit(ROOT / "configs" / f"{recipe}.yaml", overrides, out=tmp_path / "run", log=lambda *_: None)

@@ -56,8 +56,13 @@ def runs(tmp_path_factory):
     cfg.write_text(yaml.safe_dump(DDP_CONFIG))
     two = torchrun(2, ["train", "--config", str(cfg), "--out", str(tmp / "two")])
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "vgglab", "train", "--config", str(cfg), "--out", str(tmp / "one")],
-                         env=_env(), capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "vgglab", "train", "--config", str(cfg), "--out", str(tmp / "one")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     return tmp, two, one
 
@@ -91,8 +96,13 @@ def test_sharded_validation_equals_single_process_evaluation(runs):
 
 def test_a_two_process_checkpoint_resumes_in_one_process(runs):
     tmp, _, _ = runs
-    r = subprocess.run([sys.executable, "-m", "vgglab", "train", "--resume", str(tmp / "two"), "--set", "train.epochs=3"],
-                       env=_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "vgglab", "train", "--resume", str(tmp / "two"), "--set", "train.epochs=3"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert [x["epoch"] for x in rows(tmp / "two")] == ["1", "2", "3"]
 
@@ -108,8 +118,20 @@ def test_killing_one_rank_ends_the_job(tmp_path):
     cfg = tmp_path / "c.yaml"
     long = {**DDP_CONFIG, "data": {**DDP_CONFIG["data"], "train_limit": None}, "train": {**DDP_CONFIG["train"], "epochs": 50}}
     cfg.write_text(yaml.safe_dump(long))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vgglab",
-           "train", "--config", str(cfg), "--out", str(tmp_path / "r")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "vgglab",
+        "train",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -134,15 +156,31 @@ def test_loader_shards_without_overlap_and_augments_independently_of_world_size(
     split = Split(torch.randint(0, 256, (40, 3, 12, 12), generator=g, dtype=torch.uint8), torch.arange(40))
     stats = PixelStats(torch.full((3,), 0.5), torch.full((3,), 0.25), torch.tensor([0.1, 0.01, 0.001]), torch.eye(3))
     aug = AugmentConfig(crop="pad", padding=2, flip=True, pca_std=0.1)
-    make = lambda rank, world: BatchLoader(split, 8, image_size=12, norm=Normalization.of(stats), augment=aug, pca=stats, seed=5,
-                                          shuffle=True, drop_last=True, shard=(rank, world))
+
+    def make(rank, world):
+        return BatchLoader(
+            split,
+            8,
+            image_size=12,
+            norm=Normalization.of(stats),
+            augment=aug,
+            pca=stats,
+            seed=5,
+            shuffle=True,
+            drop_last=True,
+            shard=(rank, world),
+        )
+
     single = [(x, y) for x, y in make(0, 1)]
     r0, r1 = list(make(0, 2)), list(make(1, 2))
     assert len(r0) == len(r1) == len(single) == 5
-    for (x, y), (x0, y0), (x1, y1) in zip(single, r0, r1):
+    for (x, y), (x0, y0), (x1, y1) in zip(single, r0, r1, strict=True):
         assert torch.equal(torch.cat([y0, y1]), y) and not set(y0.tolist()) & set(y1.tolist())
         assert torch.equal(torch.cat([x0, x1]), x)  # the same augmentation for the same sample
-    ev = [torch.cat([y for _, y in BatchLoader(split, 16, image_size=12, norm=Normalization.of(stats), shard=(r, 3))]) for r in range(3)]
+    ev = [
+        torch.cat([y for _, y in BatchLoader(split, 16, image_size=12, norm=Normalization.of(stats), shard=(r, 3))])
+        for r in range(3)
+    ]
     assert sorted(torch.cat(ev).tolist()) == list(range(40))  # evaluation shards cover every image once
 
 
@@ -157,5 +195,7 @@ def test_more_processes_than_gpus_is_a_clear_error_before_joining(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: pytest.fail("joined a group it cannot serve"))
-    with pytest.raises(VgglabError, match=r"torchrun started 2 processes per node but this node has 1 CUDA device\(s\): use --nproc_per_node 1"):
+    with pytest.raises(
+        VgglabError, match=r"torchrun started 2 processes per node but this node has 1 CUDA device\(s\): use --nproc_per_node 1"
+    ):
         distributed.setup("auto")

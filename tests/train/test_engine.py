@@ -141,7 +141,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_con
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(VgglabError, match=r"last.pt: No space left on device \(it needs about .* free there\); the previous file is kept"):
+    with pytest.raises(
+        VgglabError, match=r"last.pt: No space left on device \(it needs about .* free there\); the previous file is kept"
+    ):
         vgglab.fit(None, ["train.epochs=2"], resume=res.run_dir, log=lambda *_: None)
     assert (res.run_dir / "last.pt").read_bytes() == before
     assert not [p for p in res.run_dir.iterdir() if p.name.endswith(".tmp")]
@@ -168,7 +170,9 @@ def _write(tmp_path, cfg) -> str:
 
 def _run_cli(args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "vgglab", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vgglab", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+    )
 
 
 def test_resume_after_kill_gives_identical_weights_and_metrics(tmp_path, tiny_config):
@@ -202,9 +206,10 @@ def test_resume_after_kill_gives_identical_weights_and_metrics(tmp_path, tiny_co
         assert torch.equal(a["model"][k], b["model"][k]), k
     ra, rb = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "killed")
     assert len(rb) == 3
-    for x, y in zip(ra, rb):
-        assert {k: x[k] for k in METRIC_COLUMNS if k not in ("seconds", "images_per_s")} == \
-               {k: y[k] for k in METRIC_COLUMNS if k not in ("seconds", "images_per_s")}
+    for x, y in zip(ra, rb, strict=True):
+        assert {k: x[k] for k in METRIC_COLUMNS if k not in ("seconds", "images_per_s")} == {
+            k: y[k] for k in METRIC_COLUMNS if k not in ("seconds", "images_per_s")
+        }
 
 
 KILL_WHILE_SAVING = r"""
@@ -259,9 +264,11 @@ def test_schedules_follow_their_formulas():
         return out
 
     assert lrs(ScheduleConfig(name="step", step_size=2, gamma=0.1)) == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
-    assert lrs(ScheduleConfig(name="linear", warmup_epochs=1)) == pytest.approx([0.5, 1, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    assert lrs(ScheduleConfig(name="linear", warmup_epochs=1)) == pytest.approx(
+        [0.5, 1, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    )
     cos = lrs(ScheduleConfig(name="cosine"))
-    assert cos[0] == 1 and cos[5] == pytest.approx(0.5) and all(a >= b for a, b in zip(cos, cos[1:]))
+    assert cos[0] == 1 and cos[5] == pytest.approx(0.5) and all(a >= b for a, b in zip(cos, cos[1:], strict=False))
 
 
 def test_demo_reaches_95_percent_offline(tmp_path, capsys):
@@ -276,9 +283,17 @@ def test_demo_reaches_95_percent_offline(tmp_path, capsys):
 def test_cifar10_end_to_end(tmp_path):
     """vgg_cifar_i at width 0.25, Kaiming init, SGD 0.01/0.9, one epoch on 10,000 images."""
     overrides = [
-        "data.dataset=cifar10", f"data.root={cifar10_root()}", "data.train_limit=10000", "data.batch_size=32",
-        "model.name=vgg_cifar_i", "model.options={width: 0.25}", "optim.lr=0.01", "optim.momentum=0.9",
-        "schedule.name=none", "train.epochs=1", "log.progress=line",
+        "data.dataset=cifar10",
+        f"data.root={cifar10_root()}",
+        "data.train_limit=10000",
+        "data.batch_size=32",
+        "model.name=vgg_cifar_i",
+        "model.options={width: 0.25}",
+        "optim.lr=0.01",
+        "optim.momentum=0.9",
+        "schedule.name=none",
+        "train.epochs=1",
+        "log.progress=line",
     ]
     res = vgglab.fit({"name": "cifar_e2e"}, overrides, out=tmp_path / "run")
     assert res.metrics["test_n"] == 10000

@@ -10,9 +10,9 @@ from torch import nn
 
 import vgglab
 from vgglab.models import create_model
+from vgglab.train.averaging import Lookahead
 from vgglab.train.checkpoint import load_checkpoint
 from vgglab.train.config import ConfigError, OptimConfig, ScheduleConfig, load_config
-from vgglab.train.averaging import Lookahead
 from vgglab.train.loop import evaluate_batches
 from vgglab.train.optim import Schedule, param_groups
 
@@ -51,7 +51,7 @@ def test_warmup_from_a_fraction_then_linear_decay_to_end_factor():
     assert lrs[0] == pytest.approx(2.0 * (0.2 + 0.8 / 23))
     assert max(lrs) == pytest.approx(2.0) and lrs.index(max(lrs)) == 22  # peak at 23 % of the steps
     assert s.lr == pytest.approx(2.0 * 0.07)  # after the last step
-    assert all(a >= b for a, b in zip(lrs[22:], lrs[23:]))
+    assert all(a >= b for a, b in zip(lrs[22:], lrs[23:], strict=False))
 
 
 def test_lookahead_matches_a_hand_computation():
@@ -103,15 +103,16 @@ class _Batches:
         yield self.x, self.y
 
 
-@pytest.mark.parametrize("mode, shifts", [("flip-translate", [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]),
-                                          ("flip-shift", [(0, 0), (-1, -1), (1, 1)])])
+@pytest.mark.parametrize(
+    "mode, shifts", [("flip-translate", [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]), ("flip-shift", [(0, 0), (-1, -1), (1, 1)])]
+)
 def test_evaluate_with_tta_averages_the_probabilities_of_the_views(mode, shifts):
     torch.manual_seed(0)
     model = create_model("vgg_fast", width=0.125).eval()
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     with torch.no_grad():
         p = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        views = [p[..., 1 + dy:33 + dy, 1 + dx:33 + dx] for dy, dx in shifts]
+        views = [p[..., 1 + dy : 33 + dy, 1 + dx : 33 + dx] for dy, dx in shifts]
         probs = torch.stack([model(v).softmax(1) for v in views] + [model(v.flip(3)).softmax(1) for v in views]).mean(0)
     got = evaluate_batches(model, _Batches(x, y), tta=mode)
     assert got["top1"] == pytest.approx((probs.argmax(1) == y).float().mean().item())
@@ -130,15 +131,17 @@ def test_the_recipe_switches_train_a_vgg_fast_on_digits(tmp_path, tiny_config, m
     res = vgglab.fit(cfg, out=tmp_path / "run", log=lambda *_: None)
     ckpt = load_checkpoint(res.run_dir / "last.pt")
     w = ckpt["model"]["features.whiten.weight"]
-    assert not torch.equal(w[:w.shape[0] // 2].flatten(1), torch.eye(w.shape[1] * 4))  # fitted to the data
+    assert not torch.equal(w[: w.shape[0] // 2].flatten(1), torch.eye(w.shape[1] * 4))  # fitted to the data
     assert ckpt["lookahead"]["step"] == 3 * (320 // 32)  # every optimizer step of the 3 epochs
     assert torch.equal(ckpt["model"]["features.block1.bn1.weight"], torch.ones(16))  # frozen BN scales
     assert res.metrics["test_top1"] > 0.5 and 0.0 <= res.metrics["test_top1_flip"] <= 1.0
     if muon:  # the filters stepped by Muon: each rescaled to norm sqrt(out) before its step of size ~ muon_lr
         conv = ckpt["model"]["features.block2.conv1.weight"]
         assert abs(conv.norm().item() - conv.shape[0] ** 0.5) < 0.05 * conv.shape[0] ** 0.5, conv.norm()
-        assert any(torch.is_tensor(s.get("momentum_buffer")) and s["momentum_buffer"].ndim == 4
-                   for s in ckpt["optimizer"]["state"].values())
+        assert any(
+            torch.is_tensor(s.get("momentum_buffer")) and s["momentum_buffer"].ndim == 4
+            for s in ckpt["optimizer"]["state"].values()
+        )
 
 
 def test_lookahead_and_ema_are_exclusive():
@@ -151,8 +154,14 @@ def test_lookahead_and_ema_are_exclusive():
 @pytest.mark.parametrize("recipe", ["fast_cifar10", "fast_cifar10_short", "fast_cifar10_muon_9ep"])
 def test_recipe_smoke_one_epoch_on_a_subset(tmp_path, recipe):
     """The shipped recipe as it is, for one epoch on 5,000 images (not the timed run)."""
-    overrides = [f"data.root={cifar10_root()}", "data.train_limit=5000", "data.batch_size=256", "train.epochs=1",
-                 "train.test_tta=flip", "log.progress=line"]
+    overrides = [
+        f"data.root={cifar10_root()}",
+        "data.train_limit=5000",
+        "data.batch_size=256",
+        "train.epochs=1",
+        "train.test_tta=flip",
+        "log.progress=line",
+    ]
     res = vgglab.fit(str(CONFIGS / f"{recipe}.yaml"), overrides, out=tmp_path / "run")
     assert res.metrics["test_n"] == 10000
     assert res.metrics["test_top1"] > 0.25 and res.metrics["test_top1_flip"] > 0.25

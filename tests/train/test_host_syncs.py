@@ -35,8 +35,10 @@ def reads(monkeypatch):
 
 def split(steps: int) -> Split:
     g = torch.Generator().manual_seed(0)
-    return Split(torch.randint(0, 256, (steps * BATCH, 3, 32, 32), generator=g, dtype=torch.uint8),
-                 torch.randint(0, 10, (steps * BATCH,), generator=g))
+    return Split(
+        torch.randint(0, 256, (steps * BATCH, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (steps * BATCH,), generator=g),
+    )
 
 
 def parts(steps: int, **optim):
@@ -44,8 +46,16 @@ def parts(steps: int, **optim):
     data = split(steps)
     model = create_model("vgg11_bn", width=0.125, num_classes=10, input_size=32, head="gap")
     stats = pixel_stats(data.x)
-    loader = BatchLoader(data, BATCH, image_size=32, norm=Normalization.of(stats), augment=AugmentConfig(crop="pad", padding=2),
-                         pca=stats, shuffle=True, drop_last=True)
+    loader = BatchLoader(
+        data,
+        BATCH,
+        image_size=32,
+        norm=Normalization.of(stats),
+        augment=AugmentConfig(crop="pad", padding=2),
+        pca=stats,
+        shuffle=True,
+        drop_last=True,
+    )
     opt = build_optimizer(model, OptimConfig(lr=0.01, **optim))
     return model, loader, opt, Schedule(opt, ScheduleConfig(name="linear", warmup_epochs=0.5), len(loader), 1, "min")
 
@@ -121,7 +131,9 @@ def test_the_sync_free_ema_equals_pytorchs_averaged_model():
     torch.manual_seed(0)
     model = create_model("vgg11_bn", width=0.125, num_classes=10, input_size=32, head="gap")
     ours = averaging.EMA(model, 0.9)
-    ref = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ref = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True
+    )
     for _ in range(3):
         with torch.no_grad():
             for p in model.parameters():

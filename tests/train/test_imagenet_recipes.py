@@ -25,7 +25,7 @@ def imagenet_tree(root: Path, synsets: int = 4, train_per: int = 4, val_per: int
         for split, n in (("train", train_per), ("val", val_per)):
             d = root / split / f"n{1440764 + 37 * s:08d}"
             d.mkdir(parents=True)
-            for i in range(n):
+            for _i in range(n):
                 w, h = (400, 300) if k % 2 else (300, 417)
                 photo(w, h, k).save(d / f"{split}_{k:04d}.JPEG", quality=85)
                 k += 1
@@ -46,9 +46,18 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
 @pytest.mark.slow
 def test_the_paper_chain_trains_two_steps_each_starting_from_the_previous_run(tmp_path):
     tree = imagenet_tree(tmp_path / "imagenet")
-    common = [f"data.root={tree}", "data.val_size=4", "data.batch_size=6", "data.eval_batch_size=4",
-              f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", "train.precision=fp32", "train.channels_last=false",
-              "model.options.width=0.25", "log.progress=none"]
+    common = [
+        f"data.root={tree}",
+        "data.val_size=4",
+        "data.batch_size=6",
+        "data.eval_batch_size=4",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "train.epochs=1",
+        "train.precision=fp32",
+        "train.channels_last=false",
+        "model.options.width=0.25",
+        "log.progress=none",
+    ]
     runs: dict[str, Path] = {}
     previous = None
     for recipe in CHAIN:
@@ -66,8 +75,12 @@ def test_the_paper_chain_trains_two_steps_each_starting_from_the_previous_run(tm
     a, d = weights(runs["vgg_a_imagenet"]), weights(runs["vgg16_imagenet_s256"])
     # shallow-to-deep (sec. 3.1): A's first four convs (block1.conv1, block2.conv1, block3.conv1 and
     # .conv2) start D's convs at the same places, and A's three FC layers D's; the rest is drawn afresh
-    first_four = ["features.block1.conv1.weight", "features.block2.conv1.weight", "features.block3.conv1.weight",
-                  "features.block3.conv2.weight"]
+    first_four = [
+        "features.block1.conv1.weight",
+        "features.block2.conv1.weight",
+        "features.block3.conv1.weight",
+        "features.block3.conv2.weight",
+    ]
     fc = ["head.fc1.weight", "head.fc2.weight", "head.classifier.weight"]
     assert all(close(d[k], a[k]) for k in first_four + fc)
     assert not close(d["features.block4.conv1.weight"], a["features.block4.conv1.weight"])
@@ -79,7 +92,8 @@ def test_the_paper_chain_trains_two_steps_each_starting_from_the_previous_run(tm
     assert (s384.optim.lr, s384.augment.scale_min, s384.augment.scale_max) == (1e-3, 384, 384)
     assert Path(s384.train.init_from) == runs["vgg16_imagenet_s256"]
     # the chain's last model evaluates the paper's way on the val/ folder (the test split)
-    m = evaluate_checkpoint(runs["vgg16_imagenet_multiscale"], tta="dense+multicrop", scales=[256, 320], grid=2,
-                            device="cpu", out=tmp_path / "ev")
+    m = evaluate_checkpoint(
+        runs["vgg16_imagenet_multiscale"], tta="dense+multicrop", scales=[256, 320], grid=2, device="cpu", out=tmp_path / "ev"
+    )
     assert m["n"] == 4 and m["scales"] == [256, 320] and m["grid"] == 2
     assert m["top1_error"] == pytest.approx(1 - m["top1"])  # 4 classes: no top-5

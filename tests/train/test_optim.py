@@ -38,8 +38,14 @@ def test_decoupled_rates_are_rescaled_for_pytorch_but_reported_in_the_recipes_un
     opt = build_optimizer(m, cfg, batch_size=1024)
     assert opt.param_groups[0]["lr"] == pytest.approx(10.0 * 0.15)  # PyTorch's step size
     assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.0005 / 10.0)
-    sched = Schedule(opt, ScheduleConfig(name="linear", warmup_epochs=0, end_factor=0.0), steps_per_epoch=4, epochs=1,
-                     monitor_mode="max", optim=cfg)
+    sched = Schedule(
+        opt,
+        ScheduleConfig(name="linear", warmup_epochs=0, end_factor=0.0),
+        steps_per_epoch=4,
+        epochs=1,
+        monitor_mode="max",
+        optim=cfg,
+    )
     assert sched.lr == pytest.approx(10.0)  # the recipe's lr, as metrics.csv and the progress line show it
     for _ in range(2):
         step(sched)
@@ -71,7 +77,7 @@ def test_cosine_warmup_then_decay_to_the_floor_and_resume_mid_way():
         step(sched)
         seen.append(sched.lr)
     assert seen[0] == pytest.approx(0.5) and seen[1] == pytest.approx(1.0)  # warm-up, then the peak
-    assert seen[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(seen[1:], seen[2:]))
+    assert seen[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(seen[1:], seen[2:], strict=False))
     opt2 = build_optimizer(model(), cfg)
     resumed = Schedule(opt2, scfg, 2, 3, "max", cfg)
     first = Schedule(build_optimizer(model(), cfg), scfg, 2, 3, "max", cfg)
@@ -88,6 +94,7 @@ def test_cosine_warmup_then_decay_to_the_floor_and_resume_mid_way():
 def test_parts_unfrozen_mid_run_step_like_sgd_from_zero_momentum_also_fused(fused):
     """PyTorch's fused SGD (vgglab's choice on CUDA) refuses a group where only some parameters
     have momentum; start_momentum gives the newcomers zeros, which is SGD's own first step."""
+
     def run(fill: bool):
         torch.manual_seed(0)
         a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
@@ -120,6 +127,7 @@ def test_parts_unfrozen_mid_run_step_like_sgd_from_zero_momentum_also_fused(fuse
 
 def test_newton_schulz_keeps_the_singular_vectors_and_flattens_the_singular_values():
     from vgglab.train.optim import newton_schulz
+
     torch.manual_seed(0)
     for shape in [(8, 72), (72, 8), (16, 16)]:
         g = torch.randn(shape) @ torch.diag(torch.logspace(-1, 1, shape[1]))  # singular values 100x apart
@@ -139,19 +147,29 @@ def muon_model():
 
 def test_muon_steps_the_filters_and_sgd_the_rest():
     from vgglab.train.optim import MuonSGD, newton_schulz
-    cfg = OptimConfig(lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.01, decoupled=True, muon=True, muon_lr=0.2,
-                      muon_momentum=0.6)
+
+    cfg = OptimConfig(
+        lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.01, decoupled=True, muon=True, muon_lr=0.2, muon_momentum=0.6
+    )
     m, ref = muon_model(), muon_model()
     opt = build_optimizer(m, cfg, batch_size=256)
     assert isinstance(opt, MuonSGD)
     filters = [n for n, p in m.named_parameters() if p.ndim == 4]
     assert len(filters) == 2 and opt.param_groups[-1].get("muon") and not opt.param_groups[0].get("muon")
-    sgd = torch.optim.SGD([{k: v for k, v in g.items()} for g in param_groups(ref, OptimConfig(
-        lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.01, decoupled=True), batch_size=256)],
-        lr=1.0, momentum=0.85, nesterov=True)
+    sgd = torch.optim.SGD(
+        [
+            {k: v for k, v in g.items()}
+            for g in param_groups(
+                ref, OptimConfig(lr=10.0, momentum=0.85, nesterov=True, weight_decay=0.01, decoupled=True), batch_size=256
+            )
+        ],
+        lr=1.0,
+        momentum=0.85,
+        nesterov=True,
+    )
     x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    for model_, o in [(m, opt), (ref, sgd)]:
+    for model_, _o in [(m, opt), (ref, sgd)]:
         torch.nn.functional.cross_entropy(model_(x), y).backward()
     grads = {n: p.grad.clone() for n, p in m.named_parameters()}
     opt.step()
@@ -166,8 +184,14 @@ def test_muon_steps_the_filters_and_sgd_the_rest():
         else:
             assert torch.allclose(named[n], named_ref[n], atol=1e-6), n
     # the schedule scales the filters' rate like every other group's
-    sched = Schedule(opt, ScheduleConfig(name="linear", warmup_epochs=0, end_factor=0.0), steps_per_epoch=4, epochs=1,
-                     monitor_mode="max", optim=cfg)
+    sched = Schedule(
+        opt,
+        ScheduleConfig(name="linear", warmup_epochs=0, end_factor=0.0),
+        steps_per_epoch=4,
+        epochs=1,
+        monitor_mode="max",
+        optim=cfg,
+    )
     sched.step_batch()
     sched.step_batch()
     assert opt.param_groups[-1]["lr"] == pytest.approx(0.1)
@@ -191,12 +215,13 @@ def test_muon_state_round_trips_so_a_resume_steps_identically():
     opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as from a checkpoint file: no shared buffers
     one_step(a, opt_a)
     one_step(b, opt_b)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 
 def test_muon_is_refused_with_adamw():
     from vgglab.train.config import ConfigError
+
     with pytest.raises(ConfigError, match="optim.muon applies to sgd only"):
         OptimConfig(name="adamw", muon=True)
     with pytest.raises(ConfigError, match="muon_lr must be positive"):

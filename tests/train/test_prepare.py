@@ -32,8 +32,11 @@ def test_a_resumed_run_uses_its_own_config_with_overrides(tmp_path, tiny_config)
 def test_a_different_config_beside_resume_is_refused_naming_the_keys(tmp_path, tiny_config):
     d = run_dir(tmp_path, tiny_config)
     other = {**tiny_config, "optim": {**tiny_config["optim"], "lr": 0.2}}
-    with pytest.raises(ConfigError, match=rf"cannot resume {d} with --config .*: it differs from the run's config.yaml in optim.lr; "
-                                          "omit --config to continue the run as it was, and give changes with --set"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"cannot resume {d} with --config .*: it differs from the run's config.yaml in optim.lr; "
+        "omit --config to continue the run as it was, and give changes with --set",
+    ):
         read_run_config(other, None, d)
     with pytest.raises(VgglabError, match="has no config.yaml"):
         read_run_config(None, None, tmp_path)

@@ -7,8 +7,16 @@ from vgglab.train.reporter import METRIC_COLUMNS, MetricsLog, Reporter
 
 
 def row(epoch, val=True):
-    return {"epoch": epoch, "train_loss": 1.0 / epoch, "train_top1": 0.5, "val_loss": 0.9 if val else None,
-            "val_top1": 0.75 if val else None, "lr": 0.05, "seconds": 2.0, "images_per_s": 1234.5}
+    return {
+        "epoch": epoch,
+        "train_loss": 1.0 / epoch,
+        "train_top1": 0.5,
+        "val_loss": 0.9 if val else None,
+        "val_top1": 0.75 if val else None,
+        "lr": 0.05,
+        "seconds": 2.0,
+        "images_per_s": 1234.5,
+    }
 
 
 def read(path):
@@ -31,7 +39,10 @@ def test_each_epoch_is_one_csv_row_and_one_line(tmp_path):
     rows = read(tmp_path / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"] and list(rows[0]) == METRIC_COLUMNS
     assert rows[1]["train_loss"] == "0.5" and rows[0]["images_per_s"] == "1234.5"
-    assert lines == [f"epoch {e}/3  train loss {1 / e:.4f} top-1 50.00%  val loss 0.9000 top-1 75.00%  lr 0.05  1234 img/s  2.0s" for e in (1, 2)]
+    assert lines == [
+        f"epoch {e}/3  train loss {1 / e:.4f} top-1 50.00%  val loss 0.9000 top-1 75.00%  lr 0.05  1234 img/s  2.0s"
+        for e in (1, 2)
+    ]
 
 
 def test_without_validation_the_val_columns_are_empty_and_not_printed(tmp_path):

@@ -43,7 +43,9 @@ def test_a_stale_lock_is_taken_over_with_a_note(tmp_path):
     notes = []
     lock = RunLock(log=notes.append)
     lock.acquire(tmp_path)
-    assert len(notes) == 1 and "took over the lock" in notes[0] and "process 999999" in notes[0] and "no longer running" in notes[0]
+    assert (
+        len(notes) == 1 and "took over the lock" in notes[0] and "process 999999" in notes[0] and "no longer running" in notes[0]
+    )
     lock.release()
 
 
@@ -59,12 +61,14 @@ def test_two_processes_resuming_one_run_exactly_one_proceeds(tmp_path):
     cfg["train"]["epochs"] = 1
     cfg["data"]["train_limit"] = 640  # epochs long enough that the two overlap
     run = vgglab.fit(cfg, out=tmp_path / "run", log=lambda *_: None).run_dir
-    procs = [subprocess.Popen([sys.executable, "-c", RESUME, str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RESUME, str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outs
-    refused = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
+    refused = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 2)
     assert refused.strip().count("\n") == 0 and "is in use by process" in refused
     assert epochs_of(run) == [1, 2, 3, 4]  # each epoch once
     assert not (run / LOCK_NAME).exists()
@@ -102,7 +106,9 @@ def test_a_run_that_stopped_before_its_first_checkpoint_restarts_in_place(tmp_pa
         vgglab.fit(cfg, out=tmp_path / "run", log=lambda *_: None)
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and not (run / "last.pt").exists()
-    with pytest.raises(VgglabError, match=r"stopped before its first checkpoint: restart it in place with `vgglab train --resume"):
+    with pytest.raises(
+        VgglabError, match=r"stopped before its first checkpoint: restart it in place with `vgglab train --resume"
+    ):
         vgglab.fit(cfg, out=run, log=lambda *_: None)
     notes = []
     res = vgglab.fit(None, ["optim.lr=0.05", "train.epochs=1"], resume=run, log=notes.append)

@@ -138,7 +138,9 @@ def test_config_accepts_auto_and_refuses_other_values():
         load_config({"train": {"channels_last": "fast"}})
     with pytest.raises(ConfigError, match="train.compile must be false, true or one of default, reduce-overhead, max-autotune"):
         load_config({"train": {"compile": "turbo"}})
-    assert load_config({"resolved": {"precision": "fp32", "channels_last": False}}).sha256() == cfg.sha256()  # the recipe's identity
+    assert (
+        load_config({"resolved": {"precision": "fp32", "channels_last": False}}).sha256() == cfg.sha256()
+    )  # the recipe's identity
 
 
 def test_fit_records_the_setting_and_what_it_resolved_to_and_resume_reuses_it(tmp_path, tiny_config, monkeypatch, machine):
@@ -168,8 +170,11 @@ def test_eval_reuses_the_recorded_choice_on_the_same_machine_only(tmp_path, tiny
     from vgglab.evaluate import inference
 
     machine(native=False)
-    res = vgglab.fit({**tiny_config, "train": {**tiny_config["train"], "epochs": 1, "channels_last": True, "device": "cpu"}},
-                     out=tmp_path / "run", log=lambda *_: None)
+    res = vgglab.fit(
+        {**tiny_config, "train": {**tiny_config["train"], "epochs": 1, "channels_last": True, "device": "cpu"}},
+        out=tmp_path / "run",
+        log=lambda *_: None,
+    )
     inf = inference.load_inference(res.run_dir)
     assert (inf.precision, inf.channels_last) == ("fp32", True)
     assert inf.model.features.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
@@ -179,7 +184,9 @@ def test_eval_reuses_the_recorded_choice_on_the_same_machine_only(tmp_path, tiny
     assert (inf.precision, inf.channels_last) == ("fp32", False)
 
 
-@pytest.mark.parametrize("setting, mode", [(True, None), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")])
+@pytest.mark.parametrize(
+    "setting, mode", [(True, None), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")]
+)
 def test_train_compile_compiles_training_and_evaluation_in_the_given_mode(tmp_path, tiny_config, monkeypatch, setting, mode):
     compiled = []
 
@@ -224,9 +231,14 @@ def test_a_clear_difference_is_not_a_tie_and_a_noisy_probe_widens_the_margin(mod
             r = speed.Rates(super().__call__(*a))
             r.spread = 0.15  # steps of one arm varied by 15 %: a 10 % gap proves nothing
             return r
+
     noisy = Noisy({("fp32", False): 100.0, ("fp32", True): 90.0})
     c = resolve(model, tmp_path / "b", noisy)
-    assert c.channels_last is speed.CPU_TIE_LAYOUT and len(noisy.calls) == 2 and "within its noise (15%): inconclusive" in c.channels_last_reason
+    assert (
+        c.channels_last is speed.CPU_TIE_LAYOUT
+        and len(noisy.calls) == 2
+        and "within its noise (15%): inconclusive" in c.channels_last_reason
+    )
     assert c.provisional and "the probe was inconclusive" in c.header("auto", "auto")
 
 
@@ -256,7 +268,9 @@ def test_a_busy_probe_neither_flips_bf16_off_nor_poisons_the_cache_on_native_bf1
     assert c.precision == "bf16" and c.provisional
     assert "0.70x fp32 in the probe, measured twice, within its noise (45%): inconclusive, so bf16" in c.precision_reason
     assert "the probe was inconclusive" in c.header("auto", "auto") and "only" not in c.header("auto", "auto")
-    quiet = NoisyTimer({("fp32", False): 100.0, ("fp32", True): 110.0, ("bf16", False): 150.0, ("bf16", True): 170.0}, spread=0.01)
+    quiet = NoisyTimer(
+        {("fp32", False): 100.0, ("fp32", True): 110.0, ("bf16", False): 150.0, ("bf16", True): 170.0}, spread=0.01
+    )
     c = resolve(model, tmp_path, quiet)
     assert len(quiet.calls) == 1  # the busy verdict was not kept: measured again
     assert (c.precision, c.channels_last, c.provisional) == ("bf16", True, False)
@@ -291,8 +305,10 @@ def test_the_spread_is_a_median_over_rounds_not_the_worst_step():
     assert speed.rates_of(shared, batch=10).spread > 0.2  # busy throughout: the ratio wanders every round
 
 
-@pytest.mark.parametrize("content", ['[1, 2]', '{"KEY": 3}', '{"KEY": {"rates": [["fp32", "yes", -1]], "spread": 0}}',
-                                     '{"KEY": {"rates": 5}}', 'not json'])
+@pytest.mark.parametrize(
+    "content",
+    ["[1, 2]", '{"KEY": 3}', '{"KEY": {"rates": [["fp32", "yes", -1]], "spread": 0}}', '{"KEY": {"rates": 5}}', "not json"],
+)
 def test_a_probe_cache_of_the_wrong_shape_is_measured_again_with_a_warning(model, machine, tmp_path, content):
     machine(native=False)
     timer = FakeTimer({("fp32", False): 50.0, ("fp32", True): 60.0})

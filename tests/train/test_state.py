@@ -15,20 +15,40 @@ BATCH = 8
 
 
 def tiny_model():
-    return create_model("vgg11_bn", blocks=[[8], [16, 16], [32]], num_classes=10, input_size=16, head="cifar", hidden=16, num_hidden=1)
+    return create_model(
+        "vgg11_bn", blocks=[[8], [16, 16], [32]], num_classes=10, input_size=16, head="cifar", hidden=16, num_hidden=1
+    )
 
 
 def loader(seed=0):
     g = torch.Generator().manual_seed(seed)
-    data = Split(torch.randint(0, 256, (4 * BATCH, 3, 16, 16), generator=g, dtype=torch.uint8), torch.randint(0, 10, (4 * BATCH,), generator=g))
+    data = Split(
+        torch.randint(0, 256, (4 * BATCH, 3, 16, 16), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (4 * BATCH,), generator=g),
+    )
     stats = pixel_stats(data.x)
-    return BatchLoader(data, BATCH, image_size=16, norm=Normalization.of(stats), augment=AugmentConfig(padding=2, pca_std=0.1),
-                       pca=stats, shuffle=True, drop_last=True, seed=3)
+    return BatchLoader(
+        data,
+        BATCH,
+        image_size=16,
+        norm=Normalization.of(stats),
+        augment=AugmentConfig(padding=2, pca_std=0.1),
+        pca=stats,
+        shuffle=True,
+        drop_last=True,
+        seed=3,
+    )
 
 
 def config(**train):
-    return Config.from_dict({"data": {"batch_size": BATCH}, "optim": {"lr": 0.05, "nesterov": True},
-                             "schedule": {"name": "cosine", "warmup_epochs": 1}, "train": {"epochs": 3, **train}})
+    return Config.from_dict(
+        {
+            "data": {"batch_size": BATCH},
+            "optim": {"lr": 0.05, "nesterov": True},
+            "schedule": {"name": "cosine", "warmup_epochs": 1},
+            "train": {"epochs": 3, **train},
+        }
+    )
 
 
 def make_state(cfg, precision="fp32"):
@@ -58,10 +78,10 @@ def test_state_round_trip_through_a_checkpoint_continues_bit_exactly(tmp_path, t
     assert (b.epoch, b.step, b.selection.epoch, b.selection.value) == (1, 4, 1, 0.5)
     got = epoch(b, ld, 2)
     assert got == expected
-    for (k, va), vb in zip(a.state_dict()["model"].items(), b.state_dict()["model"].values()):
+    for (k, va), vb in zip(a.state_dict()["model"].items(), b.state_dict()["model"].values(), strict=True):
         assert torch.equal(va, vb), k
     if a.ema is not None:
-        for va, vb in zip(a.eval_model.state_dict().values(), b.eval_model.state_dict().values()):
+        for va, vb in zip(a.eval_model.state_dict().values(), b.eval_model.state_dict().values(), strict=True):
             assert torch.equal(va, vb)
         assert b.eval_model is b.ema.module
     assert a.schedule.lr == b.schedule.lr and a.optimizer.state_dict()["state"].keys() == b.optimizer.state_dict()["state"].keys()

@@ -48,10 +48,14 @@ def test_a_resumed_run_with_a_change_stays_one_mlflow_run_and_one_tensorboard_se
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1, 2, 3]
     assert "final_test_top1" in run.data.metrics
     # every setting of config.yaml: a param, or a tag for those a resume may change
-    saved = flatten({k: v for k, v in yaml.safe_load((out / "config.yaml").read_text()).items() if k not in ("changes", "resolved")})
+    saved = flatten(
+        {k: v for k, v in yaml.safe_load((out / "config.yaml").read_text()).items() if k not in ("changes", "resolved")}
+    )
     logged = {**run.data.params, **run.data.tags}
     for key, value in saved.items():
-        assert logged[key] == ("null" if value is None else str(value) if not isinstance(value, (list, dict)) else logged[key]), key
+        assert logged[key] == ("null" if value is None else str(value) if not isinstance(value, (list, dict)) else logged[key]), (
+            key
+        )
     assert "train.epochs" not in run.data.params and run.data.tags["train.epochs"] == "3"
     assert run.data.tags["vgglab.change.epoch_3"] == "train.epochs=3"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -31,9 +31,9 @@ def test_cross_geometry_from_torchvision_into_a_cifar_head(torchvision_vgg16_bn)
     bns = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(convs) == 13 and len(bns) == 13
     tv_convs = [k for k in sd if k.startswith("features.") and k.endswith(".weight") and sd[k].dim() == 4]
-    for (name, conv), tv_key in zip(convs, tv_convs):
+    for (name, conv), tv_key in zip(convs, tv_convs, strict=True):
         assert torch.equal(conv.weight, sd[tv_key]), name
-    for (name, bn), tv_key in zip(bns, [k for k in sd if k.endswith("running_mean")]):
+    for (name, bn), tv_key in zip(bns, [k for k in sd if k.endswith("running_mean")], strict=True):
         assert torch.equal(bn.running_mean, sd[tv_key]), name
     skipped = {k for k, _, _ in report.skipped}
     assert {"head.fc1.weight", "head.fc2.weight", "head.classifier.weight"} <= skipped
@@ -128,7 +128,9 @@ def test_fine_tuning_freezes_blocks_bit_identically(tmp_path, tiny_config):
     # unfreezing after the first epoch: block1 trains in epoch 2
     cfg["train"].update(epochs=2, unfreeze_after=1)
     run2 = vgglab.fit(cfg, out=tmp_path / "unfrozen", log=lambda *_: None).run_dir
-    assert not torch.equal(load_checkpoint(run2 / "last.pt")["model"]["features.block1.conv1.weight"], start["features.block1.conv1.weight"])
+    assert not torch.equal(
+        load_checkpoint(run2 / "last.pt")["model"]["features.block1.conv1.weight"], start["features.block1.conv1.weight"]
+    )
     with pytest.raises(vgglab.VgglabError, match="train.freeze: unknown part 'block9'"):
         vgglab.fit({**cfg, "train": {**cfg["train"], "freeze": ["block9"]}}, out=tmp_path / "bad", log=lambda *_: None)
 
@@ -153,17 +155,25 @@ def test_finetune_recipe_end_to_end_from_torchvision_weights(tmp_path, torchvisi
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("went to the network"))
     tree = make_tree(tmp_path / "tree", per_class=4, size=36)
     recipe = Path(__file__).resolve().parents[2] / "configs" / "finetune_imagefolder.yaml"
-    overrides = [f"data.root={tree}", "data.image_size=32", "data.val_size=2", "data.batch_size=4", f"data.cache_dir={tmp_path / 'c'}",
-                 "train.epochs=1", "train.precision=fp32", "log.progress=none"]
+    overrides = [
+        f"data.root={tree}",
+        "data.image_size=32",
+        "data.val_size=2",
+        "data.batch_size=4",
+        f"data.cache_dir={tmp_path / 'c'}",
+        "train.epochs=1",
+        "train.precision=fp32",
+        "log.progress=none",
+    ]
     lines = []
     res = vgglab.fit(recipe, overrides, out=tmp_path / "ft", log=lines.append)
-    assert any("initialised from" in l and "features" in l for l in lines)
+    assert any("initialised from" in row and "features" in row for row in lines)
     # the first screen: from the command to the header line, the init summary and what did not
     # match, not 105 tensor names; the full list is in the run directory
-    header = next(i for i, l in enumerate(lines) if "params) on" in l)
-    first_screen = "\n".join(lines[:header + 1]).splitlines()
+    header = next(i for i, row in enumerate(lines) if "params) on" in row)
+    first_screen = "\n".join(lines[: header + 1]).splitlines()
     assert len(first_screen) < 15, first_screen
-    init = next(l for l in lines if "initialised from" in l)
+    init = next(row for row in lines if "initialised from" in row)
     assert "91 tensors matched, 0 reshaped, 6 skipped, 6 new" in init and f"listed in {res.run_dir / 'init_report.txt'}" in init
     assert "\n  skipped: " in init and "\n  new: head.fc1.weight" in init
     full = (res.run_dir / "init_report.txt").read_text().splitlines()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..strict import ConfigError, check_choice as _choice
+from ..strict import ConfigError
+from ..strict import check_choice as _choice
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
 NORMALIZE_MODES = ("standardize", "subtract_mean")
@@ -39,11 +40,17 @@ class DataConfig:
         _choice("data", "dataset", self.dataset, DATASETS)
         _choice("data", "storage", self.storage, STORAGES)
         if self.workers != "auto" and not (isinstance(self.workers, int) and 0 <= self.workers <= 256):
-            raise ConfigError(f"data.workers must be auto or a number of processes 0..256 (0: decode in the training process), got {self.workers!r}")
+            raise ConfigError(
+                f"data.workers must be auto or a number of processes 0..256 (0: decode in the training process), got {self.workers!r}"
+            )
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"data.batch_size and eval_batch_size must be positive, got {self.batch_size}, {self.eval_batch_size}")
+            raise ConfigError(
+                f"data.batch_size and eval_batch_size must be positive, got {self.batch_size}, {self.eval_batch_size}"
+            )
         if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
-            raise ConfigError(f"data.image_size must be between 8 and {MAX_IMAGE_SIZE} pixels (or null for the dataset's own), got {self.image_size}")
+            raise ConfigError(
+                f"data.image_size must be between 8 and {MAX_IMAGE_SIZE} pixels (or null for the dataset's own), got {self.image_size}"
+            )
         if self.train_limit is not None and self.train_limit < 1:
             raise ConfigError(f"data.train_limit must be a positive number of images (or null for all), got {self.train_limit}")
         if self.val_size is not None and (self.val_size < 0 or (isinstance(self.val_size, float) and self.val_size >= 1)):
@@ -79,28 +86,44 @@ class AugmentConfig:
     def __post_init__(self):
         _choice("augment", "crop", self.crop, CROPS)
         if (self.early_crop is None) != (self.early_epochs == 0):
-            raise ConfigError(f"augment.early_crop and augment.early_epochs go together (a crop side and how many epochs "
-                              f"use it), got {self.early_crop!r} and {self.early_epochs!r}")
+            raise ConfigError(
+                f"augment.early_crop and augment.early_epochs go together (a crop side and how many epochs "
+                f"use it), got {self.early_crop!r} and {self.early_epochs!r}"
+            )
         if self.early_crop is not None:
-            if not (isinstance(self.early_crop, int) and 8 <= self.early_crop <= MAX_IMAGE_SIZE
-                    and isinstance(self.early_epochs, int) and self.early_epochs > 0):
-                raise ConfigError(f"augment.early_crop must be a side of 8..{MAX_IMAGE_SIZE} pixels and early_epochs a positive "
-                                  f"number of epochs, got {self.early_crop!r}, {self.early_epochs!r}")
+            if not (
+                isinstance(self.early_crop, int)
+                and 8 <= self.early_crop <= MAX_IMAGE_SIZE
+                and isinstance(self.early_epochs, int)
+                and self.early_epochs > 0
+            ):
+                raise ConfigError(
+                    f"augment.early_crop must be a side of 8..{MAX_IMAGE_SIZE} pixels and early_epochs a positive "
+                    f"number of epochs, got {self.early_crop!r}, {self.early_epochs!r}"
+                )
             if self.crop != "pad":
-                raise ConfigError(f"augment.early_crop takes random crops of the padded images (crop: pad), not crop: {self.crop}")
+                raise ConfigError(
+                    f"augment.early_crop takes random crops of the padded images (crop: pad), not crop: {self.crop}"
+                )
         if not 8 <= self.scale_min <= self.scale_max <= MAX_IMAGE_SIZE:
-            raise ConfigError(f"augment.scale_min and scale_max must satisfy 8 <= min <= max <= {MAX_IMAGE_SIZE}, got {self.scale_min}, {self.scale_max}")
+            raise ConfigError(
+                f"augment.scale_min and scale_max must satisfy 8 <= min <= max <= {MAX_IMAGE_SIZE}, got {self.scale_min}, {self.scale_max}"
+            )
         _choice("augment", "pad_mode", self.pad_mode, ("zeros", "reflect"))
         _choice("augment", "normalize", self.normalize, NORMALIZE_MODES)
         _choice("augment", "flip_mode", self.flip_mode, ("random", "alternate"))
         self.scale, self.ratio = _pair("scale", self.scale, 1.0), _pair("ratio", self.ratio, math.inf)
         if not 0 <= self.padding <= 1024 or not 0 <= self.pca_std <= 10:
-            raise ConfigError(f"augment.padding must be 0..1024 pixels and augment.pca_std 0..10 (0.1 is the paper's), got {self.padding}, {self.pca_std}")
+            raise ConfigError(
+                f"augment.padding must be 0..1024 pixels and augment.pca_std 0..10 (0.1 is the paper's), got {self.padding}, {self.pca_std}"
+            )
         for key in ("mean", "std"):
             v = getattr(self, key)
             if v is not None and not (1 <= len(v) <= 4 and all(_number(x) and (x > 0 if key == "std" else True) for x in v)):
-                raise ConfigError(f"augment.{key} must be one {'positive ' if key == 'std' else ''}number per image channel "
-                                  f"(e.g. [0.485, 0.456, 0.406] for ImageNet, [0, 1] pixel scale), or null, got {v!r}")
+                raise ConfigError(
+                    f"augment.{key} must be one {'positive ' if key == 'std' else ''}number per image channel "
+                    f"(e.g. [0.485, 0.456, 0.406] for ImageNet, [0, 1] pixel scale), or null, got {v!r}"
+                )
 
 
 def _number(x) -> bool:
@@ -110,6 +133,7 @@ def _number(x) -> bool:
 def _pair(key: str, value, top: float) -> tuple[float, float]:
     """A (low, high) range of positive numbers with low <= high <= ``top``."""
     if not (len(value) == 2 and all(_number(x) for x in value) and 0 < value[0] <= value[1] <= top):
-        raise ConfigError(f"augment.{key} must be a [low, high] pair with 0 < low <= high"
-                          f"{' <= 1' if top == 1.0 else ''}, got {list(value)!r}")
-    return tuple(float(x) for x in value)
+        raise ConfigError(
+            f"augment.{key} must be a [low, high] pair with 0 < low <= high{' <= 1' if top == 1.0 else ''}, got {list(value)!r}"
+        )
+    return float(value[0]), float(value[1])

@@ -16,10 +16,9 @@ from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .normalization import Normalization
 from .sources import ImageFolderSource, resolve_source
-from .stream_index import build_index, index_stats, stream_splits
 from .split import Split
 from .stats import PixelStats, pixel_stats
-
+from .stream_index import build_index, index_stats, stream_splits
 
 SPLITS = ("test", "val", "train")
 
@@ -68,15 +67,23 @@ def _check_stratifiable(y: torch.Tensor, n_held: int, classes: list[str], what: 
     counts = torch.bincount(y, minlength=len(classes)).tolist()
     present = sum(c > 0 for c in counts)
     empty = [classes[i] for i, c in enumerate(counts) if c == 0]
-    note = f" (class folder{'s' if len(empty) > 1 else ''} {', '.join(repr(c) for c in empty[:3])} hold{'s' if len(empty) == 1 else ''} no training images)" if empty else ""
+    note = (
+        f" (class folder{'s' if len(empty) > 1 else ''} {', '.join(repr(c) for c in empty[:3])} hold{'s' if len(empty) == 1 else ''} no training images)"
+        if empty
+        else ""
+    )
     single = [classes[i] for i, c in enumerate(counts) if c == 1]
     if single:
-        raise DataError(f"{what}: class {single[0]!r}{f' and {len(single) - 1} more' if len(single) > 1 else ''} ha"
-                        f"{'ve' if len(single) > 1 else 's'} a single training image, and a stratified split needs two of each: "
-                        f"add images, remove that class folder, or {fix.replace('lower', 'change')}{note}")
+        raise DataError(
+            f"{what}: class {single[0]!r}{f' and {len(single) - 1} more' if len(single) > 1 else ''} ha"
+            f"{'ve' if len(single) > 1 else 's'} a single training image, and a stratified split needs two of each: "
+            f"add images, remove that class folder, or {fix.replace('lower', 'change')}{note}"
+        )
     if len(y) - n_held < present:
-        raise DataError(f"{what} leaves {len(y) - n_held} training image(s) for {present} classes, and the split is stratified: "
-                        f"{fix} (at most {len(y) - present} held out){note}")
+        raise DataError(
+            f"{what} leaves {len(y) - n_held} training image(s) for {present} classes, and the split is stratified: "
+            f"{fix} (at most {len(y) - present} held out){note}"
+        )
 
 
 def _stratified_split(y: torch.Tensor, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +109,9 @@ def _read_cache(path: Path, store: int) -> dict | None:
         return None
     problem = _cache_problem(blob, store)
     if problem:
-        warnings.warn(f"dataset cache {path} has the wrong shape ({problem}); decoding the dataset again to rebuild it", stacklevel=3)
+        warnings.warn(
+            f"dataset cache {path} has the wrong shape ({problem}); decoding the dataset again to rebuild it", stacklevel=3
+        )
         return None
     return blob
 
@@ -123,10 +132,17 @@ def _cache_problem(blob, store: int) -> str | None:
             return f"no {split} tensors"
         if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[2:]) != (store, store) or x.shape[1] not in (1, 3):
             return f"{split} images of shape {tuple(x.shape)} ({x.dtype}), expected (N, C, {store}, {store}) uint8"
-        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(classes)):
+        if (
+            y.dim() != 1
+            or len(y) != len(x)
+            or y.is_floating_point()
+            or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(classes))
+        ):
             return f"{split} labels that do not match its {len(x)} images and {len(classes)} classes"
         files = blob.get(f"{split}_files")
-        if files is not None and (not isinstance(files, (list, tuple)) or len(files) != len(x) or not all(isinstance(f, str) for f in files)):
+        if files is not None and (
+            not isinstance(files, (list, tuple)) or len(files) != len(x) or not all(isinstance(f, str) for f in files)
+        ):
             return f"{split} file names that do not match its {len(x)} images"
     c = blob["train_x"].shape[1]
     for k, shape in (("mean", (c,)), ("std", (c,)), ("eigvals", (c,)), ("eigvecs", (c, c))):
@@ -143,7 +159,9 @@ def choose_storage(cfg: DataConfig, source, augment: AugmentConfig | None, devic
     (which needs an ImageFolder tree; other sources are always in memory)."""
     streamable = isinstance(source, ImageFolderSource)
     if cfg.storage == "stream" and not streamable:
-        raise DataError(f"data.storage stream reads ImageFolder trees; {cfg.dataset} at {cfg.root} is not one: set data.storage: memory")
+        raise DataError(
+            f"data.storage stream reads ImageFolder trees; {cfg.dataset} at {cfg.root} is not one: set data.storage: memory"
+        )
     if cfg.storage != "auto" or not streamable:
         return ("memory" if cfg.storage == "auto" else cfg.storage), f"data.storage {cfg.storage}"
     n, c = source.count()
@@ -159,8 +177,9 @@ def choose_storage(cfg: DataConfig, source, augment: AugmentConfig | None, devic
     return "memory", f"data.storage auto -> memory ({estimate})"
 
 
-def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: torch.device | None = None,
-                 keep_val: list[str] | None = None) -> Dataset:
+def load_dataset(
+    cfg: DataConfig, augment: AugmentConfig | None = None, device: torch.device | None = None, keep_val: list[str] | None = None
+) -> Dataset:
     """Decode once (then read the cache), carve the validation split, attach statistics; or, for
     the streamed storage, index the tree. ``augment`` and ``device`` inform ``data.storage: auto``.
     ``keep_val``: the validation split a run recorded (file names, :mod:`.record`): those of its
@@ -169,42 +188,77 @@ def load_dataset(cfg: DataConfig, augment: AugmentConfig | None = None, device: 
     source = resolve_source(cfg)
     size, store = source.image_size, source.store_size
     if augment is not None and augment.crop == "scale" and augment.scale_min < size:
-        raise DataError(f"augment.scale_min {augment.scale_min} is below the {size}-pixel input: the paper's S is the rescaled "
-                        f"image's shorter side, from which {size}x{size} crops are cut, so S >= {size}; raise augment.scale_min "
-                        f"(and scale_max) or lower data.image_size")
+        raise DataError(
+            f"augment.scale_min {augment.scale_min} is below the {size}-pixel input: the paper's S is the rescaled "
+            f"image's shorter side, from which {size}x{size} crops are cut, so S >= {size}; raise augment.scale_min "
+            f"(and scale_max) or lower data.image_size"
+        )
     storage, why = choose_storage(cfg, source, augment, device)
     if storage == "stream":
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
         splits = stream_splits(index, source.tree, store, cfg.strict, size)
         train, val = _carve(cfg, splits["train"], splits.get("val"), list(index["classes"]), keep_val)
-        return Dataset(classes=list(index["classes"]), train=train, val=val, test=splits["test"], stats=index_stats(index),
-                       image_size=size, store_size=store, skipped=list(index["skipped"]), load_seconds=time.perf_counter() - t0,
-                       storage="stream", storage_note=why, listing=_listing(splits))
+        return Dataset(
+            classes=list(index["classes"]),
+            train=train,
+            val=val,
+            test=splits["test"],
+            stats=index_stats(index),
+            image_size=size,
+            store_size=store,
+            skipped=list(index["skipped"]),
+            load_seconds=time.perf_counter() - t0,
+            storage="stream",
+            storage_note=why,
+            listing=_listing(splits),
+        )
     path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
     blob = _read_cache(path, store)
     if blob is None:
         n, c = source.count()
-        check_fits(f"decoding {n:,} images of {c}x{store}x{store} pixels (data.image_size {size})", source.decoded_bytes(),
-                   "lower data.image_size, or stream the files (data.storage: stream, an ImageFolder tree)")
+        check_fits(
+            f"decoding {n:,} images of {c}x{store}x{store} pixels (data.image_size {size})",
+            source.decoded_bytes(),
+            "lower data.image_size, or stream the files (data.storage: stream, an ImageFolder tree)",
+        )
         raw = source.decode()
         stats = pixel_stats(raw.train.x)
         blob = {"classes": raw.classes, "skipped": raw.skipped, **stats.to_dict()}
         for name, split in (("train", raw.train), ("test", raw.test), ("val", raw.val)):
             if split is not None:
-                blob.update({f"{name}_x": split.x, f"{name}_y": split.y, **({f"{name}_files": split.files} if split.files is not None else {})})
+                blob.update(
+                    {
+                        f"{name}_x": split.x,
+                        f"{name}_y": split.y,
+                        **({f"{name}_files": split.files} if split.files is not None else {}),
+                    }
+                )
         save_tensors(blob, path)
     if cfg.strict and blob["skipped"]:
-        raise DataError(f"cannot read image {blob['skipped'][0]} (and {len(blob['skipped']) - 1} more); remove or replace them, or set data.strict: false")
+        raise DataError(
+            f"cannot read image {blob['skipped'][0]} (and {len(blob['skipped']) - 1} more); remove or replace them, or set data.strict: false"
+        )
 
-    train, test, val = (Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files")) if f"{n}_x" in blob else None
-                        for n in ("train", "test", "val"))
+    train, test, val = (
+        Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files")) if f"{n}_x" in blob else None
+        for n in ("train", "test", "val")
+    )
     listing = _listing({"train": train, "test": test, **({"val": val} if val is not None else {})})
     train, val = _carve(cfg, train, val, list(blob["classes"]), keep_val)
     return Dataset(
-        classes=list(blob["classes"]), train=train, val=val, test=test,
-        stats=PixelStats.from_dict(blob), image_size=size, store_size=store,
-        cache_file=path, skipped=list(blob["skipped"]), load_seconds=time.perf_counter() - t0,
-        storage="memory", storage_note=why, listing=listing,
+        classes=list(blob["classes"]),
+        train=train,
+        val=val,
+        test=test,
+        stats=PixelStats.from_dict(blob),
+        image_size=size,
+        store_size=store,
+        cache_file=path,
+        skipped=list(blob["skipped"]),
+        load_seconds=time.perf_counter() - t0,
+        storage="memory",
+        storage_note=why,
+        listing=listing,
     )
 
 
@@ -226,15 +280,21 @@ def _carve(cfg: DataConfig, train, val, classes: list[str], keep_val: list[str] 
         kept = set(keep_val)
         is_val = torch.tensor([f in kept for f in train.files], dtype=torch.bool)
         if keep_val and not is_val.any():
-            raise DataError(f"none of the {len(kept):,} validation images this run recorded is in {cfg.root} any more: "
-                            f"restore them to resume this run, or start a new run on the tree as it is")
+            raise DataError(
+                f"none of the {len(kept):,} validation images this run recorded is in {cfg.root} any more: "
+                f"restore them to resume this run, or start a new run on the tree as it is"
+            )
         if not keep_val and want:  # a run that validated records its files: an empty list is an edited record
-            raise DataError(f"the run's split record lists no validation images, yet data.val_size is {want}: the record "
-                            "(splits.json.gz) was edited or damaged; restore it, or delete it to carve the split anew")
+            raise DataError(
+                f"the run's split record lists no validation images, yet data.val_size is {want}: the record "
+                "(splits.json.gz) was edited or damaged; restore it, or delete it to carve the split anew"
+            )
         if len(train) and bool(is_val.all()):
-            raise DataError(f"the run's split record lists every one of the {len(train):,} training images as validation, "
-                            "leaving none to train on: splits.json.gz was edited or damaged; restore it, or delete it to "
-                            "carve the split anew")
+            raise DataError(
+                f"the run's split record lists every one of the {len(train):,} training images as validation, "
+                "leaving none to train on: splits.json.gz was edited or damaged; restore it, or delete it to "
+                "carve the split anew"
+            )
         val = train.subset(torch.nonzero(is_val).flatten()) if keep_val else None
         train = train.subset(torch.nonzero(~is_val).flatten())
     elif val is None:
@@ -243,8 +303,10 @@ def _carve(cfg: DataConfig, train, val, classes: list[str], keep_val: list[str] 
         if n_val >= n:
             raise DataError(f"data.val_size {want} leaves no training images (the training split has {n})")
         if 0 < n_val < n_classes:
-            raise DataError(f"data.val_size {want} gives {n_val} validation image(s) for {n_classes} classes, and the split is "
-                            f"stratified: set data.val_size to at least {n_classes} (or 0 for none)")
+            raise DataError(
+                f"data.val_size {want} gives {n_val} validation image(s) for {n_classes} classes, and the split is "
+                f"stratified: set data.val_size to at least {n_classes} (or 0 for none)"
+            )
         _check_stratifiable(train.y, n_val, classes, f"data.val_size {want}")
         tr_idx, va_idx = _stratified_split(train.y, n_val, cfg.split_seed)
         val = train.subset(va_idx) if n_val else None
@@ -252,8 +314,9 @@ def _carve(cfg: DataConfig, train, val, classes: list[str], keep_val: list[str] 
     if cfg.train_limit is not None and cfg.train_limit < len(train):
         if cfg.train_limit < n_classes:
             raise DataError(f"data.train_limit {cfg.train_limit} is smaller than the number of classes ({n_classes})")
-        _check_stratifiable(train.y, len(train) - cfg.train_limit, classes, f"data.train_limit {cfg.train_limit}",
-                            "raise data.train_limit")
+        _check_stratifiable(
+            train.y, len(train) - cfg.train_limit, classes, f"data.train_limit {cfg.train_limit}", "raise data.train_limit"
+        )
         keep, _ = _stratified_split(train.y, len(train) - cfg.train_limit, cfg.split_seed + 1)
         train = train.subset(keep)
     return train, val

@@ -38,7 +38,7 @@ def decode_view(path: Path, view: tuple, out: int, strict: bool = False) -> torc
                 im.draft("RGB", (math.ceil(w * out / bw), math.ceil(h * out / bh)))
                 kx, ky = im.size[0] / w, im.size[1] / h
                 box = (box[0] * kx, box[1] * ky, min(box[2] * kx, im.size[0]), min(box[3] * ky, im.size[1]))
-            img = to_rgb(im).resize((out, out), Image.BILINEAR, box=box, reducing_gap=None)
+            img = to_rgb(im).resize((out, out), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         unreadable(path, exc, strict)
         return torch.full((3, out, out), 128, dtype=torch.uint8)

@@ -31,8 +31,17 @@ def open_image(path: Path):
     except OSError as exc:
         raise NotAnImageFile(f"cannot stat it ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
-            "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
         raise NotAnImageFile(f"it is {kind}, not an image file")
     return Image.open(path)
 
@@ -135,20 +144,25 @@ def read_imagefolder(root: Path, size: int, strict: bool, crop: int | None = Non
     """Decode every image of every split with a thread pool (PIL releases the GIL while decoding)."""
     splits: dict[str, Split] = {}
     skipped: list[str] = []
-    for name, files, labels, classes in list_splits(root):
+    for name, files, labels, classes in list_splits(root):  # noqa: B007 (every split has the same classes: the last is kept)
         # decoded straight into the (N, C, S, S) tensor that is cached: no second full-size copy
         out = torch.zeros((len(files), 3, size, size), dtype=torch.uint8)
         ok = np.ones(len(files), dtype=bool)
 
-        def work(i):
+        def work(i, out=out, files=files, ok=ok):  # this split's buffers, bound now
             try:
                 out[i] = torch.from_numpy(decode_image(files[i], size, crop).copy()).permute(2, 0, 1)  # PIL arrays are read-only
             except Exception as exc:  # PIL raises many types for bad files
                 if strict:
-                    raise DataError(f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+                    raise DataError(
+                        f"cannot read image {files[i]}: {exc} (remove or replace it, or set data.strict: false to skip it)"
+                    ) from None
                 ok[i] = False
 
-        with ThreadPoolExecutor(max_workers=2) as pool, Progress(len(files), f"decoding {name}/ (first load, cached after)") as progress:
+        with (
+            ThreadPoolExecutor(max_workers=2) as pool,
+            Progress(len(files), f"decoding {name}/ (first load, cached after)") as progress,
+        ):
             for _ in pool.map(work, range(len(files))):
                 progress.advance(1)
         for i in np.flatnonzero(~ok):
@@ -167,8 +181,13 @@ def read_imagefolder(root: Path, size: int, strict: bool, crop: int | None = Non
 
 def count_images(root: Path) -> int:
     """Image files under the split folders of an ImageFolder tree (listing only, no decoding)."""
-    return sum(1 for name in ("train", "val", "test") if (root / name).is_dir()
-               for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sum(
+        1
+        for name in ("train", "val", "test")
+        if (root / name).is_dir()
+        for p in (root / name).rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def image_size_of_tree(root: Path, strict: bool = False) -> int:
@@ -185,7 +204,9 @@ def image_size_of_tree(root: Path, strict: bool = False) -> int:
                 return min(im.size)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             if strict:
-                raise DataError(f"cannot read image {p}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+                raise DataError(
+                    f"cannot read image {p}: {exc} (remove or replace it, or set data.strict: false to skip it)"
+                ) from None
             warnings.warn(f"skipped unreadable image {p} ({type(exc).__name__}: {exc})", stacklevel=2)
     raise DataError(f"no readable images found under {root / 'train'}")
 

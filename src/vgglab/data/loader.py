@@ -85,14 +85,27 @@ class BatchLoader:
     """
 
     def __init__(
-        self, split: Split, batch_size: int, *, image_size: int, norm: Normalization, augment: AugmentConfig | None = None,
-        pca: PixelStats | None = None, shuffle: bool = False, drop_last: bool = False, seed: int = 0, device="cpu",
-        channels_last: bool = True, shard: tuple[int, int] = (0, 1),
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        image_size: int,
+        norm: Normalization,
+        augment: AugmentConfig | None = None,
+        pca: PixelStats | None = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        device="cpu",
+        channels_last: bool = True,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
         if augment is not None and augment.crop == "scale" and split.x.device.type != "meta":
-            raise ConfigError("augment.crop: scale rescales each full image: it needs the streamed storage "
-                              "(data.storage: stream or auto, with an ImageFolder tree); use pad or resized for cached images")
+            raise ConfigError(
+                "augment.crop: scale rescales each full image: it needs the streamed storage "
+                "(data.storage: stream or auto, with an ImageFolder tree); use pad or resized for cached images"
+            )
         self.x = split.x if split.x.device.type == "meta" else split.x.to(self.device)  # meta: a streamed split's shape
         self.y = split.y.to(self.device)
         self.batch_size = batch_size
@@ -133,7 +146,9 @@ class BatchLoader:
     def local_total(self) -> int:
         """Images this process sees in an epoch (its shard of every batch), for progress."""
         n, bs, lb = len(self.y), self.batch_size, self.local_batch
-        return sum(max(0, min(b * bs + (self.rank + 1) * lb, (b + 1) * bs, n) - (b * bs + self.rank * lb)) for b in range(len(self)))
+        return sum(
+            max(0, min(b * bs + (self.rank + 1) * lb, (b + 1) * bs, n) - (b * bs + self.rank * lb)) for b in range(len(self))
+        )
 
     def _plan(self):
         """The epoch's order and every sample's augmentation parameters, drawn at once."""
@@ -198,7 +213,7 @@ def place(x: torch.Tensor, aug: AugmentConfig | None, p: dict, size: int) -> tor
     store = x.shape[-1]
     if aug is None or aug.crop == "none":
         o = (store - size) // 2
-        x = x[:, :, o:o + size, o:o + size]
+        x = x[:, :, o : o + size, o : o + size]
         if aug is not None and aug.flip:
             x = torch.where(p["flips"][:, None, None, None], x.flip(3), x)
         return x.float()

@@ -25,10 +25,12 @@ class Normalization:
         if self.mode not in NORMALIZE_MODES:
             raise ConfigError(f"normalization mode must be one of {', '.join(NORMALIZE_MODES)}, got {self.mode!r}")
         if len(self.mean) != len(self.std):
-            raise ConfigError(f"augment.mean and augment.std need one value per image channel, got {len(self.mean)} and {len(self.std)}")
+            raise ConfigError(
+                f"augment.mean and augment.std need one value per image channel, got {len(self.mean)} and {len(self.std)}"
+            )
 
     @classmethod
-    def of(cls, stats: PixelStats, augment: AugmentConfig | None = None) -> "Normalization":
+    def of(cls, stats: PixelStats, augment: AugmentConfig | None = None) -> Normalization:
         """The training images' statistics, with ``augment``'s mode and its mean/std where it sets
         them (e.g. ImageNet's for a pretrained model)."""
         aug = augment or AugmentConfig()
@@ -37,7 +39,7 @@ class Normalization:
         return cls(aug.normalize, tuple(mean), tuple(std))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
+    def from_dict(cls, d: dict) -> Normalization:
         return cls(d["mode"], tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
 
     def to_dict(self) -> dict:

@@ -56,8 +56,10 @@ def read_record(run_dir: Path) -> dict | None:
         if not all(isinstance(v, list) and all(isinstance(f, str) for f in v) for v in lists):
             raise ValueError("file lists that are not lists of names")
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path} cannot be read ({exc}): it records which images this run validated on; restore it from a "
-                        f"backup, or delete it to carve the validation split anew (images may then move between splits)") from None
+        raise DataError(
+            f"{path} cannot be read ({exc}): it records which images this run validated on; restore it from a "
+            f"backup, or delete it to carve the validation split anew (images may then move between splits)"
+        ) from None
     return blob
 
 

@@ -95,8 +95,15 @@ class ImageFolderSource(Source):
     kind = "imagefolder"
 
     def cache_key(self) -> str:
-        return fingerprint(CACHE_VERSION, self.kind, str(self.tree.resolve()), tree_fingerprint(self.tree), self.store_size,
-                           IMAGEFOLDER_DECODE, self.image_size)
+        return fingerprint(
+            CACHE_VERSION,
+            self.kind,
+            str(self.tree.resolve()),
+            tree_fingerprint(self.tree),
+            self.store_size,
+            IMAGEFOLDER_DECODE,
+            self.image_size,
+        )
 
     def decode(self) -> RawData:
         return read_imagefolder(self.tree, self.store_size, self.strict, self.image_size)
@@ -131,8 +138,14 @@ class CifarSource(Source):
     def cache_key(self) -> str:
         folder = self.root / _cifar_class(self.dataset).base_folder
         files = sorted(folder.glob("*")) if folder.is_dir() else []
-        return fingerprint(CACHE_VERSION, self.kind, self.dataset, str(self.root.resolve()),
-                           [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files], self.store_size)
+        return fingerprint(
+            CACHE_VERSION,
+            self.kind,
+            self.dataset,
+            str(self.root.resolve()),
+            [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+            self.store_size,
+        )
 
     def decode(self) -> RawData:
         cls = _cifar_class(self.dataset)
@@ -145,7 +158,9 @@ class CifarSource(Source):
                 f"or point data.root at a folder holding {cls.base_folder}/ or an ImageFolder tree (train/, test/)"
             ) from None
         except OSError as exc:  # no network
-            raise DataError(f"could not download {self.dataset} into {self.root}: {exc}; download {cls.url} by hand and unpack it there") from None
+            raise DataError(
+                f"could not download {self.dataset} into {self.root}: {exc}; download {cls.url} by hand and unpack it there"
+            ) from None
 
         def split(ds) -> Split:
             x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
@@ -182,7 +197,8 @@ def resolve_source(cfg: DataConfig) -> Source:
         size = cfg.image_size or 32
         return CifarSource(size, size, root, cfg.dataset, cfg.download)
     how = (
-        "set data.download: true to fetch it, or unpack the archive there" if cfg.dataset != "imagefolder"
+        "set data.download: true to fetch it, or unpack the archive there"
+        if cfg.dataset != "imagefolder"
         else "it needs train/<class>/ and test/<class>/ (or val/<class>/, as ImageNet's) subfolders"
     )
     raise DataError(f"{cfg.dataset} dataset not found at {root}: {how}")

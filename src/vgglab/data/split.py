@@ -16,7 +16,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx: torch.Tensor) -> "Split":
+    def subset(self, idx: torch.Tensor) -> Split:
         idx = torch.as_tensor(idx, dtype=torch.long)
         files = None if self.files is None else [self.files[i] for i in idx.tolist()]
         return Split(self.x[idx], self.y[idx], files)

@@ -20,7 +20,7 @@ class PixelStats:
         return {"mean": self.mean, "std": self.std, "eigvals": self.eigvals, "eigvecs": self.eigvecs}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PixelStats":
+    def from_dict(cls, d: dict) -> PixelStats:
         return cls(*(torch.as_tensor(d[k], dtype=torch.float32) for k in ("mean", "std", "eigvals", "eigvecs")))
 
 
@@ -37,7 +37,7 @@ def pixel_stats(x: torch.Tensor, chunk: int | None = None) -> PixelStats:
     outer = torch.zeros(c, c, dtype=torch.float64)
     count = 0
     for start in range(0, n, chunk):
-        p = x[start:start + chunk].to(torch.float64).div_(255.0)
+        p = x[start : start + chunk].to(torch.float64).div_(255.0)
         p = p.permute(1, 0, 2, 3).reshape(c, -1)  # (C, pixels)
         total += p.sum(1)
         outer += p @ p.T

@@ -54,10 +54,17 @@ class StreamSplit:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx: torch.Tensor) -> "StreamSplit":
+    def subset(self, idx: torch.Tensor) -> StreamSplit:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return StreamSplit(self.root, [self.files[i] for i in idx.tolist()], self.y[idx], self.sides[idx], self.store_size,
-                           self.strict, self.crop)
+        return StreamSplit(
+            self.root,
+            [self.files[i] for i in idx.tolist()],
+            self.y[idx],
+            self.sides[idx],
+            self.store_size,
+            self.strict,
+            self.crop,
+        )
 
     def images(self, idx) -> torch.Tensor:
         """uint8 (n, 3, S, S) evaluation squares of the samples ``idx`` (a slice or index tensor)."""
@@ -77,8 +84,12 @@ class _Views(torch.utils.data.Dataset):
 
     def __getitem__(self, request):
         rows, views, out = request
-        return torch.stack([decode_view(self.split.root / self.split.files[i], v, out, self.split.strict)
-                            for i, v in zip(rows, views)])
+        return torch.stack(
+            [
+                decode_view(self.split.root / self.split.files[i], v, out, self.split.strict)
+                for i, v in zip(rows, views, strict=True)
+            ]
+        )
 
 
 def auto_workers(device: torch.device) -> int:
@@ -127,14 +138,23 @@ class StreamLoader(BatchLoader):
             rows = plan["order"][sl].tolist()
             if full:
                 kind = self.augment.crop
-                views = [(kind, *row, flip) for row, flip in zip(plan["view"][sl].tolist(), plan["flips"][sl].tolist())]
+                views = [
+                    (kind, *row, flip) for row, flip in zip(plan["view"][sl].tolist(), plan["flips"][sl].tolist(), strict=True)
+                ]
             else:
                 views = [self.split.eval_view] * len(rows)
             requests.append((rows, views, out))
             slices.append(sl)
-        loader = DataLoader(_Views(self.split), batch_size=None, sampler=requests, num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", collate_fn=None, worker_init_fn=worker_init)
-        for x, sl in zip(_clean_errors(loader), slices):
+        loader = DataLoader(
+            _Views(self.split),
+            batch_size=None,
+            sampler=requests,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            collate_fn=None,
+            worker_init_fn=worker_init,
+        )
+        for x, sl in zip(_clean_errors(loader), slices, strict=True):
             idx = plan["order"][sl]
             p = {k: v[sl].to(self.device, non_blocking=True) for k, v in plan.items() if k not in ("order", "view")}
             x = x.to(self.device, non_blocking=True)
@@ -150,10 +170,14 @@ def uint8_batches(split, batch_size: int, workers: int | str = "auto"):
             yield split.images(slice(start, start + batch_size))
         return
     n = len(split)
-    requests = [(list(range(s, min(s + batch_size, n))), [split.eval_view] * (min(s + batch_size, n) - s), split.store_size)
-                for s in range(0, n, batch_size)]
+    requests = [
+        (list(range(s, min(s + batch_size, n))), [split.eval_view] * (min(s + batch_size, n) - s), split.store_size)
+        for s in range(0, n, batch_size)
+    ]
     workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
-    yield from _clean_errors(DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers, worker_init_fn=worker_init))
+    yield from _clean_errors(
+        DataLoader(_Views(split), batch_size=None, sampler=requests, num_workers=workers, worker_init_fn=worker_init)
+    )
 
 
 class _FullImages(torch.utils.data.Dataset):
@@ -164,9 +188,11 @@ class _FullImages(torch.utils.data.Dataset):
         self.split, self.scales = split, scales
 
     def __getitem__(self, rows):
-        per_image = [decode_rescaled(self.split.root / self.split.files[i], self.scales, self.split.sides[i].tolist(),
-                                     self.split.strict) for i in rows]
-        return [torch.stack(batch) for batch in zip(*per_image)]
+        per_image = [
+            decode_rescaled(self.split.root / self.split.files[i], self.scales, self.split.sides[i].tolist(), self.split.strict)
+            for i in rows
+        ]
+        return [torch.stack(batch) for batch in zip(*per_image, strict=True)]
 
 
 def full_image_batches(split: StreamSplit, scales: list[int], pixels: int, workers: int | str = "auto"):
@@ -181,10 +207,12 @@ def full_image_batches(split: StreamSplit, scales: list[int], pixels: int, worke
     for (w, h), rows in sorted(groups.items()):
         qw, qh = rescaled_size(w, h, max(scales))
         per = max(1, pixels // (qw * qh))
-        requests += [rows[k:k + per] for k in range(0, len(rows), per)]
+        requests += [rows[k : k + per] for k in range(0, len(rows), per)]
     workers = auto_workers(torch.device("cpu")) if workers == "auto" else int(workers)
-    loader = DataLoader(_FullImages(split, scales), batch_size=None, sampler=requests, num_workers=workers, worker_init_fn=worker_init)
-    for rows, batches in zip(requests, _clean_errors(loader)):
+    loader = DataLoader(
+        _FullImages(split, scales), batch_size=None, sampler=requests, num_workers=workers, worker_init_fn=worker_init
+    )
+    for rows, batches in zip(requests, _clean_errors(loader), strict=True):
         yield torch.tensor(rows), batches
 
 
@@ -217,8 +245,10 @@ def make_loader(split, batch_size: int, *, workers: int | str = "auto", **kw) ->
     if isinstance(split, StreamSplit):
         aug = kw.get("augment")
         if aug is not None and aug.early_crop is not None:
-            raise DataError("augment.early_crop crops the cached images of data.storage: memory; this dataset is streamed: "
-                            "set data.storage: memory, or remove augment.early_crop")
+            raise DataError(
+                "augment.early_crop crops the cached images of data.storage: memory; this dataset is streamed: "
+                "set data.storage: memory, or remove augment.early_crop"
+            )
         return StreamLoader(split, batch_size, workers=workers, **kw)
     return BatchLoader(split, batch_size, **kw)
 

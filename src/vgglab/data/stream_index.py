@@ -36,7 +36,9 @@ def _cached_index(key: str, cache_dir: str | None, build, valid) -> dict:
             index = json.loads(path.read_text())
             if valid(index):
                 return index
-            warnings.warn(f"stream index {path} has the wrong shape (edited, or another version's); indexing the tree again", stacklevel=3)
+            warnings.warn(
+                f"stream index {path} has the wrong shape (edited, or another version's); indexing the tree again", stacklevel=3
+            )
         except (OSError, ValueError):
             warnings.warn(f"stream index {path} could not be read; indexing the tree again", stacklevel=3)
     index = build()
@@ -49,28 +51,46 @@ def _cached_index(key: str, cache_dir: str | None, build, valid) -> dict:
 
 def _valid_rows(rows) -> bool:
     """[[relative path, label, width, height], ...] with non-negative labels and positive sides."""
+
     def whole(v):
         return isinstance(v, int) and not isinstance(v, bool)
+
     return isinstance(rows, list) and all(
-        isinstance(r, list) and len(r) == 4 and isinstance(r[0], str) and r[0] and all(whole(v) for v in r[1:])
-        and r[1] >= 0 and r[2] > 0 and r[3] > 0 for r in rows)
+        isinstance(r, list)
+        and len(r) == 4
+        and isinstance(r[0], str)
+        and r[0]
+        and all(whole(v) for v in r[1:])
+        and r[1] >= 0
+        and r[2] > 0
+        and r[3] > 0
+        for r in rows
+    )
 
 
 def _valid_classes(classes, rows_lists) -> bool:
-    return (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
-            and all(r[1] < len(classes) for rows in rows_lists for r in rows))
+    return (
+        isinstance(classes, list)
+        and classes
+        and all(isinstance(c, str) for c in classes)
+        and all(r[1] < len(classes) for rows in rows_lists for r in rows)
+    )
 
 
 def _valid_tree_index(index) -> bool:
     try:
         splits, stats = index["splits"], index["stats"]
-        if not (isinstance(splits, dict) and "train" in splits and "test" in splits and all(_valid_rows(r) for r in splits.values())):
+        if not (
+            isinstance(splits, dict) and "train" in splits and "test" in splits and all(_valid_rows(r) for r in splits.values())
+        ):
             return False
         if not _valid_classes(index["classes"], splits.values()) or not isinstance(index.get("skipped", []), list):
             return False
         index_stats(index)  # the right sizes: 3 means, 3 stds, 3 eigenvalues, 3x3 eigenvectors
-        return all(torch.tensor(stats[k]).shape == shape for k, shape in
-                   (("mean", (3,)), ("std", (3,)), ("eigvals", (3,)), ("eigvecs", (3, 3))))
+        return all(
+            torch.tensor(stats[k]).shape == shape
+            for k, shape in (("mean", (3,)), ("std", (3,)), ("eigvals", (3,)), ("eigvecs", (3, 3)))
+        )
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
         return False
 
@@ -86,13 +106,17 @@ def _index_rows(tree: Path, files: list[Path], labels: list[int], strict: bool, 
     """(path relative to ``tree``, label, width, height) per readable file (headers only)."""
     rows = []
     what = f"indexing {files[0].relative_to(tree).parts[0]}/ of {tree}" if files else "indexing"
-    for f, label in track(zip(files, labels), len(files), f"{what} (image headers, cached after)", "files", count=lambda _: 1):
+    for f, label in track(
+        zip(files, labels, strict=True), len(files), f"{what} (image headers, cached after)", "files", count=lambda _: 1
+    ):
         try:
             with open_image(f) as im:
                 rows.append((str(f.relative_to(tree)), label, *im.size))
         except Exception as exc:  # PIL raises many types for bad files
             if strict:
-                raise DataError(f"cannot read image {f}: {exc} (remove or replace it, or set data.strict: false to skip it)") from None
+                raise DataError(
+                    f"cannot read image {f}: {exc} (remove or replace it, or set data.strict: false to skip it)"
+                ) from None
             skipped.append(str(f))
             warnings.warn(f"skipped unreadable image {f}", stacklevel=3)
     return rows
@@ -105,7 +129,7 @@ def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
     def build() -> dict:
         index: dict = {"splits": {}, "skipped": []}
         classes = None
-        for name, files, labels, classes in list_splits(tree):
+        for name, files, labels, classes in list_splits(tree):  # noqa: B007 (every split has the same classes: the last is kept)
             index["splits"][name] = _index_rows(tree, files, labels, strict, index["skipped"])
         if "train" not in index["splits"] or "test" not in index["splits"]:
             raise DataError(f"{tree} needs train/<class>/ and test/<class>/ (or val/<class>/, as ImageNet's) folders")
@@ -117,10 +141,14 @@ def build_index(tree: Path, cache_dir: str | None, strict: bool) -> dict:
         index["stats"] = {k: v.tolist() for k, v in pixel_stats(sample).to_dict().items()}
         return index
 
-    return _cached_index(fingerprint(INDEX_VERSION, str(tree.resolve()), tree_fingerprint(tree)), cache_dir, build, _valid_tree_index)
+    return _cached_index(
+        fingerprint(INDEX_VERSION, str(tree.resolve()), tree_fingerprint(tree)), cache_dir, build, _valid_tree_index
+    )
 
 
-def folder_split(folder: Path, store_size: int, crop: int, cache_dir: str | None = None, strict: bool = False) -> tuple[StreamSplit, list[str]]:
+def folder_split(
+    folder: Path, store_size: int, crop: int, cache_dir: str | None = None, strict: bool = False
+) -> tuple[StreamSplit, list[str]]:
     """One folder of class folders (``folder/<class>/<image>``, e.g. ImageNet's ``val/``), streamed,
     and its class names (sorted, as ImageFolder numbers them). No training split or statistics are
     needed: this is for models that bring their own, such as torchvision's weights."""
@@ -130,8 +158,12 @@ def folder_split(folder: Path, store_size: int, crop: int, cache_dir: str | None
         skipped: list[str] = []
         return {"classes": classes, "rows": _index_rows(folder, files, labels, strict, skipped), "skipped": skipped}
 
-    index = _cached_index(fingerprint(INDEX_VERSION, "folder", str(folder.resolve()), tree_fingerprint(folder)), cache_dir, build,
-                          _valid_folder_index)
+    index = _cached_index(
+        fingerprint(INDEX_VERSION, "folder", str(folder.resolve()), tree_fingerprint(folder)),
+        cache_dir,
+        build,
+        _valid_folder_index,
+    )
     split = stream_splits({"splits": {"x": index["rows"]}}, folder, store_size, strict, crop)["x"]
     return split, index["classes"]
 

@@ -20,7 +20,7 @@ VIEW_COUNTS = {"none": 1, "flip": 2, "flip-shift": 6, "flip-translate": 10}  # f
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     o = (x.shape[-1] - size) // 2
-    return x[..., o:o + size, o:o + size]
+    return x[..., o : o + size, o : o + size]
 
 
 def rescale_shorter(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ def multicrop_views(x: torch.Tensor, size: int, grid: int):
     followed by its mirror: 2 * grid**2 views (the paper's multi-crop: grid 5, 50 per scale)."""
     for top in grid_offsets(x.shape[-2], size, grid):
         for left in grid_offsets(x.shape[-1], size, grid):
-            v = x[..., top:top + size, left:left + size]
+            v = x[..., top : top + size, left : left + size]
             yield v
             yield v.flip(3)
 
@@ -57,9 +57,13 @@ def tta_views(x: torch.Tensor, mode: str, size: int, shift: int = 1):
         yield center.flip(3)
     elif mode in ("flip-translate", "flip-shift"):
         p = F.pad(center, (shift,) * 4, mode="reflect")
-        offsets = [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)] if mode == "flip-translate" else [(0, 0), (-shift, -shift), (shift, shift)]
+        offsets = (
+            [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]
+            if mode == "flip-translate"
+            else [(0, 0), (-shift, -shift), (shift, shift)]
+        )
         for dy, dx in offsets:
-            v = p[..., shift + dy:shift + dy + size, shift + dx:shift + dx + size]
+            v = p[..., shift + dy : shift + dy + size, shift + dx : shift + dx + size]
             yield v
             yield v.flip(3)
     else:

@@ -21,10 +21,9 @@ from ..errors import VgglabError
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
-from ..train import speed
 from ..strict import strict_init
+from ..train import speed
 from ..train.checkpoint import CheckpointError, load_checkpoint, meta_of, model_from_checkpoint
-
 
 SYNSET = re.compile(r"n\d{8}")  # a WordNet synset id, ImageNet's class folder names
 
@@ -103,8 +102,10 @@ class Inference:
         """The run's data section (``data_root`` replacing its root)."""
         data = self._section("data", DataConfig)
         if data is None:
-            raise CheckpointError(f"{self.checkpoint.get('path', 'the checkpoint')} records no data section in its config; "
-                                  "evaluate the run directory's best.pt or last.pt instead")
+            raise CheckpointError(
+                f"{self.checkpoint.get('path', 'the checkpoint')} records no data section in its config; "
+                "evaluate the run directory's best.pt or last.pt instead"
+            )
         return data if data_root is None else dataclasses.replace(data, root=data_root)
 
     def _section(self, name: str, cls):
@@ -115,15 +116,19 @@ class Inference:
         if config is None:
             return None
         if not isinstance(config, dict):
-            raise CheckpointError(f"{where} is a {type(config).__name__}, not a mapping; the file was edited or damaged: "
-                                  "use the run's best.pt or last.pt, or export the weights again")
+            raise CheckpointError(
+                f"{where} is a {type(config).__name__}, not a mapping; the file was edited or damaged: "
+                "use the run's best.pt or last.pt, or export the weights again"
+            )
         if config.get(name) is None:
             return None
         try:
             return strict_init(cls, config[name], f"{where}: {name}")
         except (VgglabError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{' '.join(str(exc).split())}; the file was edited or damaged: use the run's best.pt or "
-                                  "last.pt, or export the weights again") from None
+            raise CheckpointError(
+                f"{' '.join(str(exc).split())}; the file was edited or damaged: use the run's best.pt or "
+                "last.pt, or export the weights again"
+            ) from None
 
     def load_split(self, split: str, data_root: str | None = None, full_images: bool = False) -> tuple[Split, Dataset | None]:
         """The run's dataset split, as the model saw its kind during training (the storage training
@@ -149,14 +154,18 @@ class Inference:
 
     def _folder_split(self, split: str, data_root: str | None) -> Split:
         if data_root is None:
-            raise VgglabError(f"{self.checkpoint['path']} has no dataset of its own: pass --data-root FOLDER holding "
-                              f"{split}/<class>/<image> (ImageNet's layout: FOLDER/val/<synset id>/<image>)")
+            raise VgglabError(
+                f"{self.checkpoint['path']} has no dataset of its own: pass --data-root FOLDER holding "
+                f"{split}/<class>/<image> (ImageNet's layout: FOLDER/val/<synset id>/<image>)"
+            )
         root = Path(data_root).expanduser()
         folder = root / split
         if split == "test" and not folder.is_dir() and (root / "val").is_dir():
             folder = root / "val"  # ImageNet's layout: val/ is what results are reported on
         if not folder.is_dir():
-            raise VgglabError(f"no {split} split at {root}: expected {folder}/<class>/<image> (ImageNet's layout: {root}/val/<synset id>/<image>)")
+            raise VgglabError(
+                f"no {split} split at {root}: expected {folder}/<class>/<image> (ImageNet's layout: {root}/val/<synset id>/<image>)"
+            )
         chosen, classes = folder_split(folder, self.eval_resize, self.image_size)
         return self._in_model_numbering(chosen, classes)
 
@@ -169,12 +178,16 @@ class Inference:
         unknown = [c for c in classes if c not in self.classes]
         if unknown and all(SYNSET.fullmatch(c) for c in classes):
             if len(classes) != len(self.classes):
-                raise VgglabError(f"{len(classes)} synset folders: synset ids map to the model's {len(self.classes)} categories by the "
-                                  f"index order of the sorted ids, which needs all {len(self.classes)} folders (ImageNet's full val/ tree)")
+                raise VgglabError(
+                    f"{len(classes)} synset folders: synset ids map to the model's {len(self.classes)} categories by the "
+                    f"index order of the sorted ids, which needs all {len(self.classes)} folders (ImageNet's full val/ tree)"
+                )
             return chosen
         if unknown:
-            raise VgglabError(f"the dataset has classes the model does not know ({', '.join(unknown[:5])}"
-                              f"{' ...' if len(unknown) > 5 else ''}); check --data-root")
+            raise VgglabError(
+                f"the dataset has classes the model does not know ({', '.join(unknown[:5])}"
+                f"{' ...' if len(unknown) > 5 else ''}); check --data-root"
+            )
         # a subset of the model's classes, e.g. some ImageNet categories: labels in the model's numbering
         index = torch.tensor([self.classes.index(c) for c in classes])
         return dataclasses.replace(chosen, y=index[chosen.y])
@@ -183,8 +196,13 @@ class Inference:
 INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def load_inference(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, precision: str = "auto",
-                   cache_dir: str | None = None) -> Inference:
+def load_inference(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    use_ema: bool = True,
+    precision: str = "auto",
+    cache_dir: str | None = None,
+) -> Inference:
     """A run directory (its best.pt, else last.pt), a checkpoint file or torchvision weights
     (``torchvision:vgg16_bn[:WEIGHTS]``) -> ready-to-use model. ``precision``: ``auto`` is the
     run's own choice on the machine it trained on, elsewhere (and for pretrained weights) bf16

@@ -34,9 +34,16 @@ class Preprocess:
             x = self._resize(images if images.dim() == 4 else images[None])
         else:
             batch = images if isinstance(images, (list, tuple)) else [images]
-            x = torch.stack([torch.from_numpy(np.array(square_rgb(im, self.meta.eval_resize, self.meta.image_size))).permute(2, 0, 1) for im in batch])
+            x = torch.stack(
+                [
+                    torch.from_numpy(np.array(square_rgb(im, self.meta.eval_resize, self.meta.image_size))).permute(2, 0, 1)
+                    for im in batch
+                ]
+            )
         if x.dtype != torch.uint8:
-            raise VgglabError(f"preprocess takes uint8 images (0-255), got {x.dtype}; convert with (x * 255).round().to(torch.uint8)")
+            raise VgglabError(
+                f"preprocess takes uint8 images (0-255), got {x.dtype}; convert with (x * 255).round().to(torch.uint8)"
+            )
         x = to_gray_if(x, self.in_chans)
         if x.shape[1] != self.in_chans:
             raise VgglabError(f"the model takes {self.in_chans}-channel images, got {x.shape[1]} channels")
@@ -48,7 +55,7 @@ class Preprocess:
         side, crop = self.meta.eval_resize, self.meta.image_size
         x = resize(x, [side], antialias=True)
         top, left = square_offset(x.shape[-2], side, crop), square_offset(x.shape[-1], side, crop)
-        return x[..., top:top + side, left:left + side]
+        return x[..., top : top + side, left : left + side]
 
 
 def load_model(path: str | Path, device: str | torch.device = "auto", use_ema: bool = True) -> VGG:

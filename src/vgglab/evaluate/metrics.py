@@ -16,8 +16,17 @@ from .tta import default_scales, dense_head, scale_probs, tta_probs
 
 
 @torch.inference_mode()
-def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size: int = 250, shift: int = 1,
-                  scales: list[int] | None = None, grid: int = MULTICROP_GRID, what: str = "evaluating") -> torch.Tensor:
+def predict_split(
+    inf: Inference,
+    split: Split,
+    tta: str = "none",
+    *,
+    batch_size: int = 250,
+    shift: int = 1,
+    scales: list[int] | None = None,
+    grid: int = MULTICROP_GRID,
+    what: str = "evaluating",
+) -> torch.Tensor:
     """Probabilities (N, classes) for every image of a split (cached, or streamed by the loader's
     workers). The paper's scale modes see a streamed split's whole images (rescaled to each scale
     by the workers, batched by original size, ``batch_size`` images' worth of pixels at the input
@@ -30,7 +39,7 @@ def predict_split(inf: Inference, split: Split, tta: str = "none", *, batch_size
             scales = scales or default_scales(tta, inf.test_scale, inf.image_size)
             out = torch.empty(len(split), len(inf.classes))
             for rows, batches in full_image_batches(split, scales, batch_size * inf.image_size**2):
-                scaled = {q: inf.normalize(b).contiguous(memory_format=fmt) for q, b in zip(scales, batches)}
+                scaled = {q: inf.normalize(b).contiguous(memory_format=fmt) for q, b in zip(scales, batches, strict=True)}
                 with autocast(inf.device, inf.precision):
                     out[rows] = scale_probs(inf.model, scaled, tta, inf.image_size, grid=grid, dense=dense).float().cpu()
                 progress.advance(len(rows))
@@ -51,7 +60,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     correct = (pred == labels).float()
     edges = torch.linspace(0, 1, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
             ece += inside.float().mean().item() * abs(correct[inside].mean().item() - conf[inside].mean().item())
@@ -83,9 +92,7 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     cm = confusion_matrix(y, pred, labels=shown)
     support = cm.sum(1)
     result["ece"] = expected_calibration_error(probs, labels)
-    result["per_class"] = {
-        c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(names)
-    }
+    result["per_class"] = {c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(names)}
     result["report"] = classification_report(y, pred, labels=shown, target_names=names, output_dict=True, zero_division=0)
     result["confusion_matrix"] = cm.tolist()
     result["confusion_classes"] = names
@@ -94,7 +101,8 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     order = np.argsort(off, axis=None)[::-1][:5]
     result["most_confused"] = [
         {"true": names[i], "predicted": names[j], "count": int(off[i, j])}
-        for i, j in (np.unravel_index(o, off.shape) for o in order) if off[i, j] > 0
+        for i, j in (np.unravel_index(o, off.shape) for o in order)
+        if off[i, j] > 0
     ]
     return result
 
@@ -106,8 +114,11 @@ def format_metrics(m: dict) -> str:
     errors = f"  error (top-1{' / top-5' if 'top5_error' in m else ''}) {errors}%" if errors else ""
     scales = f" at {','.join(map(str, m['scales']))}" if m.get("scales") else ""
     precision = f", {m['precision']}" if m.get("precision") else ""
-    lines = [f"{m.get('split', '')} split, tta {m.get('tta', 'none')}{scales}{precision}: n {m['n']}  loss {m['loss']:.4f}  {tops}{errors}  "
-             f"ECE {m['ece']:.4f}", ""]
+    lines = [
+        f"{m.get('split', '')} split, tta {m.get('tta', 'none')}{scales}{precision}: n {m['n']}  loss {m['loss']:.4f}  {tops}{errors}  "
+        f"ECE {m['ece']:.4f}",
+        "",
+    ]
     if m.get("precision_reason"):
         lines[-1:] = [f"precision {m['precision']}: {m['precision_reason']}", ""]
     if m.get("note"):
@@ -117,11 +128,18 @@ def format_metrics(m: dict) -> str:
     for c, acc in m["per_class"].items():
         r = m["report"][c]
         acc_s = "-" if acc is None else f"{100 * acc:.2f}"
-        lines.append(f"{c:<{width}} {acc_s:>7} {100 * r['precision']:>7.2f} {100 * r['recall']:>7.2f} {100 * r['f1-score']:>7.2f} {int(r['support']):>8}")
+        lines.append(
+            f"{c:<{width}} {acc_s:>7} {100 * r['precision']:>7.2f} {100 * r['recall']:>7.2f} {100 * r['f1-score']:>7.2f} {int(r['support']):>8}"
+        )
     for avg in ("macro avg", "weighted avg"):
         r = m["report"][avg]
-        lines.append(f"{avg:<{width}} {'':>7} {100 * r['precision']:>7.2f} {100 * r['recall']:>7.2f} {100 * r['f1-score']:>7.2f} {int(r['support']):>8}")
+        lines.append(
+            f"{avg:<{width}} {'':>7} {100 * r['precision']:>7.2f} {100 * r['recall']:>7.2f} {100 * r['f1-score']:>7.2f} {int(r['support']):>8}"
+        )
     if m["most_confused"]:
         lines.append("")
-        lines.append("most confused (true -> predicted): " + ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused"]))
+        lines.append(
+            "most confused (true -> predicted): "
+            + ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused"])
+        )
     return "\n".join(lines)

@@ -68,7 +68,7 @@ def predict_files(inf: Inference, paths: list[Path], topk: int = 5, batch_size: 
         for start in range(0, len(paths), batch_size):
             chunk = list(range(start, min(start + batch_size, len(paths))))
             good, images = [], []
-            for i, got in zip(chunk, pool.map(lambda i: _read(inf, paths[i]), chunk)):
+            for i, got in zip(chunk, pool.map(lambda i: _read(inf, paths[i]), chunk), strict=True):
                 if isinstance(got, str):
                     results[i] = Prediction(str(paths[i]), error=got)
                 else:
@@ -82,7 +82,9 @@ def predict_files(inf: Inference, paths: list[Path], topk: int = 5, batch_size: 
                 probs = inf.model(x).float().softmax(1).cpu()
             p, idx = probs.topk(k)
             for row, i in enumerate(good):
-                results[i] = Prediction(str(paths[i]), [(inf.classes[j], float(q)) for q, j in zip(p[row], idx[row])])
+                results[i] = Prediction(
+                    str(paths[i]), [(inf.classes[j], float(q)) for q, j in zip(p[row], idx[row], strict=True)]
+                )
     return results
 
 

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
+from ..data.views import MULTICROP_GRID, SCALE_MODES, TTA_MODES, layout_of, multicrop_views, rescale_shorter, view_probs
 from ..errors import VgglabError
 from ..models import VGG
-from ..data.views import MULTICROP_GRID, SCALE_MODES, TTA_MODES, layout_of, multicrop_views, rescale_shorter, view_probs
 
 __all__ = ["TTA_MODES", "SCALE_MODES", "dense_head", "dense_logits", "dense_probs", "multicrop_probs", "scale_probs", "tta_probs"]
 
@@ -67,7 +67,9 @@ def dense_head(model: VGG) -> nn.Sequential:
                 w = w.view(-1, c, side, side)
             else:  # gap head's classifier, or any later FC: a 1x1 conv
                 w = w.view(w.shape[0], w.shape[1], 1, 1)
-            conv = skip_init(nn.Conv2d, w.shape[1], w.shape[0], w.shape[-2:], device=w.device, dtype=w.dtype)  # no init: overwritten
+            conv = skip_init(
+                nn.Conv2d, w.shape[1], w.shape[0], w.shape[-2:], device=w.device, dtype=w.dtype
+            )  # no init: overwritten
             conv.weight.data.copy_(w)
             conv.bias.data.copy_(b)
             layers.append(conv)
@@ -109,14 +111,24 @@ def multicrop_probs(model: VGG, scaled: dict[int, torch.Tensor], size: int, grid
     for q, x in scaled.items():
         if min(x.shape[-2:]) < size:
             raise VgglabError(f"multi-crop takes {size}-pixel crops: every scale must be at least {size}, got {q}")
-    probs = [model(v.contiguous(memory_format=layout_of(x))).float().softmax(1)
-             for x in scaled.values() for v in multicrop_views(x, size, grid)]
+    probs = [
+        model(v.contiguous(memory_format=layout_of(x))).float().softmax(1)
+        for x in scaled.values()
+        for v in multicrop_views(x, size, grid)
+    ]
     return torch.stack(probs).mean(0)
 
 
 @torch.inference_mode()
-def scale_probs(model: VGG, scaled: dict[int, torch.Tensor], mode: str, size: int, *, grid: int = MULTICROP_GRID,
-                dense: nn.Sequential | None = None) -> torch.Tensor:
+def scale_probs(
+    model: VGG,
+    scaled: dict[int, torch.Tensor],
+    mode: str,
+    size: int,
+    *,
+    grid: int = MULTICROP_GRID,
+    dense: nn.Sequential | None = None,
+) -> torch.Tensor:
     """One of :data:`SCALE_MODES` over images already rescaled to each scale."""
     if mode == "dense":
         return dense_probs(model, scaled, dense)
@@ -137,11 +149,19 @@ def default_scales(mode: str, side: int, size: int) -> list[int]:
 
 
 @torch.inference_mode()
-def tta_probs(model: VGG, x: torch.Tensor, mode: str, image_size: int, *, shift: int = 1,
-              scales: list[int] | None = None, grid: int = MULTICROP_GRID, dense: nn.Sequential | None = None) -> torch.Tensor:
+def tta_probs(
+    model: VGG,
+    x: torch.Tensor,
+    mode: str,
+    image_size: int,
+    *,
+    shift: int = 1,
+    scales: list[int] | None = None,
+    grid: int = MULTICROP_GRID,
+    dense: nn.Sequential | None = None,
+) -> torch.Tensor:
     """Softmax probabilities (N, classes) of normalised images ``x`` (N, C, H, W), averaged over views."""
     if mode in SCALE_MODES:
         scales = scales or default_scales(mode, min(x.shape[-2:]), image_size)
         return scale_probs(model, {q: rescale_shorter(x, q) for q in scales}, mode, image_size, grid=grid, dense=dense)
     return view_probs(model, x, mode, image_size, shift=shift).mean(0)
-

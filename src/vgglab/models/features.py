@@ -22,7 +22,8 @@ def feature_extractor(model: VGG, layers: list[str]) -> nn.Module:
     as it was, not overwritten by the activation after it; ``model`` itself is left unchanged."""
     layers = check_layers(model, list(layers))
     extractor = create_feature_extractor(
-        model, return_nodes={n: n for n in layers},
+        model,
+        return_nodes={n: n for n in layers},
         # the input-shape check is plain Python on sizes: kept as one opaque call in the graph
         tracer_kwargs={"autowrap_functions": [vgg_module.check_input_shape]},
     )

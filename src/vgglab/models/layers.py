@@ -13,7 +13,9 @@ def check_layers(model: VGG, names: list[str]) -> list[str]:
     valid = model.layer_names()
     for n in names:
         if n not in valid:
-            raise VgglabError(f"unknown layer {n!r}{_suggest(n, valid)}; `vgglab summary` lists the layer names, e.g. {', '.join(valid[:4])}")
+            raise VgglabError(
+                f"unknown layer {n!r}{_suggest(n, valid)}; `vgglab summary` lists the layer names, e.g. {', '.join(valid[:4])}"
+            )
     return names
 
 

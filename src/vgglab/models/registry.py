@@ -16,10 +16,7 @@ from .vgg import VGG
 
 def _blocks(table) -> tuple[BlockSpec, ...]:
     """A layer table: one list per block; an int is a 3x3 conv, ``(w, 1)`` a 1x1 conv."""
-    return tuple(
-        BlockSpec(tuple(ConvSpec(c) if isinstance(c, int) else ConvSpec(*c) for c in block))
-        for block in table
-    )
+    return tuple(BlockSpec(tuple(ConvSpec(c) if isinstance(c, int) else ConvSpec(*c) for c in block)) for block in table)
 
 
 # Simonyan & Zisserman (2014), "Very Deep Convolutional Networks for Large-Scale Image
@@ -66,7 +63,9 @@ def _register_family() -> None:
         register_model(name, base, f"{desc}, Simonyan & Zisserman 2014")
         register_model(f"{name}_bn", dataclasses.replace(base, batch_norm=True), f"{desc} with BatchNorm")
         if letter == "A":
-            register_model("vgg11_lrn", dataclasses.replace(base, lrn=True), "configuration A-LRN (A with LRN after the first conv)")
+            register_model(
+                "vgg11_lrn", dataclasses.replace(base, lrn=True), "configuration A-LRN (A with LRN after the first conv)"
+            )
     register_model(
         "vgg16_cifar",
         VGGConfig(
@@ -126,9 +125,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise SpecError(
-            f"unknown model {name!r}{_suggest(name, _REGISTRY)}; `vgglab models` lists all {len(_REGISTRY)}"
-        )
+        raise SpecError(f"unknown model {name!r}{_suggest(name, _REGISTRY)}; `vgglab models` lists all {len(_REGISTRY)}")
     return _REGISTRY[name]
 
 
@@ -177,7 +174,9 @@ def build(cfg: VGGConfig) -> VGG:
     with the estimate, not an allocation of 10^17 bytes). On the meta device nothing is checked."""
     if torch.empty(0).device.type != "meta":
         n = param_count(cfg)
-        check_fits(f"{cfg.name} with width {cfg.width:g}, {cfg.num_classes} classes and input {cfg.input_size} "
-                   f"({n:,} parameters)", 4 * n, "lower model.options.width, num_classes or input_size")
+        check_fits(
+            f"{cfg.name} with width {cfg.width:g}, {cfg.num_classes} classes and input {cfg.input_size} ({n:,} parameters)",
+            4 * n,
+            "lower model.options.width, num_classes or input_size",
+        )
     return VGG(cfg)
-

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import VgglabError
-from ..strict import _suggest
+from ..strict import _suggest, typed_values
 from ..strict import strict_init as _strict_init
-from ..strict import typed_values
 
 HEAD_TYPES = ("imagenet", "cifar", "gap", "linear")
 WEIGHT_INITS = ("kaiming", "paper", "dirac")
@@ -44,7 +43,7 @@ class ConvSpec:
             raise SpecError(f"conv kernel_size must be 1 or 3 (VGG uses only these), got {self.kernel_size!r}")
 
     @classmethod
-    def parse(cls, item: Any, where: str) -> "ConvSpec":
+    def parse(cls, item: Any, where: str) -> ConvSpec:
         """An int is a 3x3 conv of that width; a mapping gives both fields."""
         if isinstance(item, bool):
             raise SpecError(f"{where}: expected a conv width or mapping, got {item!r}")
@@ -67,7 +66,7 @@ class BlockSpec:
             raise SpecError(f"block pool must be one of {POOL_TYPES}, got {self.pool!r}")
 
     @classmethod
-    def parse(cls, item: Any, where: str) -> "BlockSpec":
+    def parse(cls, item: Any, where: str) -> BlockSpec:
         """A list is the block's convs (max-pool after); a mapping may also set ``pool``."""
         if isinstance(item, BlockSpec):
             return item
@@ -110,7 +109,9 @@ class HeadSpec:
         if self.type not in HEAD_TYPES:
             raise SpecError(f"head type must be one of {HEAD_TYPES}, got {self.type!r}{_suggest(str(self.type), HEAD_TYPES)}")
         if self.hidden < 1 or self.num_hidden < 0 or self.pool_size < 1:
-            raise SpecError(f"head sizes must be positive: hidden={self.hidden}, num_hidden={self.num_hidden}, pool_size={self.pool_size}")
+            raise SpecError(
+                f"head sizes must be positive: hidden={self.hidden}, num_hidden={self.num_hidden}, pool_size={self.pool_size}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise SpecError(f"head dropout must be in [0, 1), got {self.dropout}")
         if not self.scale > 0:
@@ -170,13 +171,17 @@ class VGGConfig:
         if self.num_classes < 1 or self.in_chans < 1:
             raise SpecError(f"num_classes and in_chans must be positive, got {self.num_classes}, {self.in_chans}")
         if not (math.isfinite(self.width) and 0 < self.width <= MAX_WIDTH):
-            raise SpecError(f"width must be a number in (0, {MAX_WIDTH}] (a multiplier of every conv's channels; 1 is the paper's), got {self.width}")
+            raise SpecError(
+                f"width must be a number in (0, {MAX_WIDTH}] (a multiplier of every conv's channels; 1 is the paper's), got {self.width}"
+            )
         if self.init not in WEIGHT_INITS:
             raise SpecError(f"init must be one of {WEIGHT_INITS}, got {self.init!r}")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.whiten < 0 or self.whiten_eps <= 0:
-            raise SpecError(f"whiten must be >= 0 (0: no whitening layer) and whiten_eps > 0, got {self.whiten}, {self.whiten_eps}")
+            raise SpecError(
+                f"whiten must be >= 0 (0: no whitening layer) and whiten_eps > 0, got {self.whiten}, {self.whiten_eps}"
+            )
         if not 0.0 <= self.bn_momentum <= 1.0 or self.bn_eps <= 0:
             raise SpecError(f"bn_momentum must be in [0, 1] and bn_eps > 0, got {self.bn_momentum}, {self.bn_eps}")
         if self.lrn and self.batch_norm:
@@ -229,7 +234,7 @@ class VGGConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "model spec") -> "VGGConfig":
+    def from_dict(cls, data: dict, where: str = "model spec") -> VGGConfig:
         """Validate a plain mapping (YAML, JSON, a checkpoint) into a config."""
         if not isinstance(data, dict):
             raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -245,6 +250,4 @@ class VGGConfig:
 
 
 # Mirror of VGGConfig's fields with loose types, used only to name unknown keys.
-_RawConfig = dataclasses.make_dataclass(
-    "_RawConfig", [(f.name, Any, dataclasses.field(default=None)) for f in fields(VGGConfig)]
-)
+_RawConfig = dataclasses.make_dataclass("_RawConfig", [(f.name, Any, dataclasses.field(default=None)) for f in fields(VGGConfig)])

@@ -31,14 +31,19 @@ def summarize(model: VGG, input_size: int | None = None) -> dict:
     cfg = model.config
     size = input_size or cfg.input_size
     # one image's input and conv outputs in fp32 (each kept for the hooks), before any allocation
-    check_fits(f"a summary of {cfg.name} at {size}x{size}", 4 * (cfg.in_chans * size * size + 2 * cfg.conv_outputs(size)),
-               "give a smaller --input-size", device=next(model.parameters()).device)
+    check_fits(
+        f"a summary of {cfg.name} at {size}x{size}",
+        4 * (cfg.in_chans * size * size + 2 * cfg.conv_outputs(size)),
+        "give a smaller --input-size",
+        device=next(model.parameters()).device,
+    )
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     for name, module in leaves:
-        hooks.append(module.register_forward_hook(
-            lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))))
+        hooks.append(
+            module.register_forward_hook(lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
+        )
     was_training = model.training
     model.eval()  # BatchNorm1d in training mode refuses a batch of one
     try:
@@ -64,16 +69,18 @@ def summarize(model: VGG, input_size: int | None = None) -> dict:
         numel = 1
         for d in shape:
             numel *= d
-        layers.append({
-            "name": name,
-            "type": type(module).__name__,
-            "output_shape": list(shape),
-            "params": sum(p.numel() for p in module.parameters(recurse=False)),
-            "macs": flops.get(name, 0) // 2,
-            "activation_bytes": numel * 4,
-            "receptive_field": rf if in_features else None,
-            "stride": jump if in_features else None,
-        })
+        layers.append(
+            {
+                "name": name,
+                "type": type(module).__name__,
+                "output_shape": list(shape),
+                "params": sum(p.numel() for p in module.parameters(recurse=False)),
+                "macs": flops.get(name, 0) // 2,
+                "activation_bytes": numel * 4,
+                "receptive_field": rf if in_features else None,
+                "stride": jump if in_features else None,
+            }
+        )
     blocks = {f"features.{n}": sum(p.numel() for p in b.parameters()) for n, b in model.features.named_children()}
     blocks["head"] = sum(p.numel() for p in model.head.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -86,7 +93,7 @@ def summarize(model: VGG, input_size: int | None = None) -> dict:
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "macs": flops.get("Global", 0) // 2,
         "size_mb": total * 4 / 2**20,
-        "activation_mb": sum(l["activation_bytes"] for l in layers) / 2**20,
+        "activation_mb": sum(row["activation_bytes"] for row in layers) / 2**20,
         "blocks": blocks,
         "layers": layers,
     }
@@ -103,13 +110,17 @@ def _human(n: float) -> str:
 def format_summary(s: dict) -> str:
     """A fixed-width table of :func:`summarize`'s result."""
     header = f"{'layer':<26}{'output':>16}{'params':>12}{'MACs':>10}{'act KB':>10}{'RF':>6}{'stride':>8}"
-    lines = [f"{s['model']}: input {'x'.join(map(str, s['input_size']))}, {s['num_classes']} classes, {s['head']} head", header, "-" * len(header)]
-    for l in s["layers"]:
-        rf = "" if l["receptive_field"] is None else str(l["receptive_field"])
-        st = "" if l["stride"] is None else str(l["stride"])
+    lines = [
+        f"{s['model']}: input {'x'.join(map(str, s['input_size']))}, {s['num_classes']} classes, {s['head']} head",
+        header,
+        "-" * len(header),
+    ]
+    for row in s["layers"]:
+        rf = "" if row["receptive_field"] is None else str(row["receptive_field"])
+        st = "" if row["stride"] is None else str(row["stride"])
         lines.append(
-            f"{l['name']:<26}{'x'.join(map(str, l['output_shape'])):>16}{l['params']:>12,}"
-            f"{_human(l['macs']):>10}{l['activation_bytes'] / 1024:>10.1f}{rf:>6}{st:>8}"
+            f"{row['name']:<26}{'x'.join(map(str, row['output_shape'])):>16}{row['params']:>12,}"
+            f"{_human(row['macs']):>10}{row['activation_bytes'] / 1024:>10.1f}{rf:>6}{st:>8}"
         )
     lines.append("-" * len(header))
     for name, n in s["blocks"].items():

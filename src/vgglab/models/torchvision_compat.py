@@ -15,7 +15,6 @@ import torch
 from .spec import SpecError
 from .vgg import VGG
 
-
 # torchvision's VGGs by their number of conv layers (Simonyan & Zisserman's configurations A, B, D, E)
 TORCHVISION_DEPTHS = {8: 11, 10: 13, 13: 16, 16: 19}
 
@@ -58,7 +57,7 @@ def key_mapping(model: VGG) -> dict[str, str]:
     return out
 
 
-def to_torchvision_state_dict(model: VGG) -> "OrderedDict[str, torch.Tensor]":
+def to_torchvision_state_dict(model: VGG) -> OrderedDict[str, torch.Tensor]:
     """A state_dict that ``torchvision.models.vggXX[_bn]().load_state_dict(sd, strict=True)`` accepts."""
     mapping = key_mapping(model)
     return OrderedDict((mapping[k], v) for k, v in model.state_dict().items())

@@ -21,6 +21,8 @@ class PatchWhitening(nn.Module):
     training images; until then the filters pass the patch's pixels through unchanged.
     """
 
+    weight: torch.Tensor  # a buffer (register_buffer), which the type checker cannot see
+
     def __init__(self, in_chans: int, kernel: int, eps: float):
         super().__init__()
         self.kernel, self.eps = kernel, eps
@@ -86,7 +88,7 @@ def _block_modules(cfg: VGGConfig, block_index: int, in_ch: int) -> tuple[nn.Seq
     With ``pool_first`` the pool comes right after conv1 (conv1, pool, bn1, relu1, conv2, ...);
     the activation is named after its kind (``gelu1`` with ``activation: gelu``)."""
     block = cfg.blocks[block_index]
-    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
     pool = nn.MaxPool2d(kernel_size=2, stride=2) if block.pool == "max" else None
     for i, conv in enumerate(block.convs, start=1):
         out_ch = cfg.scaled(conv.out_channels)
@@ -109,7 +111,7 @@ def _block_modules(cfg: VGGConfig, block_index: int, in_ch: int) -> tuple[nn.Seq
 def _head_modules(cfg: VGGConfig, in_ch: int) -> tuple[nn.Sequential, int]:
     """Head modules; the last one, ``classifier``, maps the embedding to logits."""
     head = cfg.head
-    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
     if head.type == "imagenet":
         layers["pool"] = nn.AdaptiveAvgPool2d(head.pool_size)
         features = in_ch * head.pool_size**2
@@ -142,9 +144,7 @@ def check_input_shape(cfg: VGGConfig, x: torch.Tensor) -> None:
     """One-line errors for input the model cannot take (a plain function, so that FX tracing of
     the model keeps it as one call: see vgglab.models.features)."""
     if x.dim() != 4 or x.shape[1] != cfg.in_chans:
-        raise SpecError(
-            f"{cfg.name} expects input of shape (N, {cfg.in_chans}, H, W), got {tuple(x.shape)}"
-        )
+        raise SpecError(f"{cfg.name} expects input of shape (N, {cfg.in_chans}, H, W), got {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if min(h, w) < cfg.min_input_size:
         raise SpecError(
@@ -169,7 +169,7 @@ class VGG(nn.Module):
     def __init__(self, config: VGGConfig):
         super().__init__()
         self.config = config
-        blocks: "OrderedDict[str, nn.Module]" = OrderedDict()
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
         ch = config.in_chans
         if config.whiten:  # whitening, then the activation (which the +/- filter pairs make lossless)
             blocks["whiten"] = PatchWhitening(ch, config.whiten, config.whiten_eps)
@@ -217,6 +217,7 @@ class VGG(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the class layer (fresh N(0, 0.01) weights) for a new number of classes."""
         old = self.head.classifier
+        assert isinstance(old, nn.Linear)  # every head ends in one
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device, old.weight.dtype)
         nn.init.normal_(new.weight, 0.0, 0.01)
         if new.bias is not None:

@@ -69,10 +69,10 @@ class EMA(torch.optim.swa_utils.AveragedModel):
         if self._count == 0:
             torch._foreach_copy_(mine, theirs)
         else:
-            floats = [(a, b) for a, b in zip(mine, theirs) if a.is_floating_point()]
+            floats = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point()]
             if floats:
                 torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - self.decay)
-            for a, b in zip(mine, theirs):
+            for a, b in zip(mine, theirs, strict=True):
                 if not a.is_floating_point():  # BatchNorm's step counter, as AveragedModel's EMA does it
                     a.copy_(a * self.decay + b * (1.0 - self.decay))
         self.n_averaged += 1

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
+from torch import nn
 
-from ..files import atomic_write, tensor_bytes, torch_save
 from ..errors import VgglabError
+from ..files import atomic_write, tensor_bytes, torch_save
 from ..models import VGG, create_model_from_spec
 from ..runmeta import RunMeta
 from .yamlio import read_yaml
@@ -39,9 +40,13 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {first} (is it a vgglab checkpoint from a trusted source, written completely?)") from None
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: {first} (is it a vgglab checkpoint from a trusted source, written completely?)"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a vgglab checkpoint (torchvision weights: use --init-from / load_torchvision_weights)")
+        raise CheckpointError(
+            f"{path} is not a vgglab checkpoint (torchvision weights: use --init-from / load_torchvision_weights)"
+        )
     ckpt["path"] = str(path)
     return ckpt
 
@@ -71,15 +76,18 @@ def model_from_checkpoint(ckpt: dict, use_ema: bool = True) -> VGG:
     except (RuntimeError, TypeError, AttributeError) as exc:
         own = model.state_dict()
         state = state if isinstance(state, dict) else {}
-        differ = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state)
-                                                       if getattr(state[k], "shape", None) != own[k].shape)
+        differ = sorted(set(own) ^ set(state)) + sorted(
+            k for k in set(own) & set(state) if getattr(state[k], "shape", None) != own[k].shape
+        )
         shown = ", ".join(differ[:4]) + (" ..." if len(differ) > 4 else "") if differ else str(exc).splitlines()[0]
-        raise CheckpointError(f"{where}: its weights do not fit the model its metadata describes ({shown}); "
-                              "the file was changed after vgglab wrote it") from None
+        raise CheckpointError(
+            f"{where}: its weights do not fit the model its metadata describes ({shown}); "
+            "the file was changed after vgglab wrote it"
+        ) from None
     return model
 
 
-def save_safetensors(model: VGG, meta: RunMeta, path: str | Path, **extra) -> None:
+def save_safetensors(model: nn.Module, meta: RunMeta, path: str | Path, **extra) -> None:
     """Weights plus the :class:`RunMeta` (and ``extra`` entries, e.g. the epoch) as JSON metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {**meta.to_safetensors(), **{k: json.dumps(v) for k, v in extra.items()}}
@@ -114,12 +122,21 @@ def checkpoint_of_safetensors(path: Path) -> dict:
     except ValueError as exc:
         raise CheckpointError(f"{path}: its metadata is damaged (not JSON: {exc}); export model.safetensors again") from None
     if not isinstance(extra.get("config", {}), (dict, type(None))) or not isinstance(extra.get("epoch", 0), (int, type(None))):
-        raise CheckpointError(f"{path}: its metadata is damaged (config must be a mapping, epoch a number); export model.safetensors again")
+        raise CheckpointError(
+            f"{path}: its metadata is damaged (config must be a mapping, epoch a number); export model.safetensors again"
+        )
     beside = path.parent / "config.yaml"
     if extra.get("config") is None and beside.is_file():
         extra["config"] = read_yaml(beside)
-    return {"format": FORMAT, "version": 1, **meta.to_dict(), "model": state, "epoch": extra.get("epoch"),
-            "config": extra.get("config"), "path": str(path)}
+    return {
+        "format": FORMAT,
+        "version": 1,
+        **meta.to_dict(),
+        "model": state,
+        "epoch": extra.get("epoch"),
+        "config": extra.get("config"),
+        "path": str(path),
+    }
 
 
 def meta_of(ckpt: dict) -> RunMeta:

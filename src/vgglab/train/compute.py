@@ -37,8 +37,10 @@ def epoch_sides(cfg: Config, image_size: int) -> list[int]:
     """The training crop side of each epoch (1..train.epochs): ``augment.early_crop`` for the first
     ``augment.early_epochs``, else ``image_size``."""
     aug = cfg.augment
-    return [aug.early_crop if aug.early_crop is not None and e <= aug.early_epochs else image_size
-            for e in range(1, cfg.train.epochs + 1)]
+    return [
+        aug.early_crop if aug.early_crop is not None and e <= aug.early_epochs else image_size
+        for e in range(1, cfg.train.epochs + 1)
+    ]
 
 
 def images_per_epoch(cfg: Config, n_train: int) -> int:

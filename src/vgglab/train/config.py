@@ -19,9 +19,9 @@ from ..data.config import AugmentConfig, DataConfig
 from ..data.views import TRAIN_TTA_MODES
 from ..errors import VgglabError
 from ..files import write_text
+from ..shipped import find_recipe, unknown_recipe
 from ..strict import ConfigError, _suggest, plain, strict_init
 from ..strict import check_choice as _choice
-from ..shipped import find_recipe, unknown_recipe
 from .speed import SpeedChoice
 from .yamlio import apply_overrides, check_structure, read_yaml
 
@@ -69,11 +69,17 @@ class OptimConfig:
     def __post_init__(self):
         _choice("optim", "name", self.name, ("sgd", "adamw"))
         if self.muon and self.name != "sgd":
-            raise ConfigError("optim.muon applies to sgd only (the other parameters step by SGD); set optim.name: sgd or muon: false")
+            raise ConfigError(
+                "optim.muon applies to sgd only (the other parameters step by SGD); set optim.name: sgd or muon: false"
+            )
         if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
-            raise ConfigError(f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}")
+            raise ConfigError(
+                f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}"
+            )
         self.betas = tuple(self.betas)
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas):
+        if len(self.betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas
+        ):
             raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(self.betas)}")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
@@ -99,7 +105,9 @@ class ScheduleConfig:
     def __post_init__(self):
         _choice("schedule", "name", self.name, ("plateau", "step", "cosine", "linear", "none"))
         if not 0.0 <= self.warmup_start <= 1.0 or (self.end_factor is not None and not 0.0 <= self.end_factor <= 1.0):
-            raise ConfigError(f"schedule.warmup_start and end_factor are fractions of the peak lr in [0, 1], got {self.warmup_start}, {self.end_factor}")
+            raise ConfigError(
+                f"schedule.warmup_start and end_factor are fractions of the peak lr in [0, 1], got {self.warmup_start}, {self.end_factor}"
+            )
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -159,11 +167,15 @@ class TrainConfig:
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if self.threads is not None and not 1 <= self.threads <= 4096:
-            raise ConfigError(f"train.threads must be a positive number of threads (or null for torch's default), got {self.threads}")
+            raise ConfigError(
+                f"train.threads must be a positive number of threads (or null for torch's default), got {self.threads}"
+            )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"train.grad_clip must be a positive gradient norm (or null for none), got {self.grad_clip}")
         if self.whiten_bias_epochs is not None and self.whiten_bias_epochs < 0:
-            raise ConfigError(f"train.whiten_bias_epochs must be >= 0 epochs (or null: it trains throughout), got {self.whiten_bias_epochs}")
+            raise ConfigError(
+                f"train.whiten_bias_epochs must be >= 0 epochs (or null: it trains throughout), got {self.whiten_bias_epochs}"
+            )
         if self.unfreeze_after is not None and self.unfreeze_after < 0:
             raise ConfigError(f"train.unfreeze_after must be >= 0 epochs (or null), got {self.unfreeze_after}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -175,7 +187,9 @@ class TrainConfig:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.lookahead_every < 0 or not 0.0 <= self.lookahead_decay < 1.0:
-            raise ConfigError(f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}")
+            raise ConfigError(
+                f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}"
+            )
         if self.lookahead_every and self.ema_decay:
             raise ConfigError("train.lookahead_every and train.ema_decay are two kinds of weight averaging: set only one")
         _choice("train", "test_tta", self.test_tta, TRAIN_TTA_MODES)
@@ -193,24 +207,38 @@ class LogConfig:
         _choice("log", "progress", self.progress, ("auto", "bar", "line", "none"))
         for key, module, extra in (("tensorboard", "tensorboard", "tensorboard"), ("mlflow", "mlflow", "mlflow")):
             if getattr(self, key) is True and importlib.util.find_spec(module) is None:  # before any run file is written
-                raise ConfigError(f"log.{key}: true needs the {module} package: pip install 'vgglab[{extra}]' (or set log.{key}: false)")
-        if self.progress_s is not None and (isinstance(self.progress_s, bool) or not isinstance(self.progress_s, (int, float))
-                                            or not 0 < self.progress_s < float("inf")):
-            raise ConfigError(f"log.progress_s must be a positive number of seconds (or null for $VGGLAB_PROGRESS_S, else 30), "
-                              f"got {self.progress_s!r}")
+                raise ConfigError(
+                    f"log.{key}: true needs the {module} package: pip install 'vgglab[{extra}]' (or set log.{key}: false)"
+                )
+        if self.progress_s is not None and (
+            isinstance(self.progress_s, bool)
+            or not isinstance(self.progress_s, (int, float))
+            or not 0 < self.progress_s < float("inf")
+        ):
+            raise ConfigError(
+                f"log.progress_s must be a positive number of seconds (or null for $VGGLAB_PROGRESS_S, else 30), "
+                f"got {self.progress_s!r}"
+            )
 
 
 # Settings added after recipes were published, left out of a recipe's hash at their defaults so
 # its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
-LATER_KEYS = {"data": {"storage": "auto", "workers": "auto"},
-              "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
-              "train": {"whiten_bias_epochs": None},
-              "optim": {"muon": False, "muon_lr": 0.24, "muon_momentum": 0.6},
-              "log": {"mlflow": False, "progress_s": None}}
+LATER_KEYS = {
+    "data": {"storage": "auto", "workers": "auto"},
+    "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
+    "train": {"whiten_bias_epochs": None},
+    "optim": {"muon": False, "muon_lr": 0.24, "muon_momentum": 0.6},
+    "log": {"mlflow": False, "progress_s": None},
+}
 
 SECTIONS = {
-    "data": DataConfig, "augment": AugmentConfig, "model": ModelSection, "optim": OptimConfig,
-    "schedule": ScheduleConfig, "train": TrainConfig, "log": LogConfig,
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "model": ModelSection,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+    "log": LogConfig,
 }
 
 
@@ -232,7 +260,7 @@ class Config:
     changes: list | None = None
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "config") -> "Config":
+    def from_dict(cls, d: dict, where: str = "config") -> Config:
         if d is None:
             d = {}
         if not isinstance(d, dict):
@@ -251,10 +279,19 @@ class Config:
             kwargs["resolved"] = dict(d["resolved"])
         if d.get("changes") is not None:
             if not isinstance(d["changes"], list) or not all(
-                    isinstance(c, dict) and set(c) == {"epoch", "set"} and isinstance(c["epoch"], int) and not isinstance(c["epoch"], bool)
-                    and c["epoch"] >= 1 and isinstance(c["set"], dict) and all(isinstance(k, str) for k in c["set"]) for c in d["changes"]):
-                raise ConfigError(f"{where}: changes is written by vgglab on resume (a list of {{epoch: N, set: {{key: value}}}}); "
-                                  "it was edited: restore it, or delete it (the record of what resumes changed is then lost)")
+                isinstance(c, dict)
+                and set(c) == {"epoch", "set"}
+                and isinstance(c["epoch"], int)
+                and not isinstance(c["epoch"], bool)
+                and c["epoch"] >= 1
+                and isinstance(c["set"], dict)
+                and all(isinstance(k, str) for k in c["set"])
+                for c in d["changes"]
+            ):
+                raise ConfigError(
+                    f"{where}: changes is written by vgglab on resume (a list of {{epoch: N, set: {{key: value}}}}); "
+                    "it was edited: restore it, or delete it (the record of what resumes changed is then lost)"
+                )
             kwargs["changes"] = list(d["changes"])
         for key, section in SECTIONS.items():
             try:
@@ -271,9 +308,11 @@ class Config:
         notes = []
         aug, epochs = self.augment, self.train.epochs
         if aug.early_crop is not None and aug.early_epochs >= epochs:
-            notes.append(f"note: augment.early_epochs {aug.early_epochs} covers all {epochs} of train.epochs: every epoch trains on "
-                         f"{aug.early_crop}-pixel crops and none at the size the model is evaluated at; set early_epochs below "
-                         "train.epochs for a model that has seen full-size images")
+            notes.append(
+                f"note: augment.early_epochs {aug.early_epochs} covers all {epochs} of train.epochs: every epoch trains on "
+                f"{aug.early_crop}-pixel crops and none at the size the model is evaluated at; set early_epochs below "
+                "train.epochs for a model that has seen full-size images"
+            )
         return notes
 
     def to_dict(self) -> dict:
@@ -296,9 +335,16 @@ class Config:
 # in config.yaml while the resumed state kept the old meaning, so it is refused in one line.
 RESUME_KEYS = (
     "train.epochs",  # extend (or shorten) a run; a cosine/linear schedule is recomputed for the new length
-    "train.threads", "train.compile",  # how fast, not what
-    "data.root", "data.cache_dir", "data.download", "data.eval_batch_size",  # where the same data is, how it is read
-    "log.progress", "log.progress_s", "log.tensorboard", "log.mlflow",
+    "train.threads",
+    "train.compile",  # how fast, not what
+    "data.root",
+    "data.cache_dir",
+    "data.download",
+    "data.eval_batch_size",  # where the same data is, how it is read
+    "log.progress",
+    "log.progress_s",
+    "log.tensorboard",
+    "log.mlflow",
 )
 
 

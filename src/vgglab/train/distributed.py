@@ -46,8 +46,10 @@ def setup(device_setting: str) -> tuple[DistInfo, str]:
     cuda = torch.cuda.is_available() and device_setting in ("auto", "cuda") or device_setting.startswith("cuda")
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if cuda and per_node > torch.cuda.device_count():  # every rank says so before any waits for the others
-        raise VgglabError(f"torchrun started {per_node} processes per node but this node has {torch.cuda.device_count()} CUDA device(s): "
-                          f"use --nproc_per_node {torch.cuda.device_count()} (one process per GPU), or train.device: cpu")
+        raise VgglabError(
+            f"torchrun started {per_node} processes per node but this node has {torch.cuda.device_count()} CUDA device(s): "
+            f"use --nproc_per_node {torch.cuda.device_count()} (one process per GPU), or train.device: cpu"
+        )
     owns = not dist.is_initialized()
     if owns:
         # A peer that died leaves the others blocked in a collective: time out instead of hanging.

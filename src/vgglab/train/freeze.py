@@ -52,8 +52,10 @@ class FreezePlan:
         self.whiten_bias_epochs = train.whiten_bias_epochs
         self.whiten = getattr(model.features, "whiten", None)
         if self.whiten_bias_epochs is not None and self.whiten is None:
-            raise ConfigError("train.whiten_bias_epochs is set but this model has no whitening layer "
-                              "(model option whiten: 2, as vgg_fast); remove it")
+            raise ConfigError(
+                "train.whiten_bias_epochs is set but this model has no whitening layer "
+                "(model option whiten: 2, as vgg_fast); remove it"
+            )
 
     def frozen_at(self, epoch: int) -> list[nn.Module]:
         """The modules frozen during ``epoch`` (1-based)."""
@@ -65,7 +67,9 @@ class FreezePlan:
     def apply(self, epoch: int) -> list[nn.Module]:
         """Set every parameter's ``requires_grad`` for ``epoch``; returns the frozen modules."""
         frozen = self.frozen_at(epoch)
-        planned = self.modules + ([self.whiten] if self.whiten_bias_epochs is not None and self.whiten not in self.modules else [])
+        planned = self.modules + (
+            [self.whiten] if self.whiten_bias_epochs is not None and self.whiten not in self.modules else []
+        )
         set_frozen(planned, True)
         set_frozen([m for m in planned if m not in frozen], False)
         if self.bn_scale:

@@ -14,7 +14,6 @@ from ..errors import VgglabError
 from .config import TrainConfig
 from .distributed import all_sum
 
-
 if TYPE_CHECKING:  # annotations only: state.py builds on this module
     from .state import TrainState
 
@@ -33,8 +32,17 @@ def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
 CHECK_EVERY = 100  # steps between host reads of the non-finite-loss flag (each read waits for the device)
 
 
-def train_one_epoch(model, loader, state: TrainState, *, train: TrainConfig | None = None, precision="fp32", on_step=None,
-                    frozen=(), check_every=CHECK_EVERY) -> dict:
+def train_one_epoch(
+    model,
+    loader,
+    state: TrainState,
+    *,
+    train: TrainConfig | None = None,
+    precision="fp32",
+    on_step=None,
+    frozen=(),
+    check_every=CHECK_EVERY,
+) -> dict:
     """One pass over ``loader``, stepping ``state`` (its optimiser, schedule, grad scaler and weight
     averages; ``model`` is ``state.model`` or its DDP / compiled wrapper) with ``train``'s label
     smoothing and gradient clipping; returns mean loss and top-1 (fraction) over the seen samples.
@@ -85,7 +93,7 @@ def train_one_epoch(model, loader, state: TrainState, *, train: TrainConfig | No
         if (step + 1) % check_every == 0:
             _raise_if_diverged(first_bad)
         if on_step is not None:
-            on_step(seen, lambda: _means(loss_sum, correct, seen))
+            on_step(seen, lambda: _means(loss_sum, correct, seen))  # noqa: B023 (on_step calls it within this step)
     _raise_if_diverged(first_bad)
     loss_sum, correct, seen_t = all_sum(loss_sum, correct, torch.tensor(seen, device=device))  # over all ranks
     stats = torch.stack([loss_sum, correct.double(), seen_t.double()]).tolist()  # one read for all three
@@ -123,9 +131,15 @@ def evaluate_batches(model, loader, *, precision="fp32", tta="none", progress=No
             else:  # logs of probabilities: argmax and cross-entropy as for logits
                 probs = view_probs(model, x, tta, x.shape[-1])
                 logits, plain = probs.mean(0).clamp_min(1e-12).log(), probs[0].clamp_min(1e-12).log()
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (logits.argmax(1) == y).sum().double(),
-                             torch.tensor(len(y), dtype=torch.float64, device=device),
-                             F.cross_entropy(plain, y, reduction="sum").double(), (plain.argmax(1) == y).sum().double()])
+        sums += torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum").double(),
+                (logits.argmax(1) == y).sum().double(),
+                torch.tensor(len(y), dtype=torch.float64, device=device),
+                F.cross_entropy(plain, y, reduction="sum").double(),
+                (plain.argmax(1) == y).sum().double(),
+            ]
+        )
         if progress is not None:
             progress.advance(len(y))
     if progress is not None:

@@ -110,7 +110,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) 
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
     fast = {"fused": True} if on_cuda else {}
     if cfg.name == "sgd" and cfg.muon:
-        return MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, muon_momentum=cfg.muon_momentum)
+        return MuonSGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, muon_momentum=cfg.muon_momentum
+        )
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
@@ -142,8 +144,15 @@ class Schedule:
     ``optim`` (the recipe's optimiser section) sets the units :attr:`lr` reports in.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int, monitor_mode: str,
-                 optim: OptimConfig | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cfg: ScheduleConfig,
+        steps_per_epoch: int,
+        epochs: int,
+        monitor_mode: str,
+        optim: OptimConfig | None = None,
+    ):
         self.cfg = cfg
         self.optimizer = optimizer
         # the first group's rate before any scheduling: lr / this is the schedule's current factor
@@ -153,8 +162,12 @@ class Schedule:
         self.lambda_lr = None
         if cfg.name == "plateau":
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode=monitor_mode, factor=cfg.factor, patience=cfg.patience,
-                threshold=cfg.threshold, min_lr=cfg.min_lr,
+                optimizer,
+                mode=monitor_mode,
+                factor=cfg.factor,
+                patience=cfg.patience,
+                threshold=cfg.threshold,
+                min_lr=cfg.min_lr,
             )
         elif cfg.name != "none":
             total = max(1, steps_per_epoch * epochs)
@@ -205,5 +218,5 @@ class Schedule:
             # the rate of the step reached, from this config's schedule: the same value the checkpoint
             # holds, unless a resume changed train.epochs, which recomputes the curve from here on
             s = self.lambda_lr
-            for group, base, fn in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas):
+            for group, base, fn in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas, strict=True):
                 group["lr"] = base * fn(s.last_epoch)

@@ -14,20 +14,20 @@ from ..data import Dataset, Normalization
 from ..data.stream import make_loader
 from ..device import resolve_device
 from ..errors import VgglabError
-from ..runfiles import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
 from ..files import write_text
 from ..memory import check_fits
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..pretrained import is_pretrained, parse_pretrained
+from ..runfiles import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
 from ..strict import plain
 from .checkpoint import load_checkpoint
 from .config import RESUME_KEYS, Config, ConfigError, load_config
-from .yamlio import read_yaml
 from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
 from .reporter import MetricsLog
 from .rundir import PhaseClock, new_run_dir
 from .runlock import RunLock
 from .transfer import init_as_configured
+from .yamlio import read_yaml
 
 
 def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict | None]:
@@ -46,8 +46,10 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
         differ = config_differences(load_config(config, overrides), cfg)
         if differ:
             shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
-            raise ConfigError(f"cannot resume {run_dir} with --config {config}: it differs from the run's config.yaml in {shown}; "
-                              f"omit --config to continue the run as it was, and give changes with --set")
+            raise ConfigError(
+                f"cannot resume {run_dir} with --config {config}: it differs from the run's config.yaml in {shown}; "
+                f"omit --config to continue the run as it was, and give changes with --set"
+            )
     if not (run_dir / LAST).is_file():
         refuse_trained_without_last(run_dir)
         log(f"note: {run_dir} stopped before its first checkpoint; training it again from epoch 1 in place")
@@ -57,12 +59,16 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
     changed = config_differences(saved, cfg)
     refused = [k for k in changed if k not in RESUME_KEYS]
     if refused:
-        raise ConfigError(f"cannot change {', '.join(refused)} on resume: the checkpoint's weights, optimiser and schedule "
-                          f"continue as they were. Resume may change {', '.join(RESUME_KEYS)}; for other settings start a new "
-                          f"run from this one: --config {run_dir / 'config.yaml'} --init-from {run_dir} --set ...")
+        raise ConfigError(
+            f"cannot change {', '.join(refused)} on resume: the checkpoint's weights, optimiser and schedule "
+            f"continue as they were. Resume may change {', '.join(RESUME_KEYS)}; for other settings start a new "
+            f"run from this one: --config {run_dir / 'config.yaml'} --init-from {run_dir} --set ..."
+        )
     if cfg.train.epochs < ckpt["epoch"]:
-        raise ConfigError(f"train.epochs={cfg.train.epochs} is below the {ckpt['epoch']} epochs {run_dir} has trained; "
-                          f"give at least {ckpt['epoch']}")
+        raise ConfigError(
+            f"train.epochs={cfg.train.epochs} is below the {ckpt['epoch']} epochs {run_dir} has trained; "
+            f"give at least {ckpt['epoch']}"
+        )
     if changed:
         now = flat_config(cfg)
         cfg.changes = [*(saved.changes or []), {"epoch": ckpt["epoch"] + 1, "set": {k: now.get(k) for k in changed}}]
@@ -81,9 +87,11 @@ def refuse_trained_without_last(run_dir: Path) -> None:
         evidence.insert(0, f"metrics.csv ({epochs} epoch{'s' if epochs != 1 else ''})")
     if evidence:
         start = f"--init-from {run_dir / 'best.pt'} " if (run_dir / BEST).exists() else ""
-        raise VgglabError(f"cannot resume {run_dir}: its last.pt is missing, yet it has trained ({', '.join(evidence)}); nothing was "
-                          f"changed. Restore last.pt to continue it, or start a new run from it: vgglab train --config "
-                          f"{run_dir / 'config.yaml'} {start}--out NEW_DIR")
+        raise VgglabError(
+            f"cannot resume {run_dir}: its last.pt is missing, yet it has trained ({', '.join(evidence)}); nothing was "
+            f"changed. Restore last.pt to continue it, or start a new run from it: vgglab train --config "
+            f"{run_dir / 'config.yaml'} {start}--out NEW_DIR"
+        )
 
 
 def check_config_matches_checkpoint(run_dir: Path, saved: Config, ckpt: dict) -> None:
@@ -95,8 +103,10 @@ def check_config_matches_checkpoint(run_dir: Path, saved: Config, ckpt: dict) ->
     raw = read_yaml(path)
     missing = [k for k in SECTIONS_WRITTEN if k not in raw]
     if missing:
-        raise ConfigError(f"{path} lacks {', '.join(missing)} (vgglab writes every section); it was edited: restore it "
-                          f"(last.pt holds the run's config) before resuming")
+        raise ConfigError(
+            f"{path} lacks {', '.join(missing)} (vgglab writes every section); it was edited: restore it "
+            f"(last.pt holds the run's config) before resuming"
+        )
     recorded = ckpt.get("config")
     if not isinstance(recorded, dict):
         return
@@ -109,18 +119,24 @@ def check_config_matches_checkpoint(run_dir: Path, saved: Config, ckpt: dict) ->
     if differ:
         now, then = flat_config(saved), flat_config(trained)
         shown = ", ".join(f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in differ[:4]) + (" ..." if len(differ) > 4 else "")
-        raise ConfigError(f"{path} differs from the config its checkpoint trained with ({shown}): it was edited after the run "
-                          f"started. Restore those values to resume; change what resume allows with --set, or start a new run "
-                          f"from this one with --init-from {run_dir}")
+        raise ConfigError(
+            f"{path} differs from the config its checkpoint trained with ({shown}): it was edited after the run "
+            f"started. Restore those values to resume; change what resume allows with --set, or start a new run "
+            f"from this one with --init-from {run_dir}"
+        )
 
 
 def flat_config(cfg: Config) -> dict:
     """Dotted keys -> values (model.options and model.spec as single values)."""
+
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" and k != "spec" else {f"{prefix}{k}": v})
+            out.update(
+                flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" and k != "spec" else {f"{prefix}{k}": v}
+            )
         return out
+
     return flat(cfg.to_dict())
 
 
@@ -136,7 +152,9 @@ def start_process(cfg: Config) -> tuple[DistInfo, torch.device]:
     info, device_name = setup(tc.device)
     device = resolve_device(device_name)
     if tc.sync_bn and device.type != "cuda":
-        raise ConfigError("train.sync_bn: PyTorch's SyncBatchNorm is CUDA-only; set it false on CPU (each process then keeps its own BatchNorm statistics)")
+        raise ConfigError(
+            "train.sync_bn: PyTorch's SyncBatchNorm is CUDA-only; set it false on CPU (each process then keeps its own BatchNorm statistics)"
+        )
     if tc.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision fp16 needs CUDA (its grad scaler is CUDA-only); use bf16 on CPU")
     if tc.threads:
@@ -177,25 +195,33 @@ def check_early_crop(cfg: Config, model: VGG, ds: Dataset) -> None:
         return
     mc = model.config
     if side >= ds.image_size:
-        raise ConfigError(f"augment.early_crop {side} is not smaller than the {ds.image_size}-pixel input: fewer pixels early means "
-                          f"a smaller side; lower it (e.g. {max(mc.min_input_size, ds.image_size * 3 // 4)}) or remove it")
+        raise ConfigError(
+            f"augment.early_crop {side} is not smaller than the {ds.image_size}-pixel input: fewer pixels early means "
+            f"a smaller side; lower it (e.g. {max(mc.min_input_size, ds.image_size * 3 // 4)}) or remove it"
+        )
     if mc.head.type == "cifar":
-        raise ConfigError(f"augment.early_crop {side}: {mc.name}'s cifar head flattens a map of its {mc.input_size}-pixel input and "
-                          "takes no other size; use a pooling head (model.options.head: gap or linear) or remove early_crop")
+        raise ConfigError(
+            f"augment.early_crop {side}: {mc.name}'s cifar head flattens a map of its {mc.input_size}-pixel input and "
+            "takes no other size; use a pooling head (model.options.head: gap or linear) or remove early_crop"
+        )
     if side < mc.min_input_size:
-        raise ConfigError(f"augment.early_crop {side}: {mc.name} takes inputs of at least {mc.min_input_size} pixels; raise early_crop")
+        raise ConfigError(
+            f"augment.early_crop {side}: {mc.name} takes inputs of at least {mc.min_input_size} pixels; raise early_crop"
+        )
 
 
 def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:
     saved, now = plain(ckpt["model_config"]), plain(model.config.to_dict())  # tuples and lists alike
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
-        raise ConfigError(f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml")
+        raise ConfigError(
+            f"cannot resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with the run's own config.yaml"
+        )
     if ckpt["classes"] != classes:
         raise ConfigError("cannot resume: the dataset's classes differ from the checkpoint's")
 
 
-def check_training_memory(cfg: Config, model: VGG, ds: Dataset, run: "Run") -> None:
+def check_training_memory(cfg: Config, model: VGG, ds: Dataset, run: Run) -> None:
     """Refuse, before anything is allocated on the device, a run whose weights, gradients and
     optimiser state (4 fp32 copies) plus one batch's conv outputs (kept for the backward pass, about
     3 fp32 values per output: conv, BatchNorm, activation) exceed the device's free memory."""
@@ -203,8 +229,12 @@ def check_training_memory(cfg: Config, model: VGG, ds: Dataset, run: "Run") -> N
     n = sum(p.numel() for p in model.parameters())
     needed = 16 * n + 12 * batch * model.config.conv_outputs()
     side = model.config.input_size
-    check_fits(f"training {model.config.name} ({n:,} parameters) on batches of {batch} images of {side}x{side}",
-               needed, "lower data.batch_size, data.image_size or model.options.width", device=run.device)
+    check_fits(
+        f"training {model.config.name} ({n:,} parameters) on batches of {batch} images of {side}x{side}",
+        needed,
+        "lower data.batch_size, data.image_size or model.options.width",
+        device=run.device,
+    )
 
 
 def training_normalization(cfg: Config, ds: Dataset) -> Normalization:
@@ -237,6 +267,13 @@ class Run:
     lock: RunLock = field(default_factory=RunLock)
     clock: PhaseClock = field(default_factory=PhaseClock)
     dir: Path | None = None
+
+    @property
+    def out(self) -> Path:
+        """The run directory, which :func:`prepare_model` makes before any step that writes."""
+        if self.dir is None:
+            raise RuntimeError("the run directory is made by prepare_model, before anything is written")
+        return self.dir
 
 
 def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VGG:

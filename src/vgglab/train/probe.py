@@ -36,7 +36,7 @@ def _probe_step(model: nn.Module, precision: str, channels_last: bool, batch: in
     """A closure doing one SGD step (``train``) or one forward pass in inference mode of a private
     copy of ``model`` on random data."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    m = copy.deepcopy(model).to(device, memory_format=fmt).train(train)
+    m = copy.deepcopy(model).to(device).to(memory_format=fmt).train(train)
     cfg = m.config
     x = torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
@@ -59,8 +59,16 @@ def _probe_step(model: nn.Module, precision: str, channels_last: bool, batch: in
     return step
 
 
-def time_arms(model: nn.Module, arms: list[tuple[str, bool]], batch: int, device: torch.device,
-              budget_s: float = PROBE_BUDGET_S, max_rounds: int = 5, min_rounds: int = 3, train: bool = True) -> Rates:
+def time_arms(
+    model: nn.Module,
+    arms: list[tuple[str, bool]],
+    batch: int,
+    device: torch.device,
+    budget_s: float = PROBE_BUDGET_S,
+    max_rounds: int = 5,
+    min_rounds: int = 3,
+    train: bool = True,
+) -> Rates:
     """Images/s of each (precision, channels_last) arm: a warm-up step each, then timed steps in
     interleaved rounds (alternating the arms' order, so a shared machine's drift and any
     first-after-another effect hit every arm alike), at least ``min_rounds`` and more while the
@@ -90,7 +98,7 @@ def time_arms(model: nn.Module, arms: list[tuple[str, bool]], batch: int, device
         for r in range(max_rounds):
             if r >= min_rounds and time.perf_counter() - t_start > budget_s * (r / (r + 1)):
                 break
-            for a, s in (order if r % 2 == 0 else order[::-1]):
+            for a, s in order if r % 2 == 0 else order[::-1]:
                 t = time.perf_counter()
                 s()
                 times[a].append(time.perf_counter() - t)
@@ -156,8 +164,11 @@ class ProbeCache:
         data = self._read("the next run probes again (`vgglab speed --forget` removes it)")
         bad = [k for k, v in data.items() if not _valid_entry(v)]
         if bad:
-            warnings.warn(f"speed probe cache {self.path}: {len(bad)} entr{'ies' if len(bad) > 1 else 'y'} of the wrong shape, "
-                          "not counted; the next run probes again", stacklevel=2)
+            warnings.warn(
+                f"speed probe cache {self.path}: {len(bad)} entr{'ies' if len(bad) > 1 else 'y'} of the wrong shape, "
+                "not counted; the next run probes again",
+                stacklevel=2,
+            )
         return {k: v for k, v in data.items() if k not in bad}
 
     def forget(self) -> int:
@@ -169,19 +180,40 @@ class ProbeCache:
 
 def _valid_entry(entry) -> bool:
     """``{"rates": [[precision, channels_last, images/s], ...], "spread": number, ...}``."""
+
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
     try:
-        return (isinstance(entry, dict) and isinstance(entry.get("rates"), list) and entry["rates"] and number(entry.get("spread"))
-                and all(isinstance(r, list) and len(r) == 3 and r[0] in ("fp32", "bf16", "fp16") and isinstance(r[1], bool)
-                        and number(r[2]) and r[2] > 0 for r in entry["rates"]))
+        return (
+            isinstance(entry, dict)
+            and isinstance(entry.get("rates"), list)
+            and entry["rates"]
+            and number(entry.get("spread"))
+            and all(
+                isinstance(r, list)
+                and len(r) == 3
+                and r[0] in ("fp32", "bf16", "fp16")
+                and isinstance(r[1], bool)
+                and number(r[2])
+                and r[2] > 0
+                for r in entry["rates"]
+            )
+        )
     except TypeError:
         return False
 
 
 def probe_key(info: dict, model: nn.Module, batch: int, what: str) -> str:
-    return fingerprint(what, info["cpu"], info["cpu_capability"], info["threads"], info["torch"],
-                       sorted(model.config.to_dict().items()), batch)
+    return fingerprint(
+        what,
+        info["cpu"],
+        info["cpu_capability"],
+        info["threads"],
+        info["torch"],
+        sorted(model.config.to_dict().items()),
+        batch,  # type: ignore[operator,union-attr]  # a VGG's config
+    )
 
 
 def time_forward(model: nn.Module, arms, batch: int, device: torch.device, budget_s: float = PROBE_BUDGET_S) -> Rates:

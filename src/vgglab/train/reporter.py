@@ -11,10 +11,10 @@ import time
 import warnings
 from pathlib import Path
 
-from ..runfiles import METRICS, TENSORBOARD
-from ..workers import quiet_shutdown_races
 from ..files import refuse_link, write_error, write_text
 from ..progress import Progress, resolve_mode
+from ..runfiles import METRICS, TENSORBOARD
+from ..workers import quiet_shutdown_races
 from .config import Config, ConfigError
 from .tracking import MLflowRun
 
@@ -125,8 +125,10 @@ class Reporter:
             writer, self.writer = self.writer, None
             where = os.fsdecode(exc.filename) if isinstance(exc, OSError) and exc.filename else str(self.run_dir / TENSORBOARD)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:200]
-            warnings.warn(f"tensorboard logging stopped: could not write {where}: {why}; training goes on and metrics.csv "
-                          "keeps the record", stacklevel=3)
+            warnings.warn(
+                f"tensorboard logging stopped: could not write {where}: {why}; training goes on and metrics.csv keeps the record",
+                stacklevel=3,
+            )
             if writer is not None:
                 with contextlib.suppress(Exception):
                     writer.close()
@@ -175,7 +177,9 @@ class Reporter:
             def stats():
                 loss, top1 = means()
                 return f"loss {loss:.3f}, top-1 {100 * top1:.2f}%, lr {lr_now():.3g}"
+
             progress.advance(seen - progress.done, stats if show else None)
+
         return on_step
 
     def end_training(self) -> float:
@@ -204,8 +208,10 @@ class Reporter:
             self.mlflow.log_epoch(row)
         if self.mode != "none":
             val = f"  val loss {row['val_loss']:.4f} top-1 {100 * row['val_top1']:.2f}%" if row["val_top1"] is not None else ""
-            self.log(f"epoch {row['epoch']}/{self.epochs}  train loss {row['train_loss']:.4f} top-1 {100 * row['train_top1']:.2f}%{val}  "
-                     f"lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
+            self.log(
+                f"epoch {row['epoch']}/{self.epochs}  train loss {row['train_loss']:.4f} top-1 {100 * row['train_top1']:.2f}%{val}  "
+                f"lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
+            )
 
     def finish(self, result: dict) -> None:
         """The final metrics and the run's files to MLflow, which marks the run finished."""

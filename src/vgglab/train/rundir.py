@@ -52,8 +52,15 @@ def new_run_dir(out: str | Path | None, name: str, lock: RunLock) -> Path:
 def _refuse_used(path: Path) -> None:
     if not path.is_dir() or not any(p.name != LOCK_NAME for p in path.iterdir()):
         return
-    if (path / CONFIG).is_file() and not (path / LAST).is_file() and not any(
-            (path / n).exists() for n in (BEST, WEIGHTS, RESULTS, METRICS)):
-        raise VgglabError(f"{path} holds a run that stopped before its first checkpoint: restart it in place with "
-                          f"`vgglab train --resume {path}` (--set may change any setting, nothing was trained), or pass another --out")
-    raise VgglabError(f"run directory {path} already exists and is not empty: pass another --out, or --resume {path} to continue it")
+    if (
+        (path / CONFIG).is_file()
+        and not (path / LAST).is_file()
+        and not any((path / n).exists() for n in (BEST, WEIGHTS, RESULTS, METRICS))
+    ):
+        raise VgglabError(
+            f"{path} holds a run that stopped before its first checkpoint: restart it in place with "
+            f"`vgglab train --resume {path}` (--set may change any setting, nothing was trained), or pass another --out"
+        )
+    raise VgglabError(
+        f"run directory {path} already exists and is not empty: pass another --out, or --resume {path} to continue it"
+    )

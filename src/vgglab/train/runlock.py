@@ -76,7 +76,9 @@ def _open_lock(path: Path, flags: int) -> int:
         return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise VgglabError(f"{path} is a symbolic link; vgglab writes its lock only as a plain file: remove the link, then retry") from None
+            raise VgglabError(
+                f"{path} is a symbolic link; vgglab writes its lock only as a plain file: remove the link, then retry"
+            ) from None
         raise
 
 
@@ -95,8 +97,12 @@ class RunLock:
         previous = _read(fd)
         if previous and previous.get("pid") != os.getpid():
             self.log(f"note: took over the lock of {path.parent} left by {_describe(previous)}, which is no longer running")
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+        }
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(me).encode())
@@ -105,7 +111,9 @@ class RunLock:
         keep_out_of_workers(fd)
         removed = runfiles.remove_stale_temp_files(path.parent)  # ours alone to write now: any left are a killed write's
         if removed:
-            self.log(f"note: removed {removed} temporary file{'s' if removed != 1 else ''} that a killed write left in {path.parent}")
+            self.log(
+                f"note: removed {removed} temporary file{'s' if removed != 1 else ''} that a killed write left in {path.parent}"
+            )
 
     def _lock_flock(self, path: Path) -> int:
         while True:
@@ -115,8 +123,9 @@ class RunLock:
             except BlockingIOError:
                 holder = _read(fd)
                 os.close(fd)
-                raise RunLocked(f"run directory {path.parent} is in use by {_describe(holder)}; "
-                                "wait for it to finish or stop it, then retry") from None
+                raise RunLocked(
+                    f"run directory {path.parent} is in use by {_describe(holder)}; wait for it to finish or stop it, then retry"
+                ) from None
             try:  # a holder that released between our open and flock removed the file: lock the one there now
                 current = os.stat(path).st_ino
             except FileNotFoundError:
@@ -134,8 +143,10 @@ class RunLock:
                 holder = _read(fd)
                 if holder.get("pid") and psutil.pid_exists(holder["pid"]) and holder.get("host") == socket.gethostname():
                     os.close(fd)
-                    raise RunLocked(f"run directory {path.parent} is in use by {_describe(holder)}; "
-                                    "wait for it to finish or stop it, then retry") from None
+                    raise RunLocked(
+                        f"run directory {path.parent} is in use by {_describe(holder)}; "
+                        "wait for it to finish or stop it, then retry"
+                    ) from None
                 return fd  # stale: its process is gone
 
     @property

@@ -28,8 +28,19 @@ from torch import nn
 from ..strict import ConfigError, strict_init, typed_values
 from .probe import PROBE_BUDGET_S, ProbeCache, Rates, probe_key, rates_of, time_arms, time_forward
 
-__all__ = ["SpeedChoice", "ProbeCache", "Rates", "rates_of", "time_arms", "time_forward", "resolve_speed",
-           "resolve_inference_precision", "machine_info", "machine_label", "native_bf16"]
+__all__ = [
+    "SpeedChoice",
+    "ProbeCache",
+    "Rates",
+    "rates_of",
+    "time_arms",
+    "time_forward",
+    "resolve_speed",
+    "resolve_inference_precision",
+    "machine_info",
+    "machine_label",
+    "native_bf16",
+]
 
 PROBE_BATCH = 128  # images per probe step at most: larger batches give the same images/s on a CPU
 BF16_MIN_GAIN = 1.05  # bf16 costs a little accuracy: keep it only where it is clearly faster
@@ -86,8 +97,13 @@ def cpu_capability() -> str:
 def machine_info() -> dict:
     """The facts a speed figure depends on, recorded beside every run and benchmark."""
     info = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "cpu_capability": cpu_capability(),
-        "native_bf16": native_bf16(), "threads": torch.get_num_threads(), "torch": str(torch.__version__), "gpu": None,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cpu_capability": cpu_capability(),
+        "native_bf16": native_bf16(),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "gpu": None,
     }
     if torch.cuda.is_available():
         info["gpu"] = str(torch.cuda.get_device_name())
@@ -134,11 +150,11 @@ class SpeedChoice:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeedChoice":
+    def from_dict(cls, d: dict) -> SpeedChoice:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     @classmethod
-    def read(cls, d, where: str) -> "SpeedChoice":
+    def read(cls, d, where: str) -> SpeedChoice:
         """A recorded choice (config.yaml's ``resolved``, a checkpoint's ``speed``) read as strictly
         as a recipe: vgglab wrote it, so a key, type or value it never writes means an edit, and
         reusing it would train or evaluate in a setting nobody chose (fp16 on a CPU, fp64)."""
@@ -147,18 +163,28 @@ class SpeedChoice:
             d = {k: v for k, v in d.items() if k not in ("device", "precision_setting", "channels_last_setting")}
         choice = strict_init(cls, d, where, error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"))
         if choice.precision not in RECORDED_PRECISIONS:
-            raise ConfigError(f"{where}.precision {choice.precision!r} is not one vgglab records ({', '.join(RECORDED_PRECISIONS)}); {fix}")
-        typed_values(_MachineRecord, choice.machine, f"{where}.machine.",
-                     error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"))
+            raise ConfigError(
+                f"{where}.precision {choice.precision!r} is not one vgglab records ({', '.join(RECORDED_PRECISIONS)}); {fix}"
+            )
+        typed_values(
+            _MachineRecord,
+            choice.machine,
+            f"{where}.machine.",
+            error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"),
+        )
         if choice.precision == "fp16" and not choice.machine.get("gpu"):
-            raise ConfigError(f"{where}.precision fp16 was recorded for a machine without a GPU (fp16 training is CUDA-only); {fix}")
+            raise ConfigError(
+                f"{where}.precision fp16 was recorded for a machine without a GPU (fp16 training is CUDA-only); {fix}"
+            )
         return choice
 
     def header(self, precision_setting: str, channels_last_setting) -> str:
         cl_setting = "auto" if channels_last_setting in (None, "auto") else str(bool(channels_last_setting)).lower()
-        return (f"precision {precision_setting} -> {self.precision} ({self.precision_reason}), "
-                f"channels_last {cl_setting} -> {'on' if self.channels_last else 'off'} ({self.channels_last_reason})"
-                + ("; the probe was inconclusive (noisy machine?): not cached, measured again next run" if self.provisional else ""))
+        return (
+            f"precision {precision_setting} -> {self.precision} ({self.precision_reason}), "
+            f"channels_last {cl_setting} -> {'on' if self.channels_last else 'off'} ({self.channels_last_reason})"
+            + ("; the probe was inconclusive (noisy machine?): not cached, measured again next run" if self.provisional else "")
+        )
 
 
 def same_machine(a: dict, b: dict) -> bool:
@@ -170,9 +196,18 @@ def _ratio_text(rates: dict, a, b) -> str:
     return f"{rates[a] / rates[b]:.2f}x"
 
 
-def resolve_speed(precision: str, channels_last, model: nn.Module, batch: int, device: torch.device, *,
-                  cache_dir=None, previous: dict | None = None, budget_s: float = PROBE_BUDGET_S,
-                  timer=None) -> SpeedChoice:
+def resolve_speed(
+    precision: str,
+    channels_last,
+    model: nn.Module,
+    batch: int,
+    device: torch.device,
+    *,
+    cache_dir=None,
+    previous: dict | None = None,
+    budget_s: float = PROBE_BUDGET_S,
+    timer=None,
+) -> SpeedChoice:
     """Resolve ``precision`` (auto, fp32, bf16, fp16) and ``channels_last`` (auto/None, True, False)
     for ``model`` trained at ``batch`` on ``device``. ``previous``: a recorded choice (config.yaml's
     ``resolved``) that is reused as it is when it was made on this same machine."""
@@ -186,7 +221,9 @@ def resolve_speed(precision: str, channels_last, model: nn.Module, batch: int, d
             return prev
     if device.type == "cuda":
         return _resolve_cuda(precision, channels_last, cl_auto, info)
-    return _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, ProbeCache(cache_dir), budget_s, timer or time_arms)
+    return _resolve_cpu(
+        precision, channels_last, cl_auto, model, batch, device, info, ProbeCache(cache_dir), budget_s, timer or time_arms
+    )
 
 
 def _resolve_cuda(precision, channels_last, cl_auto, info) -> SpeedChoice:
@@ -216,8 +253,18 @@ def _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, 
     pb = min(batch, 16 if precision == "bf16" and not native else PROBE_BATCH)
     arms = [(p, cl) for p in precisions for cl in layouts]
     if len(arms) > 1:
-        verdict, source = _decide(cache, probe_key(info, model, pb, f"arms={arms}"), timer, model, arms, pb, device, budget_s,
-                                  cl_auto, precision == "auto" and native)
+        verdict, source = _decide(
+            cache,
+            probe_key(info, model, pb, f"arms={arms}"),
+            timer,
+            model,
+            arms,
+            pb,
+            device,
+            budget_s,
+            cl_auto,
+            precision == "auto" and native,
+        )
         verdict.apply(choice, cap, source)
     if precision == "bf16" and not native:
         choice.warning = _emulated_bf16_warning(model, choice.channels_last, device, info, cache, timer)
@@ -240,8 +287,9 @@ class Verdict:
         self.noisy = rates.spread > NOISE_FLOOR
         precisions = sorted({p for p, _ in rates}, key=["fp32", "bf16", "fp16"].index)
         self.tied = {p: cl_auto and _tied(rates, (p, False), (p, True), self.margin) for p in precisions}
-        self.best = {p: (p, CPU_TIE_LAYOUT) if self.tied[p] else max((a for a in rates if a[0] == p), key=rates.get)
-                     for p in precisions}
+        self.best = {
+            p: (p, CPU_TIE_LAYOUT) if self.tied[p] else max((a for a in rates if a[0] == p), key=rates.get) for p in precisions
+        }
         self.gain = rates[self.best["bf16"]] / rates[self.best["fp32"]] if bf16_candidate else None
         self.precision_close = self.gain is not None and abs(self.gain - 1) < self.margin
         # on a quiet probe a bf16 gain within the floor is a measured "no faster" (fp32 then); only noise makes it unclear
@@ -264,29 +312,37 @@ class Verdict:
             gain = self.gain
             if self.precision_unclear:
                 pick = self.best["bf16"]
-                choice.precision_reason = (f"native bf16 ({cap}); {gain:.2f}x fp32 in the {source}, within its noise ({margin:.0%}): "
-                                           f"inconclusive, so bf16, {KNOWN_BF16_GAIN}")
+                choice.precision_reason = (
+                    f"native bf16 ({cap}); {gain:.2f}x fp32 in the {source}, within its noise ({margin:.0%}): "
+                    f"inconclusive, so bf16, {KNOWN_BF16_GAIN}"
+                )
             elif gain >= BF16_MIN_GAIN:
                 pick = self.best["bf16"]
                 choice.precision_reason = f"native bf16 ({cap}), {gain:.2f}x fp32 in the {source}"
             else:
-                choice.precision_reason = (f"native bf16 ({cap}), but it measured {gain:.2f}x fp32 in the {source}, "
-                                           f"below the {BF16_MIN_GAIN:.2f}x worth its rounding")
+                choice.precision_reason = (
+                    f"native bf16 ({cap}), but it measured {gain:.2f}x fp32 in the {source}, "
+                    f"below the {BF16_MIN_GAIN:.2f}x worth its rounding"
+                )
         choice.precision, choice.channels_last = pick
         if self.cl_auto:
             other = (pick[0], not pick[1])
-            choice.channels_last_reason = f"{_ratio_text(rates, pick, other)} {'NCHW' if pick[1] else 'channels_last'} in the {source}"
+            choice.channels_last_reason = (
+                f"{_ratio_text(rates, pick, other)} {'NCHW' if pick[1] else 'channels_last'} in the {source}"
+            )
             if self.tied[pick[0]]:
                 if self.noisy:
-                    choice.channels_last_reason += (f", within its noise ({margin:.0%}): inconclusive, kept the layout never "
-                                                    "much slower on CPUs")
+                    choice.channels_last_reason += (
+                        f", within its noise ({margin:.0%}): inconclusive, kept the layout never much slower on CPUs"
+                    )
                 else:
                     choice.channels_last_reason += f", a tie (within {margin:.0%}): kept the layout never much slower on CPUs"
         choice.provisional = self.inconclusive
 
 
-def _decide(cache: ProbeCache, key: str, timer, model, arms, batch, device, budget_s, cl_auto: bool,
-            bf16_candidate: bool) -> tuple["Verdict", str]:
+def _decide(
+    cache: ProbeCache, key: str, timer, model, arms, batch, device, budget_s, cl_auto: bool, bf16_candidate: bool
+) -> tuple[Verdict, str]:
     """The verdict of a cached probe, else of one measured (once more when it is undecided), cached
     unless the probe's noise decided it."""
     rates, source = _rates(cache, key, timer, model, arms, batch, device, budget_s)
@@ -295,8 +351,10 @@ def _decide(cache: ProbeCache, key: str, timer, model, arms, batch, device, budg
         rates, source = _rates(cache, key, timer, model, arms, batch, device, budget_s, more=rates)
         verdict = Verdict(rates, cl_auto, bf16_candidate)
     if source != "cached probe":
-        cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()], "spread": rates.spread,
-                        "provisional": verdict.inconclusive})
+        cache.put(
+            key,
+            {"rates": [[p, cl, r] for (p, cl), r in rates.items()], "spread": rates.spread, "provisional": verdict.inconclusive},
+        )
     return verdict, source
 
 
@@ -305,7 +363,9 @@ def _tied(rates: dict, a, b, margin: float) -> bool:
     return a in rates and b in rates and abs(rates[a] / rates[b] - 1) < margin
 
 
-def _rates(cache: ProbeCache, key: str, timer, model, arms, batch, device, budget_s, more: dict | None = None) -> tuple[Rates, str]:
+def _rates(
+    cache: ProbeCache, key: str, timer, model, arms, batch, device, budget_s, more: dict | None = None
+) -> tuple[Rates, str]:
     """Images/s per arm from the cache (a verdict that was not provisional), else measured by
     ``timer``; and which it was. ``more``: rates already measured, to which another measurement
     adds (each arm's best of both; the spread the smaller, as the better-informed)."""
@@ -333,15 +393,18 @@ def _emulated_bf16_warning(model, channels_last, device, info, cache, timer) -> 
     if source != "cached probe":
         cache.put(key, {"rates": [[p, cl, r] for (p, cl), r in rates.items()], "spread": rates.spread, "provisional": False})
     slowdown = rates[arms[0]] / rates[arms[1]]
-    return (f"warning: train.precision bf16 on a CPU without native bf16 ({info['cpu_capability']}) is emulated and "
-            f"measured {slowdown:.1f}x slower than fp32 here; set train.precision: auto (or fp32)")
+    return (
+        f"warning: train.precision bf16 on a CPU without native bf16 ({info['cpu_capability']}) is emulated and "
+        f"measured {slowdown:.1f}x slower than fp32 here; set train.precision: auto (or fp32)"
+    )
 
 
 INFERENCE_BATCH = 16  # images per timed forward pass of the inference probe (predict batches 32, eval 250)
 
 
-def resolve_inference_precision(model: nn.Module, device: torch.device, *, cache_dir=None, timer=None,
-                                batch: int = INFERENCE_BATCH) -> SpeedChoice:
+def resolve_inference_precision(
+    model: nn.Module, device: torch.device, *, cache_dir=None, timer=None, batch: int = INFERENCE_BATCH
+) -> SpeedChoice:
     """The precision to evaluate ``model`` in where no run recorded one for this machine (a pretrained
     model, a run trained elsewhere): bf16 on a GPU that supports it; on a CPU bf16 only where it is
     native and a probe of forward passes does not measure it slower (inconclusive probes keep bf16,
@@ -359,7 +422,17 @@ def resolve_inference_precision(model: nn.Module, device: torch.device, *, cache
         return choice
     cache, timer = ProbeCache(cache_dir), timer or time_forward
     arms = [("fp32", False), ("bf16", False)]
-    verdict, source = _decide(cache, probe_key(info, model, batch, f"inference arms={arms}"), timer, model, arms, batch, device,
-                              PROBE_BUDGET_S, False, True)
+    verdict, source = _decide(
+        cache,
+        probe_key(info, model, batch, f"inference arms={arms}"),
+        timer,
+        model,
+        arms,
+        batch,
+        device,
+        PROBE_BUDGET_S,
+        False,
+        True,
+    )
     verdict.apply(choice, info["cpu_capability"], source.replace("probe", "inference probe"))
     return choice

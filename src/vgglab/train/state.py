@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import Config
 from .averaging import EMA, Lookahead
+from .config import Config
 from .optim import Schedule, build_optimizer
 
 
@@ -81,7 +81,7 @@ class TrainState:
     step: int = 0
 
     @classmethod
-    def create(cls, model: nn.Module, cfg: Config, steps_per_epoch: int, has_val: bool, precision: str) -> "TrainState":
+    def create(cls, model: nn.Module, cfg: Config, steps_per_epoch: int, has_val: bool, precision: str) -> TrainState:
         """A fresh state for ``model`` (already on its device) as ``cfg`` configures it."""
         tc = cfg.train
         selection = Selection(has_val, tc.epochs)
@@ -108,7 +108,10 @@ class TrainState:
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_state(), "epoch": self.epoch, "step": self.step, "best": self.selection.state_dict(),
+            "rng": rng_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.selection.state_dict(),
         }
 
     def load_state_dict(self, ckpt: dict) -> None:

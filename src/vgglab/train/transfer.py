@@ -37,8 +37,10 @@ class TransferReport:
     new: list[tuple[str, tuple]] = field(default_factory=list)  # target keys left at their fresh init
 
     def format(self) -> str:
-        lines = [f"init: {len(self.matched)} tensors matched, {len(self.reshaped)} reshaped, "
-                 f"{len(self.skipped)} skipped, {len(self.new)} new"]
+        lines = [
+            f"init: {len(self.matched)} tensors matched, {len(self.reshaped)} reshaped, "
+            f"{len(self.skipped)} skipped, {len(self.new)} new"
+        ]
         lines += [f"  matched  {k} {list(s)}" for k, s in self.matched]
         lines += [f"  reshaped {k} {list(a)} -> {list(b)}" for k, a, b in self.reshaped]
         lines += [f"  skipped  {k} {list(a)}" + (f" (target {list(b)})" if b else " (no such layer)") for k, a, b in self.skipped]
@@ -50,8 +52,11 @@ class TransferReport:
         (reshaped, skipped, new: at most ``names`` each, then how many more); where the full list is."""
         where = f"; every tensor is listed in {full_list}" if full_list else ""
         lines = [self.format().splitlines()[0].removeprefix("init: ") + where]
-        for kind, keys in (("reshaped", [k for k, *_ in self.reshaped]), ("skipped", [k for k, *_ in self.skipped]),
-                           ("new", [k for k, _ in self.new])):
+        for kind, keys in (
+            ("reshaped", [k for k, *_ in self.reshaped]),
+            ("skipped", [k for k, *_ in self.skipped]),
+            ("new", [k for k, _ in self.new]),
+        ):
             if keys:
                 more = f" and {len(keys) - names} more" if len(keys) > names else ""
                 lines.append(f"  {kind}: {', '.join(keys[:names])}{more}")
@@ -89,7 +94,9 @@ def read_source(path: str | Path) -> tuple[dict[str, torch.Tensor], VGGConfig]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TransferError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} (files are loaded with weights_only=True)") from None
+        raise TransferError(
+            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} (files are loaded with weights_only=True)"
+        ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not any(k.startswith("features.0.") for k in sd):
@@ -122,8 +129,9 @@ def _first_convs(cfg: VGGConfig, n: int) -> set[tuple[int, int]]:
     return set(out[:n])
 
 
-def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig, mode: str,
-             match: str = "paper", fold_fc6: bool = False) -> TransferReport:
+def transfer(
+    model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig, mode: str, match: str = "paper", fold_fc6: bool = False
+) -> TransferReport:
     """Copy what ``mode`` allows from ``source`` into ``model``; return what happened to each tensor."""
     if mode not in TRANSFER_MODES:
         raise TransferError(f"unknown init mode {mode!r}; valid: {', '.join(TRANSFER_MODES)}")
@@ -136,11 +144,17 @@ def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig,
         report.matched.append((dst_key, tuple(tensor.shape)))
 
     if mode == "exact":
-        problems = [k for k in set(target) | set(source) if k not in source or k not in target or source[k].shape != target[k].shape]
+        problems = [
+            k for k in set(target) | set(source) if k not in source or k not in target or source[k].shape != target[k].shape
+        ]
         if problems:
-            raise TransferError("exact init needs the same architecture; these differ: " + ", ".join(
-                f"{k} {list(source[k].shape) if k in source else 'missing'} vs {list(target[k].shape) if k in target else 'missing'}"
-                for k in sorted(problems)[:8]))
+            raise TransferError(
+                "exact init needs the same architecture; these differ: "
+                + ", ".join(
+                    f"{k} {list(source[k].shape) if k in source else 'missing'} vs {list(target[k].shape) if k in target else 'missing'}"
+                    for k in sorted(problems)[:8]
+                )
+            )
         for k in target:
             take(k, k, source[k])
     elif mode == "shallow-to-deep":
@@ -162,17 +176,28 @@ def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig,
         for k, v in source.items():
             if k.startswith("features."):
                 if k not in target or target[k].shape != v.shape:
-                    raise TransferError(f"{mode} init needs the same conv configuration; {k} is {list(v.shape)} in the source "
-                                        f"but {list(target[k].shape) if k in target else 'absent'} in {model.config.name}")
+                    raise TransferError(
+                        f"{mode} init needs the same conv configuration; {k} is {list(v.shape)} in the source "
+                        f"but {list(target[k].shape) if k in target else 'absent'} in {model.config.name}"
+                    )
                 take(k, k, v)
             elif mode == "cross-geometry" and k in target and target[k].shape == v.shape:
                 take(k, k, v)
-            elif (mode == "cross-geometry" and fold_fc6 and k in ("head.fc1.weight", "head.fc1.bias") and k in target
-                  and source_cfg.head.type == "imagenet"):
+            elif (
+                mode == "cross-geometry"
+                and fold_fc6
+                and k in ("head.fc1.weight", "head.fc1.bias")
+                and k in target
+                and source_cfg.head.type == "imagenet"
+            ):
                 t = v
                 if k.endswith("weight"):
                     c = model.num_features
-                    if target[k].shape[1] != c or v.shape[1] != c * source_cfg.head.pool_size ** 2 or v.shape[0] != target[k].shape[0]:
+                    if (
+                        target[k].shape[1] != c
+                        or v.shape[1] != c * source_cfg.head.pool_size**2
+                        or v.shape[0] != target[k].shape[0]
+                    ):
                         report.skipped.append((k, tuple(v.shape), tuple(target[k].shape)))
                         continue
                     # adaptive pooling of a 1x1 map copies it into all 49 cells: FC6 then sums its taps
@@ -185,7 +210,9 @@ def transfer(model: VGG, source: dict[str, torch.Tensor], source_cfg: VGGConfig,
             else:
                 report.skipped.append((k, tuple(v.shape), tuple(target[k].shape) if k in target else None))
     if not plan:
-        raise TransferError(f"{mode} init matched nothing between {source_cfg.name} and {model.config.name}; check the source and mode")
+        raise TransferError(
+            f"{mode} init matched nothing between {source_cfg.name} and {model.config.name}; check the source and mode"
+        )
     report.new = [(k, tuple(v.shape)) for k, v in target.items() if k not in plan]
     with torch.no_grad():
         for k, v in plan.items():

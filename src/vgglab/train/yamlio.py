@@ -11,6 +11,7 @@ import yaml
 
 from ..strict import ConfigError, plain
 
+
 def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain config dict."""
     d = plain(d or {})
@@ -60,8 +61,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key is not None and key in seen:
-                raise ConfigError(f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
-                                  f"{key_node.start_mark.line + 1}); YAML would keep only the last: merge them into one")
+                raise ConfigError(
+                    f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); YAML would keep only the last: merge them into one"
+                )
             seen.setdefault(key, key_node.start_mark.line)
         return super().construct_mapping(node, deep)
 
@@ -79,11 +82,14 @@ def check_structure(data, where: str) -> None:
         if not isinstance(node, (dict, list)):
             continue
         if id(node) in path:
-            raise ConfigError(f"{where}: an alias refers to the mapping or list that contains it (a cycle); replace it with the values")
+            raise ConfigError(
+                f"{where}: an alias refers to the mapping or list that contains it (a cycle); replace it with the values"
+            )
         if depth >= MAX_DEPTH:
             raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels; a recipe has sections of key: value settings")
         children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1, (*path, id(node))) for c in children)
+        inner: tuple[int, ...] = (*path, id(node))
+        stack.extend((c, depth + 1, inner) for c in children)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -97,8 +103,9 @@ def read_yaml(path: str | Path) -> dict:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          "a recipe is a YAML text file") from None
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); a recipe is a YAML text file"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
@@ -110,10 +117,12 @@ def read_yaml(path: str | Path) -> dict:
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read; a recipe has sections of key: value settings") from None
     if data is None:
-        raise ConfigError(f"{path} is empty: a recipe needs at least one section (data, model, optim, train, ...); "
-                          "see configs/ for examples")
+        raise ConfigError(
+            f"{path} is empty: a recipe needs at least one section (data, model, optim, train, ...); see configs/ for examples"
+        )
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, train:, ...), "
-                          f"got a {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (data:, model:, train:, ...), got a {type(data).__name__}"
+        )
     check_structure(data, str(path))
     return data

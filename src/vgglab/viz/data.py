@@ -7,14 +7,16 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
-from ..data.stream import make_loader
 from ..data.config import AugmentConfig, DataConfig
+from ..data.stream import make_loader
 from ..files import check_output_dir
 from ..memory import check_fits, human
 from .plots import plot_image_grid
 
 
-def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | None = None, per_class: int = 8, seed: int = 0) -> dict:
+def describe_data(
+    data: DataConfig, augment: AugmentConfig, out: str | Path | None = None, per_class: int = 8, seed: int = 0
+) -> dict:
     ds = load_dataset(data, augment)
     st, norm = ds.stats, ds.normalization(augment)
     norm_mean, norm_std = normalized_sample_stats(ds, norm)
@@ -24,7 +26,8 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
         "classes": ds.classes,
         "counts": {
             name: torch.bincount(s.y, minlength=ds.num_classes).tolist()
-            for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None
+            for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test))
+            if s is not None
         },
         "image_size": ds.image_size,
         "stored_size": ds.store_size,
@@ -40,31 +43,44 @@ def describe_data(data: DataConfig, augment: AugmentConfig, out: str | Path | No
         "storage": ds.storage,
         "storage_note": ds.storage_note,
         # what each storage holds in memory: memory the decoded squares, stream one batch per worker
-        "memory_bytes": {"memory": sum(len(s) for s in (ds.train, ds.val, ds.test) if s is not None) * ds.in_chans * ds.store_size**2,
-                         "stream": 0},
+        "memory_bytes": {
+            "memory": sum(len(s) for s in (ds.train, ds.val, ds.test) if s is not None) * ds.in_chans * ds.store_size**2,
+            "stream": 0,
+        },
     }
     if ds.storage == "stream":
-        info["sides"] = {name: _side_stats(s.sides) for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}
+        info["sides"] = {
+            name: _side_stats(s.sides) for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None
+        }
     if out is not None:
         out = check_output_dir(out)
         g = torch.Generator().manual_seed(seed)
-        idx = torch.cat([
-            (ds.train.y == k).nonzero().flatten()[torch.randperm(int((ds.train.y == k).sum()), generator=g)[:per_class]]
-            for k in range(ds.num_classes)
-        ])
+        idx = torch.cat(
+            [
+                (ds.train.y == k).nonzero().flatten()[torch.randperm(int((ds.train.y == k).sum()), generator=g)[:per_class]]
+                for k in range(ds.num_classes)
+            ]
+        )
         sample = ds.train.subset(idx)
         # one float32 batch of the sample, the augmentation's working copies and the figure: ~4 copies
-        check_fits(f"the sample grids ({len(idx)} images of {ds.image_size}x{ds.image_size})",
-                   16 * len(idx) * ds.in_chans * ds.image_size**2,
-                   "lower data.image_size, or leave out --out (only the grids hold their images at once)")
+        check_fits(
+            f"the sample grids ({len(idx)} images of {ds.image_size}x{ds.image_size})",
+            16 * len(idx) * ds.in_chans * ds.image_size**2,
+            "lower data.image_size, or leave out --out (only the grids hold their images at once)",
+        )
         plain = make_loader(sample, len(idx), image_size=ds.image_size, norm=norm)
         aug = make_loader(sample, len(idx), image_size=ds.image_size, norm=norm, augment=augment, pca=st, seed=seed)
         titles = [ds.classes[int(y)] for y in sample.y]
         for name, ld in (("samples.png", plain), ("samples_augmented.png", aug)):
             xb, _ = next(iter(ld))
             shown = norm.invert(xb)
-            plot_image_grid(shown, titles, out / name, cols=per_class,
-                            suptitle="training samples" + (" after augmentation" if "aug" in name else ""))
+            plot_image_grid(
+                shown,
+                titles,
+                out / name,
+                cols=per_class,
+                suptitle="training samples" + (" after augmentation" if "aug" in name else ""),
+            )
         info["pictures"] = [str(out / "samples.png"), str(out / "samples_augmented.png")]
     return info
 
@@ -99,8 +115,10 @@ def format_data(info: dict) -> str:
         f"{info['dataset']}: train {info['splits']['train']}, val {info['splits']['val']}, test {info['splits']['test']}; "
         f"{len(info['classes'])} classes; images {info['channels']}x{info['image_size']}x{info['image_size']} (stored at {info['stored_size']})",
         "per-channel mean " + ", ".join(f"{v:.4f}" for v in info["mean"]) + "; std " + ", ".join(f"{v:.4f}" for v in info["std"]),
-        "after normalisation (sample): mean " + ", ".join(f"{v:+.3f}" for v in info["normalized_mean_sample"])
-        + "; std " + ", ".join(f"{v:.3f}" for v in info["normalized_std_sample"]),
+        "after normalisation (sample): mean "
+        + ", ".join(f"{v:+.3f}" for v in info["normalized_mean_sample"])
+        + "; std "
+        + ", ".join(f"{v:.3f}" for v in info["normalized_std_sample"]),
         "PCA colour eigenvalues " + ", ".join(f"{v:.5f}" for v in info["pca_eigenvalues"]),
         f"{'class':<16}" + "".join(f"{s:>8}" for s in info["counts"]),
     ]
@@ -110,8 +128,10 @@ def format_data(info: dict) -> str:
         lines.append(f"skipped unreadable files: {info['skipped_files']}")
     for name, s in info.get("sides", {}).items():
         lines.append(f"{name} image sides (shorter, longer): min {s['min']}, median {s['median']}, max {s['max']}")
-    lines.append(f"storage: {info['storage_note'] or info['storage']}; memory storage needs {human(info['memory_bytes']['memory'])}, "
-                 "stream holds only its index and one batch per worker")
+    lines.append(
+        f"storage: {info['storage_note'] or info['storage']}; memory storage needs {human(info['memory_bytes']['memory'])}, "
+        "stream holds only its index and one batch per worker"
+    )
     return "\n".join(lines)
 
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VgglabError
-from ..files import check_output_dir
 from ..evaluate.inference import load_inference
 from ..evaluate.predict import load_image
+from ..files import check_output_dir
 from ..models import VGG
 from ..models.layers import check_layers, default_layers, last_activation_name
 from .plots import _save, _to_hwc, plt
@@ -60,13 +60,20 @@ def plot_filters(model: VGG, path: str | Path | None = None, max_filters: int = 
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(w):
-            ax.imshow(_to_hwc(w[i] if w.shape[1] in (1, 3) else w[i, :1]), cmap="gray" if w.shape[1] != 3 else None,
-                      interpolation="nearest", vmin=0, vmax=1)
+            ax.imshow(
+                _to_hwc(w[i] if w.shape[1] in (1, 3) else w[i, :1]),
+                cmap="gray" if w.shape[1] != 3 else None,
+                interpolation="nearest",
+                vmin=0,
+                vmax=1,
+            )
     fig.suptitle(f"{name} filters ({w.shape[1]} input channels)")
     return _save(fig, path)
 
 
-def grad_cam(model: VGG, x: torch.Tensor, target: torch.Tensor | None = None, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(
+    model: VGG, x: torch.Tensor, target: torch.Tensor | None = None, layer: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM (Selvaraju et al. 2017) heatmaps (N, H, W) in [0, 1] and the classes explained.
 
     Channel weights are the spatial mean of d(class logit)/d(activation); the map is the ReLU of
@@ -107,8 +114,9 @@ def plot_grad_cam(images: torch.Tensor, cams: torch.Tensor, titles: list[str], p
     return _save(fig, path)
 
 
-def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None = None, out: str | Path = "inspect",
-                       device: str = "auto") -> dict[str, Path]:
+def inspect_checkpoint(
+    checkpoint, image: str | Path, layers: list[str] | None = None, out: str | Path = "inspect", device: str = "auto"
+) -> dict[str, Path]:
     """Activation maps, first-layer filters and Grad-CAM of one image file, as PNGs in ``out``."""
     out = check_output_dir(out)
     inf = load_inference(checkpoint, device)
@@ -123,5 +131,7 @@ def inspect_checkpoint(checkpoint, image: str | Path, layers: list[str] | None =
     return {
         "activations": plot_activations(activations(inf.model, x, layers), out / "activations.png"),
         "filters": plot_filters(inf.model, out / "filters.png"),
-        "gradcam": plot_grad_cam(inf.denormalize(x).cpu(), cams, [f"{inf.classes[target[0]]} {100 * prob:.0f}%"], out / "gradcam.png"),
+        "gradcam": plot_grad_cam(
+            inf.denormalize(x).cpu(), cams, [f"{inf.classes[target[0]]} {100 * prob:.0f}%"], out / "gradcam.png"
+        ),
     }

@@ -89,13 +89,22 @@ def plot_confusion(cm, classes: list[str], path: str | Path | None = None):
             thresh = data.max() / 2
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
-                            color="white" if data[i, j] > thresh else "black")
+                    ax.text(
+                        j,
+                        i,
+                        format(data[i, j], fmt),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if data[i, j] > thresh else "black",
+                    )
         fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)
 
 
-def plot_image_grid(images: torch.Tensor, titles: list[str], path: str | Path | None = None, cols: int = 8, colors=None, suptitle=None):
+def plot_image_grid(
+    images: torch.Tensor, titles: list[str], path: str | Path | None = None, cols: int = 8, colors=None, suptitle=None
+):
     """Images (N, C, H, W) in [0, 1] with a title each."""
     n = len(images)
     rows = max(1, -(-n // cols))
@@ -110,8 +119,14 @@ def plot_image_grid(images: torch.Tensor, titles: list[str], path: str | Path | 
     return _save(fig, path)
 
 
-def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, classes: list[str],
-                     path: str | Path | None = None, per_kind: int = 16):
+def plot_predictions(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    probs: torch.Tensor,
+    classes: list[str],
+    path: str | Path | None = None,
+    per_kind: int = 16,
+):
     """Correct (green) and wrong (red) examples with true / predicted label and confidence."""
     conf, pred = probs.max(1)
     right = torch.nonzero(pred == labels).flatten()[:per_kind]
@@ -119,8 +134,9 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Te
     idx = torch.cat([right, wrong])
     titles = [f"true {classes[labels[i]]}\npred {classes[pred[i]]} {100 * conf[i]:.0f}%" for i in idx]
     colors = ["green"] * len(right) + ["red"] * len(wrong)
-    return plot_image_grid(images[idx], titles, path, colors=colors,
-                           suptitle=f"{len(right)} correct (green), {len(wrong)} wrong (red)")
+    return plot_image_grid(
+        images[idx], titles, path, colors=colors, suptitle=f"{len(right)} correct (green), {len(wrong)} wrong (red)"
+    )
 
 
 def write_eval_pictures(metrics: dict, inf, data, probs: torch.Tensor, out: Path, per_kind: int = 16) -> None:

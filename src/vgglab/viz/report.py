@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 
 from ..device import autocast
-from ..evaluate.inference import load_inference
 from ..errors import VgglabError
+from ..evaluate.checkpoint_eval import evaluate_checkpoint
+from ..evaluate.inference import load_inference
 from ..evaluate.tta import TTA_MODES
 from ..files import check_output_dir, check_output_file, write_text
-from ..evaluate.checkpoint_eval import evaluate_checkpoint
 from ..models import summarize
+from ..models.layers import default_layers
 from ..progress import Progress
 from ..train.checkpoint import resolve_checkpoint
-from ..models.layers import default_layers
-from .inspect import activations, grad_cam, plot_activations, plot_filters, plot_grad_cam
 from ..train.tracking import log_artifact_to_run
+from .inspect import activations, grad_cam, plot_activations, plot_filters, plot_grad_cam
 from .plots import plot_curves, plot_tsne, write_eval_pictures
 
 CSS = """
@@ -45,8 +45,15 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: str | None = None,
-                 tsne_samples: int = 1000, device: str = "auto", tta: str = "auto", precision: str = "auto") -> Path:
+def build_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    data_root: str | None = None,
+    tsne_samples: int = 1000,
+    device: str = "auto",
+    tta: str = "auto",
+    precision: str = "auto",
+) -> Path:
     """The HTML page of a run. ``tta``: the test-time augmentation reported beside the plain
     metrics; ``auto`` means flip for a model trained with flips and none for one trained without
     (mirrored digits are other digits), where an explicitly asked TTA is marked as such."""
@@ -60,12 +67,25 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     model = inf.model
     summary = summarize(model)
 
-    m_none = evaluate_checkpoint(ckpt_path, split="test", tta="none", out=files, data_root=data_root, device=device,
-                                 precision=inf.precision, pictures=write_eval_pictures)
+    m_none = evaluate_checkpoint(
+        ckpt_path,
+        split="test",
+        tta="none",
+        out=files,
+        data_root=data_root,
+        device=device,
+        precision=inf.precision,
+        pictures=write_eval_pictures,
+    )
     if tta == "auto":
         tta = "flip" if inf.trained_with_flips else "none"
-    m_tta = None if tta == "none" else evaluate_checkpoint(ckpt_path, split="test", tta=tta, out=files, data_root=data_root,
-                                                           device=device, precision=inf.precision)
+    m_tta = (
+        None
+        if tta == "none"
+        else evaluate_checkpoint(
+            ckpt_path, split="test", tta=tta, out=files, data_root=data_root, device=device, precision=inf.precision
+        )
+    )
     tta_label = f"{tta} (model trained without flips)" if m_tta is not None and m_tta.get("note") else tta
     test, _ = inf.load_split("test", data_root)
 
@@ -85,19 +105,25 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
     with torch.inference_mode(), autocast(inf.device, inf.precision), Progress(n, "report: t-SNE embeddings") as progress:
         chunks = []
         for i in range(0, n, 250):
-            batch = test.images(idx[i:i + 250])
+            batch = test.images(idx[i : i + 250])
             chunks.append(model.forward_head(model.forward_features(inf.prepare(batch)), pre_logits=True).float().cpu())
             progress.advance(len(batch))
         emb = torch.cat(chunks)
     pictures["tsne"] = plot_tsne(emb, test.y[idx], inf.classes, files / "tsne.png")
 
     ck = inf.checkpoint
-    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else json.dumps(ck.get("config"), indent=1)
+    cfg_text = (
+        (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else json.dumps(ck.get("config"), indent=1)
+    )
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     tops = [k for k in m_none if k.startswith("top") and k[3:].isdigit()]
     per_class = [
-        [c, "-" if a is None else f"{100 * a:.2f}", *(f"{100 * m_none['report'][c][k]:.2f}" for k in ("precision", "recall", "f1-score")),
-         int(m_none["report"][c]["support"])]
+        [
+            c,
+            "-" if a is None else f"{100 * a:.2f}",
+            *(f"{100 * m_none['report'][c][k]:.2f}" for k in ("precision", "recall", "f1-score")),
+            int(m_none["report"][c]["support"]),
+        ]
         for c, a in m_none["per_class"].items()
     ]
     parts = [
@@ -111,14 +137,21 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         f"<div class='kpi'>top-1 <b>{100 * m_none['top1']:.2f}%</b></div>",
         *([f"<div class='kpi'>top-1 with {html.escape(tta_label)} TTA <b>{100 * m_tta['top1']:.2f}%</b></div>"] if m_tta else []),
         f"<div class='kpi'>ECE <b>{m_none['ece']:.4f}</b></div>",
-        _table(["TTA", "loss", *[f"top-{k[3:]}" for k in tops], "ECE"],
-               [[label, f"{m['loss']:.4f}", *(f"{100 * m[k]:.2f}%" for k in tops), f"{m['ece']:.4f}"]
-                for label, m in (("none", m_none), (tta_label, m_tta)) if m is not None]),
+        _table(
+            ["TTA", "loss", *[f"top-{k[3:]}" for k in tops], "ECE"],
+            [
+                [label, f"{m['loss']:.4f}", *(f"{100 * m[k]:.2f}%" for k in tops), f"{m['ece']:.4f}"]
+                for label, m in (("none", m_none), (tta_label, m_tta))
+                if m is not None
+            ],
+        ),
     ]
     if m_tta is not None and m_tta.get("note"):
         parts.append(f"<p><i>note: {html.escape(m_tta['note'])}</i></p>")
     if results.get("val_top1") is not None:
-        parts.append(f"<p>validation top-1 of the selected checkpoint: {100 * results['val_top1']:.2f}% (best epoch {results.get('best_epoch')})</p>")
+        parts.append(
+            f"<p>validation top-1 of the selected checkpoint: {100 * results['val_top1']:.2f}% (best epoch {results.get('best_epoch')})</p>"
+        )
     parts += [
         "<h2>Model</h2>",
         f"<p>{html.escape(summary['model'])}: {summary['total_params']:,} parameters ({summary['trainable_params']:,} trainable), "
@@ -132,14 +165,21 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, data_root: 
         _table(["class", "accuracy %", "precision %", "recall %", "F1 %", "support"], per_class),
         "<h2>Most confused pairs</h2>",
         _table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in m_none["most_confused"]]),
-        "<h2>Confusion matrix</h2>", _img(files / "confusion.png", "confusion matrix"),
-        "<h2>Example predictions</h2>", _img(files / "predictions.png", "example predictions"),
+        "<h2>Confusion matrix</h2>",
+        _img(files / "confusion.png", "confusion matrix"),
+        "<h2>Example predictions</h2>",
+        _img(files / "predictions.png", "example predictions"),
         "<h2>Inside the network</h2>",
-        "<h3>Activation maps (first test image, first 16 channels of each block's output)</h3>", _img(pictures["activations"], "activation maps"),
-        "<h3>First-layer filters</h3>", _img(pictures["filters"], "first-layer filters"),
-        "<h3>Grad-CAM</h3>", _img(pictures["gradcam"], "Grad-CAM"),
-        "<h3>t-SNE of penultimate embeddings</h3>", _img(pictures["tsne"], "t-SNE"),
-        "<h2>Config</h2>", f"<pre>{html.escape(cfg_text)}</pre>",
+        "<h3>Activation maps (first test image, first 16 channels of each block's output)</h3>",
+        _img(pictures["activations"], "activation maps"),
+        "<h3>First-layer filters</h3>",
+        _img(pictures["filters"], "first-layer filters"),
+        "<h3>Grad-CAM</h3>",
+        _img(pictures["gradcam"], "Grad-CAM"),
+        "<h3>t-SNE of penultimate embeddings</h3>",
+        _img(pictures["tsne"], "t-SNE"),
+        "<h2>Config</h2>",
+        f"<pre>{html.escape(cfg_text)}</pre>",
         "</body></html>",
     ]
     write_text(out, "\n".join(parts))  # eval.json and eval-flip.json are already in the files folder
