@@ -60,6 +60,8 @@ def test_export_parity_vgg16_cifar(tmp_path, fmt):
         assert program.module()(torch.zeros(5, 3, 32, 32)).shape == (5, 10)
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt2"])
 def test_export_pt2_round_trips_an_imagenet_head_model(tmp_path, fmt):
     """The second model kind issue 27 asks for: a VGG with the paper's 4096-wide ImageNet head at

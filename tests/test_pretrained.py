@@ -78,6 +78,8 @@ def test_no_file_and_no_network_names_the_url_and_where_to_put_the_file(tmp_path
     assert main(["predict", "torchvision:vgg13", str(tmp_path)]) == 2  # the CLI: one line, exit 2
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 def test_predict_prints_imagenet_category_names(hub, tmp_path, capsys):
     Image.new("RGB", (300, 200), (200, 120, 40)).save(tmp_path / "photo.png")
     assert main(["predict", "torchvision:vgg11", str(tmp_path / "photo.png"), "--topk", "3", "--device", "cpu"]) == 0
@@ -125,6 +127,8 @@ def test_feature_extractor_gives_the_layers_hooks_see_with_summary_shapes():
         vgglab.feature_extractor(model, ["features.block9.conv1"])
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 def test_eval_on_a_folder_named_by_imagenet_categories(hub, tmp_path):
     from tests.data.test_sources import make_tree
     from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
@@ -149,6 +153,8 @@ def imagenet_val_tree(root, synsets: int = 1000, photos=((0, 300, 240), (0, 240,
     return root
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 def test_eval_on_imagenets_validation_layout_matches_torchvision_and_the_dense_by_hand(hub, tmp_path):
     """`vgglab eval torchvision:vgg11 --data-root IMAGENET --split val`: synset folders map to the
     categories by index order; the single crop is torchvision's reference evaluation; dense sees

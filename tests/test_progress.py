@@ -105,6 +105,8 @@ def vgglab_cmd(args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "vgglab", *map(str, args)], env=env, text=True, timeout=300, **kw)
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 def test_dense_evaluation_logged_to_a_file_shows_lines_with_an_eta_before_its_result(streamed_run, tmp_path):
     log = tmp_path / "eval.log"
     with open(log, "w") as f:

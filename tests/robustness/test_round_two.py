@@ -115,6 +115,8 @@ def run_cli(args, timeout=180):
     )
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 @pytest.mark.parametrize("special", ["fifo", "devzero", "bomb", "junk"])
 def test_a_special_or_bad_file_sorting_first_is_skipped_like_any_other(tmp_path, special):
     root = tree(tmp_path / "t")

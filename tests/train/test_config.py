@@ -128,7 +128,10 @@ def _cifar100_python(folder: Path, n_train=200, n_test=20):
         pickle.dump({"fine_label_names": [f"class{i:02d}" for i in range(100)]}, f)
 
 
-@pytest.mark.parametrize("recipe", ["vgg_cifar_i", "vgg_cifar_ii", "vgg16_bn_cifar100"])
+@pytest.mark.parametrize(
+    "recipe",
+    ["vgg_cifar_i", "vgg_cifar_ii", pytest.param("vgg16_bn_cifar100", marks=pytest.mark.slow)],  # 26 s: slow suite
+)
 def test_the_results_table_recipes_train_a_step(recipe, tmp_path, monkeypatch):
     """Each recipe as shipped (model, optimiser, augmentation, dataset kind), on a tiny stand-in
     of its dataset in the official python format, for one step."""

@@ -140,6 +140,8 @@ def test_save_checkpoint_round_trip(tmp_path):
     assert torch.equal(load_checkpoint(tmp_path / "c.pt")["w"], torch.arange(4))
 
 
+# end to end (tens of seconds): the slow suite, which CI runs (issue 36's 4-minute fast suite)
+@pytest.mark.slow
 def test_finetune_recipe_end_to_end_from_torchvision_weights(tmp_path, torchvision_vgg16_bn, monkeypatch):
     """The recipe's own init_from (torchvision:vgg16_bn) read from the torch hub cache, offline."""
     import shutil
