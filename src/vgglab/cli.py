@@ -7,11 +7,9 @@ import json
 import platform
 import sys
 import warnings
-from importlib import resources
 
 import torch
 import torchvision
-import yaml
 
 from . import __version__, progress, shipped, signals
 from .data.config import DATASETS
@@ -73,7 +71,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    fit(_shipped_config("demo_digits.yaml"), args.set, out=args.out)
+    fit(shipped.find_recipe("demo_digits"), args.set, out=args.out)  # ships in the package: works from any folder
     return 0
 
 
@@ -200,12 +198,6 @@ def _cmd_speed(args) -> int:
     return 0
 
 
-def _shipped_config(name: str):
-    """The demo's recipe ships inside the package, so the demo works from any folder."""
-    data = yaml.safe_load(resources.files("vgglab").joinpath("recipes", name).read_text())
-    return data
-
-
 def _cmd_recipes(args) -> int:
     rows = [shipped.describe(p) for p in shipped.recipe_files()]
     if args.json:
@@ -213,7 +205,7 @@ def _cmd_recipes(args) -> int:
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['model']} on {r['data']}, {r['epochs']} epochs: {r['about']}")
+        print(f"{r['name']:<{width}}  {r['model']} on {r['data']}, {r['epochs']} epochs: {shipped.first_sentence(r['about'])}")
     print(f"({len(rows)} recipes in {shipped.recipes_dir()}; run one with vgglab train --config NAME)")
     return 0
 

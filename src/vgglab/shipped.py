@@ -41,7 +41,7 @@ def unknown_recipe(name: str) -> str:
 
 
 def describe(path: Path) -> dict:
-    """One recipe in a line: its model, data, epochs and its first comment (what it reproduces)."""
+    """One recipe: its model, data, epochs and its opening comment (what it reproduces)."""
     cfg = yaml.safe_load(path.read_text()) or {}
     about = []
     for line in path.read_text().splitlines():
@@ -54,10 +54,10 @@ def describe(path: Path) -> dict:
         "model": model.get("name") or ("a custom spec" if model.get("spec") else "vgg16_cifar"),
         "data": (cfg.get("data") or {}).get("dataset", "cifar10"),
         "epochs": (cfg.get("train") or {}).get("epochs", 10),
-        "about": _first_sentence(" ".join(a for a in about if a)),
+        "about": " ".join(a for a in about if a),
     }
 
 
-def _first_sentence(text: str) -> str:
+def first_sentence(text: str) -> str:
     end = text.find(". ")
     return text if end < 0 else text[: end + 1]
