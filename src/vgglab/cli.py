@@ -111,16 +111,17 @@ def _cmd_predict(args) -> int:
     if not results:
         raise VgglabError("no image files found in the given inputs")
     for r in results:
-        if args.json:
+        if r.top is None:  # the file could not be read: its error instead
+            if args.json:
+                print(json.dumps({"file": r.path, "error": r.error}))
+            else:
+                print(f"vgglab predict: error: {r.path}: {r.error}", file=sys.stderr)
+        elif args.json:
             print(
                 json.dumps(
-                    {"file": r.path, "error": r.error}
-                    if r.error
-                    else {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top], "precision": inf.precision}
+                    {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top], "precision": inf.precision}
                 )
             )
-        elif r.error:
-            print(f"vgglab predict: error: {r.path}: {r.error}", file=sys.stderr)
         else:
             print(f"{r.path}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top))
     # the exit status fails only when no input could be classified

@@ -76,7 +76,7 @@ def export_model(
     inf = load_inference(checkpoint, "cpu")
     model = inf.model.eval()
     example = torch.randn(2, inf.in_chans, inf.image_size, inf.image_size)
-    result = {"format": fmt, "opset": None}
+    result: dict[str, object] = {"format": fmt, "opset": None}
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

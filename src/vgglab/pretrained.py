@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
-from torchvision.models import get_model_weights
+from torchvision.models import WeightsEnum, get_model_weights
 
 from .data.normalization import Normalization
 from .errors import VgglabError
@@ -25,7 +26,7 @@ PREFIX = "torchvision:"
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in TORCHVISION_DEPTHS.values() for bn in ("", "_bn"))
 
 
-def is_pretrained(source) -> bool:
+def is_pretrained(source: object) -> TypeGuard[str]:
     """Whether ``source`` (a path or a name) names torchvision weights."""
     return isinstance(source, str) and source.startswith(PREFIX)
 
@@ -35,7 +36,7 @@ class Pretrained:
     """One torchvision weight set of one VGG: ``arch`` (e.g. vgg16_bn) and its ``weights`` enum member."""
 
     arch: str
-    weights: object  # a torchvision WeightsEnum member
+    weights: WeightsEnum  # one member, e.g. VGG16_BN_Weights.IMAGENET1K_V1
 
     @property
     def name(self) -> str:

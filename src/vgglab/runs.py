@@ -72,7 +72,7 @@ class TrainedRun:
     def evaluate(self, tta: str = "none", topk: int = 5, split: str = "test", data_root: str | None = None) -> dict:
         """Metrics of the selected model (as ``vgglab eval``; eval.json goes to RUN_DIR/eval)."""
         self.last_eval = evaluate_checkpoint(
-            self.dir, split=split, tta=tta, topk=topk, data_root=data_root, device=self.device, pictures=False
+            self.dir, split=split, tta=tta, topk=topk, data_root=data_root, device=self.device, pictures=None
         )
         return self.last_eval
 

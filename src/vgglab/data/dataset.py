@@ -18,17 +18,19 @@ from .normalization import Normalization
 from .sources import ImageFolderSource, resolve_source
 from .split import Split
 from .stats import PixelStats, pixel_stats
+from .stream import StreamSplit
 from .stream_index import build_index, index_stats, stream_splits
 
+AnySplit = Split | StreamSplit  # decoded tensors in memory, or files streamed from their tree
 SPLITS = ("test", "val", "train")
 
 
 @dataclass
 class Dataset:
     classes: list[str]
-    train: Split
-    val: Split | None
-    test: Split
+    train: AnySplit
+    val: AnySplit | None
+    test: AnySplit
     stats: PixelStats  # of the training source, [0, 1] pixel scale
     image_size: int  # model input side
     store_size: int  # side of the cached images (>= image_size)
@@ -47,7 +49,7 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def split(self, name: str) -> Split | None:
+    def split(self, name: str) -> AnySplit | None:
         """One of :data:`SPLITS` by name (val is None when the run has no validation split)."""
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; valid: {', '.join(SPLITS)}")
@@ -194,7 +196,7 @@ def load_dataset(
             f"(and scale_max) or lower data.image_size"
         )
     storage, why = choose_storage(cfg, source, augment, device)
-    if storage == "stream":
+    if storage == "stream" and isinstance(source, ImageFolderSource):  # choose_storage streams only trees
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
         splits = stream_splits(index, source.tree, store, cfg.strict, size)
         train, val = _carve(cfg, splits["train"], splits.get("val"), list(index["classes"]), keep_val)
@@ -239,10 +241,11 @@ def load_dataset(
             f"cannot read image {blob['skipped'][0]} (and {len(blob['skipped']) - 1} more); remove or replace them, or set data.strict: false"
         )
 
-    train, test, val = (
-        Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files")) if f"{n}_x" in blob else None
-        for n in ("train", "test", "val")
-    )
+    def cached(n: str) -> Split:
+        return Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files"))
+
+    train, test = cached("train"), cached("test")
+    val = cached("val") if "val_x" in blob else None
     listing = _listing({"train": train, "test": test, **({"val": val} if val is not None else {})})
     train, val = _carve(cfg, train, val, list(blob["classes"]), keep_val)
     return Dataset(

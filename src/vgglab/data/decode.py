@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def rescaled_size(w: int, h: int, side: int) -> tuple[int, int]:
     return (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
 
 
-def decode_rescaled(path: Path, scales: list[int], side: tuple[int, int], strict: bool = False) -> list[torch.Tensor]:
+def decode_rescaled(path: Path, scales: list[int], side: Sequence[int], strict: bool = False) -> list[torch.Tensor]:
     """One whole image -> uint8 (3, H, W) per scale Q, its shorter side rescaled to Q by
     torchvision's resize (as the single center crop is prepared); ``side`` is its indexed (w, h)."""
     from PIL import Image
@@ -98,4 +99,4 @@ def decode_rescaled(path: Path, scales: list[int], side: tuple[int, int], strict
             return [pil_to_tensor(resize(im, [q])) for q in scales]
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         unreadable(path, exc, strict)
-        return [torch.full((3, *rescaled_size(*side, q)[::-1]), 128, dtype=torch.uint8) for q in scales]
+        return [torch.full((3, *rescaled_size(side[0], side[1], q)[::-1]), 128, dtype=torch.uint8) for q in scales]

@@ -8,6 +8,7 @@ multiply-add that normalises and adds the PCA colour noise.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torchvision.ops import roi_align
@@ -15,8 +16,17 @@ from torchvision.ops import roi_align
 from ..strict import ConfigError
 from .config import AugmentConfig
 from .normalization import Normalization
-from .sources import Split
 from .stats import PixelStats
+
+
+class Images(Protocol):
+    """What a loader reads of a split: uint8 images (N, C, S, S), on the meta device for a streamed
+    split (its shape only), and labels (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int: ...
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -86,7 +96,7 @@ class BatchLoader:
 
     def __init__(
         self,
-        split: Split,
+        split: Images,
         batch_size: int,
         *,
         image_size: int,
@@ -202,7 +212,7 @@ class BatchLoader:
         else:
             x = x.contiguous()
         bias = self._bias
-        if "alpha" in p:
+        if "alpha" in p and self._pca is not None:  # alpha is drawn only with PCA statistics
             bias = bias + (pca_offsets(p["alpha"], self._pca) / self._std).view(len(x), -1, 1, 1)
         return x.mul_(self._scale).add_(bias)
 

@@ -128,6 +128,7 @@ class StreamLoader(BatchLoader):
         plan = self._plan()
         requests, slices = [], []
         n, full = len(self.split), "view" in plan
+        kind = self.augment.crop if self.augment is not None else None  # a view is planned only with augment
         out = self.image_size if full else self._store
         for b in range(len(self)):
             start = b * self.batch_size + self.rank * self.local_batch
@@ -137,7 +138,6 @@ class StreamLoader(BatchLoader):
             sl = slice(start, end)
             rows = plan["order"][sl].tolist()
             if full:
-                kind = self.augment.crop
                 views = [
                     (kind, *row, flip) for row, flip in zip(plan["view"][sl].tolist(), plan["flips"][sl].tolist(), strict=True)
                 ]

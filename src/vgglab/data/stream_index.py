@@ -69,7 +69,7 @@ def _valid_rows(rows) -> bool:
 
 
 def _valid_classes(classes, rows_lists) -> bool:
-    return (
+    return bool(
         isinstance(classes, list)
         and classes
         and all(isinstance(c, str) for c in classes)

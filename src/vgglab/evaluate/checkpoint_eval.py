@@ -63,7 +63,7 @@ def evaluate_checkpoint(
     ``out`` (default :func:`default_out`) and returns the same metrics. The paper's scale modes
     (dense, multicrop, dense+multicrop) read an ImageFolder split's whole images. ``pictures``:
     called as ``pictures(metrics, inf, data, probs, out)`` to draw them (e.g.
-    :func:`vgglab.viz.plots.write_eval_pictures`); None or False draws none."""
+    :func:`vgglab.viz.plots.write_eval_pictures`); None draws none."""
     if tta not in TTA_MODES:
         raise VgglabError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     if not 1 <= topk <= 5:

@@ -11,9 +11,9 @@ import torch
 
 from ..data import Dataset, load_dataset
 from ..data.config import AugmentConfig, DataConfig
+from ..data.dataset import AnySplit
 from ..data.normalization import Normalization
 from ..data.record import read_record
-from ..data.split import Split
 from ..data.stream_index import folder_split
 from ..data.views import center_crop
 from ..device import resolve_device
@@ -130,7 +130,7 @@ class Inference:
                 "last.pt, or export the weights again"
             ) from None
 
-    def load_split(self, split: str, data_root: str | None = None, full_images: bool = False) -> tuple[Split, Dataset | None]:
+    def load_split(self, split: str, data_root: str | None = None, full_images: bool = False) -> tuple[AnySplit, Dataset | None]:
         """The run's dataset split, as the model saw its kind during training (the storage training
         chose; streamed when ``full_images`` is asked of an ImageFolder tree, for the paper's
         evaluation of whole images). A model without a dataset of its own (torchvision's weights)
@@ -152,7 +152,7 @@ class Inference:
         recorded = read_record(Path(path).parent) if path and Path(path).is_file() else None
         return recorded["val"] if recorded else None
 
-    def _folder_split(self, split: str, data_root: str | None) -> Split:
+    def _folder_split(self, split: str, data_root: str | None) -> AnySplit:
         if data_root is None:
             raise VgglabError(
                 f"{self.checkpoint['path']} has no dataset of its own: pass --data-root FOLDER holding "
@@ -169,7 +169,7 @@ class Inference:
         chosen, classes = folder_split(folder, self.eval_resize, self.image_size)
         return self._in_model_numbering(chosen, classes)
 
-    def _in_model_numbering(self, chosen: Split, classes: list[str]) -> Split:
+    def _in_model_numbering(self, chosen: AnySplit, classes: list[str]) -> AnySplit:
         """Labels renumbered into the model's classes: by name (a tree of some of them), or, for a
         tree of ImageNet synset folders (n01440764, ...), by the index order of the sorted ids, as
         torchvision's categories are numbered."""

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from ..data.split import Split
+from ..data.dataset import AnySplit
 from ..data.stream import StreamSplit, full_image_batches, uint8_batches
 from ..data.views import MULTICROP_GRID, SCALE_MODES
 from ..device import autocast
@@ -18,7 +18,7 @@ from .tta import default_scales, dense_head, scale_probs, tta_probs
 @torch.inference_mode()
 def predict_split(
     inf: Inference,
-    split: Split,
+    split: AnySplit,
     tta: str = "none",
     *,
     batch_size: int = 250,
@@ -44,14 +44,14 @@ def predict_split(
                     out[rows] = scale_probs(inf.model, scaled, tta, inf.image_size, grid=grid, dense=dense).float().cpu()
                 progress.advance(len(rows))
             return out
-        out = []
+        chunks: list[torch.Tensor] = []
         for images in uint8_batches(split, batch_size):
             x = inf.normalize(images).contiguous(memory_format=fmt)
             with autocast(inf.device, inf.precision):  # as the run was trained on this machine (see load_inference)
                 probs = tta_probs(inf.model, x, tta, inf.image_size, shift=shift, scales=scales, grid=grid, dense=dense)
-            out.append(probs.float())
+            chunks.append(probs.float())
             progress.advance(len(images))
-    return torch.cat(out).cpu()  # one copy back, after the last batch
+    return torch.cat(chunks).cpu()  # one copy back, after the last batch
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
@@ -79,12 +79,11 @@ def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: list[str
     loss = -probs.clamp_min(torch.finfo(probs.dtype).tiny).log().gather(1, labels[:, None]).mean().item()
     ranked = probs.argsort(1, descending=True)
     hits = ranked == labels[:, None]
-    result = {"n": n, "loss": loss}
-    for k in range(1, min(topk, k_classes) + 1):
-        result[f"top{k}"] = hits[:, :k].any(1).float().mean().item()
+    rates = {f"top{k}": hits[:, :k].any(1).float().mean().item() for k in range(1, min(topk, k_classes) + 1)}
+    result: dict[str, object] = {"n": n, "loss": loss, **rates}
     for k in (1, 5):  # the error rates papers report (the VGG paper's tables: top-1 / top-5 error)
-        if f"top{k}" in result:
-            result[f"top{k}_error"] = 1.0 - result[f"top{k}"]
+        if f"top{k}" in rates:
+            result[f"top{k}_error"] = 1.0 - rates[f"top{k}"]
     pred = ranked[:, 0].numpy()
     y = labels.numpy()
     shown = list(range(k_classes))

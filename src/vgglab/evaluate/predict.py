@@ -85,7 +85,7 @@ def predict_files(inf: Inference, paths: list[Path], topk: int = 5, batch_size: 
                 results[i] = Prediction(
                     str(paths[i]), [(inf.classes[j], float(q)) for q, j in zip(p[row], idx[row], strict=True)]
                 )
-    return results
+    return [r for r in results if r is not None]  # every file got one above: a prediction or its error
 
 
 def _read(inf: Inference, path: Path):

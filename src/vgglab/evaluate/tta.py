@@ -91,7 +91,10 @@ def dense_logits(model: VGG, x: torch.Tensor, head: nn.Sequential | None = None)
     if model.config.head.type == "linear":  # a global max-pool already takes any map size
         return model.forward_head(f)
     head = head if head is not None else dense_head(model)
-    k = head[0].kernel_size
+    first = head[0]
+    if not isinstance(first, nn.Conv2d):
+        raise TypeError("a dense head starts with the convolution that replaces the first FC layer")
+    k = first.kernel_size
     if f.shape[-2] < k[0] or f.shape[-1] < k[1]:
         raise VgglabError(f"dense evaluation needs images at least as large as the training size ({model.config.input_size}px)")
     return head(f).mean((2, 3))

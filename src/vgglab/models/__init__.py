@@ -13,11 +13,12 @@ from .registry import (
 from .spec import BlockSpec, ConvSpec, HeadSpec, SpecError, VGGConfig
 from .summary import format_summary, summarize
 from .torchvision_compat import key_mapping, load_torchvision_weights, to_torchvision_state_dict
-from .vgg import VGG
+from .vgg import VGG, config_of
 
 __all__ = [
     "VGG",
     "VGGConfig",
+    "config_of",
     "BlockSpec",
     "ConvSpec",
     "HeadSpec",

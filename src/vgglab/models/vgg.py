@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .spec import SpecError, VGGConfig
+
+if TYPE_CHECKING:
+    from ..evaluate.load import Preprocess
+    from ..runmeta import RunMeta
 
 
 class PatchWhitening(nn.Module):
@@ -158,6 +163,14 @@ def check_input_shape(cfg: VGGConfig, x: torch.Tensor) -> None:
         )
 
 
+def config_of(model: nn.Module) -> VGGConfig:
+    """The :class:`VGGConfig` of a VGG, typed (``nn.Module`` attributes read as ``Tensor | Module``)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, VGGConfig):
+        raise TypeError(f"{type(model).__name__} is not a vgglab VGG: it has no VGGConfig")
+    return config
+
+
 class VGG(nn.Module):
     """A VGG network built from a :class:`VGGConfig`.
 
@@ -165,6 +178,11 @@ class VGG(nn.Module):
     ``features.block{b}.{conv,bn,relu}{i}`` / ``.pool`` and ``head.{fc,bn,relu,drop}{i}`` /
     ``head.classifier`` so hooks can address them.
     """
+
+    # set by vgglab.load_model and torchvision weights (not by the constructor): the classes and
+    # input transform the weights were trained with, and that transform as a callable
+    meta: RunMeta
+    preprocess: Preprocess
 
     def __init__(self, config: VGGConfig):
         super().__init__()

@@ -76,11 +76,10 @@ class OptimConfig:
             raise ConfigError(
                 f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}"
             )
-        self.betas = tuple(self.betas)
-        if len(self.betas) != 2 or not all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas
-        ):
-            raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(self.betas)}")
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(betas)}")
+        self.betas = (betas[0], betas[1])
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
         if self.decoupled and self.name != "sgd":
@@ -223,7 +222,7 @@ class LogConfig:
 
 # Settings added after recipes were published, left out of a recipe's hash at their defaults so
 # its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
-LATER_KEYS = {
+LATER_KEYS: dict[str, dict[str, object]] = {
     "data": {"storage": "auto", "workers": "auto"},
     "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
     "train": {"whiten_bias_epochs": None},

@@ -12,7 +12,7 @@ from .config import ConfigError, TrainConfig
 def frozen_modules(model: VGG, names: list[str]) -> list[nn.Module]:
     """Modules named by ``train.freeze``: "features", "head", "block3" or "features.block3"."""
     blocks = dict(model.features.named_children())
-    out = []
+    out: list[nn.Module] = []
     for n in names:
         short = n.removeprefix("features.")
         if n == "features":
@@ -46,11 +46,12 @@ class FreezePlan:
 
     def __init__(self, model: VGG, train: TrainConfig):
         self.model = model
-        self.modules = frozen_modules(model, train.freeze)  # checked now, before any epoch runs
+        names = [train.freeze] if isinstance(train.freeze, str) else train.freeze
+        self.modules = frozen_modules(model, names)  # checked now, before any epoch runs
         self.unfreeze_after = train.unfreeze_after
         self.bn_scale = train.freeze_bn_scale
         self.whiten_bias_epochs = train.whiten_bias_epochs
-        self.whiten = getattr(model.features, "whiten", None)
+        self.whiten: nn.Module | None = getattr(model.features, "whiten", None)
         if self.whiten_bias_epochs is not None and self.whiten is None:
             raise ConfigError(
                 "train.whiten_bias_epochs is set but this model has no whitening layer "
@@ -60,7 +61,12 @@ class FreezePlan:
     def frozen_at(self, epoch: int) -> list[nn.Module]:
         """The modules frozen during ``epoch`` (1-based)."""
         frozen = [] if self.unfreeze_after is not None and epoch > self.unfreeze_after else list(self.modules)
-        if self.whiten_bias_epochs is not None and epoch > self.whiten_bias_epochs and self.whiten not in frozen:
+        if (
+            self.whiten is not None
+            and self.whiten_bias_epochs is not None
+            and epoch > self.whiten_bias_epochs
+            and self.whiten not in frozen
+        ):
             frozen.append(self.whiten)  # its only parameter is the bias
         return frozen
 
@@ -68,7 +74,9 @@ class FreezePlan:
         """Set every parameter's ``requires_grad`` for ``epoch``; returns the frozen modules."""
         frozen = self.frozen_at(epoch)
         planned = self.modules + (
-            [self.whiten] if self.whiten_bias_epochs is not None and self.whiten not in self.modules else []
+            [self.whiten]
+            if self.whiten is not None and self.whiten_bias_epochs is not None and self.whiten not in self.modules
+            else []
         )
         set_frozen(planned, True)
         set_frozen([m for m in planned if m not in frozen], False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
     """``train.compile``: false, true (inductor's default mode), reduce-overhead or max-autotune."""
     if setting is False:
         return module
-    return torch.compile(module, mode=None if setting in (True, "default") else setting)
+    mode = None if setting is True or setting == "default" else str(setting)
+    return cast(nn.Module, torch.compile(module, mode=mode))  # of a Module: an OptimizedModule, itself a Module
 
 
 CHECK_EVERY = 100  # steps between host reads of the non-finite-loss flag (each read waits for the device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
@@ -150,7 +151,7 @@ class Schedule:
         cfg: ScheduleConfig,
         steps_per_epoch: int,
         epochs: int,
-        monitor_mode: str,
+        monitor_mode: Literal["min", "max"],
         optim: OptimConfig | None = None,
     ):
         self.cfg = cfg

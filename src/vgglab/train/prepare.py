@@ -17,6 +17,7 @@ from ..errors import VgglabError
 from ..files import write_text
 from ..memory import check_fits
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
+from ..models.vgg import PatchWhitening
 from ..pretrained import is_pretrained, parse_pretrained
 from ..runfiles import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
 from ..strict import plain
@@ -130,7 +131,7 @@ def flat_config(cfg: Config) -> dict:
     """Dotted keys -> values (model.options and model.spec as single values)."""
 
     def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
+        out: dict = {}
         for k, v in d.items():
             out.update(
                 flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" and k != "spec" else {f"{prefix}{k}": v}
@@ -176,8 +177,10 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
     fitted = {"num_classes": ds.num_classes, "in_chans": ds.in_chans, "input_size": ds.image_size}
     if cfg.model.spec is not None:
         model = create_model_from_spec(VGGConfig.from_dict({**fitted, **cfg.model.spec}, "model.spec"))
-    else:
+    elif cfg.model.name is not None:
         model = create_model(cfg.model.name, **{**fitted, **cfg.model.options})
+    else:
+        raise ConfigError("model: set model.name (see `vgglab models`) or model.spec")
     mc = model.config
     if mc.num_classes != ds.num_classes or mc.in_chans != ds.in_chans:
         raise ConfigError(
@@ -251,7 +254,10 @@ def fit_whitening(model: VGG, ds: Dataset, norm: Normalization, n: int = 5000) -
     """Set the patch-whitening layer from the first ``n`` training images, normalised as training sees them."""
     loader = make_loader(ds.train, n, image_size=ds.image_size, norm=norm, channels_last=False)
     images, _ = next(iter(loader))
-    model.features.whiten.fit(images)
+    whiten = model.features.whiten
+    if not isinstance(whiten, PatchWhitening):
+        raise TypeError(f"{model.config.name} has no patch-whitening layer to fit")
+    whiten.fit(images)
 
 
 @dataclass

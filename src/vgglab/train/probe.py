@@ -19,11 +19,12 @@ from torch import nn
 from ..data.cache import cache_root, fingerprint
 from ..errors import VgglabError
 from ..files import write_text
+from ..models.vgg import config_of
 
 PROBE_BUDGET_S = 10.0  # soft limit of one probe (up to 3x at the run's own batch); cached per machine, model and batch
 
 
-class Rates(dict):
+class Rates(dict[tuple[str, bool], float]):
     """Images/s per arm (each arm's median step), with ``spread``: the probe's own noise, the median
     over rounds of how far each round's step ratio between arms strays from the median ratio (0 when
     there was one round). A median, not the worst step: one step disturbed by another job does not
@@ -37,7 +38,7 @@ def _probe_step(model: nn.Module, precision: str, channels_last: bool, batch: in
     copy of ``model`` on random data."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     m = copy.deepcopy(model).to(device).to(memory_format=fmt).train(train)
-    cfg = m.config
+    cfg = config_of(m)
     x = torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
@@ -211,8 +212,8 @@ def probe_key(info: dict, model: nn.Module, batch: int, what: str) -> str:
         info["cpu_capability"],
         info["threads"],
         info["torch"],
-        sorted(model.config.to_dict().items()),
-        batch,  # type: ignore[operator,union-attr]  # a VGG's config
+        sorted(config_of(model).to_dict().items()),
+        batch,
     )
 
 

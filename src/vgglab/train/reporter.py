@@ -43,7 +43,7 @@ class MetricsLog:
 
     def truncate(self, last_epoch: int) -> None:
         """Keep rows up to ``last_epoch`` (a resumed run rewrites later ones, never duplicates)."""
-        keep = [{k: r.get(k) for k in METRIC_COLUMNS} for r in self.rows() if _epoch(r) <= last_epoch]
+        keep = [{k: r.get(k) for k in METRIC_COLUMNS} for r in self.rows() if (_epoch(r) or 0) <= last_epoch]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
@@ -150,7 +150,7 @@ class Reporter:
         with self._tensorboard_guard():
             self.writer = _tensorboard(self.cfg, self.run_dir, None if after is None else after + 1)
         self.mlflow = MLflowRun.open(self.cfg, self.run_dir, self.metrics.rows(), log=self.log)
-        if self.mlflow is not None and self.changed:
+        if self.mlflow is not None and self.changed and after is not None:
             self.mlflow.log_change(self.cfg, after + 1, self.changed)
 
     def progress(self, total: int, what: str) -> Progress | None:

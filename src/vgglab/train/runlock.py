@@ -23,10 +23,8 @@ from .. import runfiles
 from ..errors import VgglabError
 from ..workers import keep_out_of_workers, release_fd
 
-try:
+if sys.platform != "win32":  # Windows has no fcntl: the lock is an exclusively created file there
     import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 LOCK_NAME = runfiles.LOCK
 
@@ -61,7 +59,7 @@ def _read(fd: int) -> dict:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, kind) and not isinstance(value, bool):
-            if kind is float and not 0 <= value < 2**40:  # not a time localtime() can show
+            if isinstance(value, float) and not 0 <= value < 2**40:  # not a time localtime() can show
                 continue
             holder[key] = value
     return holder
@@ -93,7 +91,7 @@ class RunLock:
 
     def acquire(self, run_dir: str | Path) -> None:
         path = Path(run_dir) / LOCK_NAME
-        fd = self._lock_flock(path) if fcntl is not None else self._lock_exclusive(path)
+        fd = self._lock_flock(path) if sys.platform != "win32" else self._lock_exclusive(path)
         previous = _read(fd)
         if previous and previous.get("pid") != os.getpid():
             self.log(f"note: took over the lock of {path.parent} left by {_describe(previous)}, which is no longer running")
@@ -154,7 +152,7 @@ class RunLock:
         return self.fd is not None
 
     def release(self) -> None:
-        if self.fd is None:
+        if self.fd is None or self.path is None:
             return
         try:
             self.path.unlink(missing_ok=True)

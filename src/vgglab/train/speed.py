@@ -288,7 +288,8 @@ class Verdict:
         precisions = sorted({p for p, _ in rates}, key=["fp32", "bf16", "fp16"].index)
         self.tied = {p: cl_auto and _tied(rates, (p, False), (p, True), self.margin) for p in precisions}
         self.best = {
-            p: (p, CPU_TIE_LAYOUT) if self.tied[p] else max((a for a in rates if a[0] == p), key=rates.get) for p in precisions
+            p: (p, CPU_TIE_LAYOUT) if self.tied[p] else max((a for a in rates if a[0] == p), key=lambda a: rates[a])
+            for p in precisions
         }
         self.gain = rates[self.best["bf16"]] / rates[self.best["fp32"]] if bf16_candidate else None
         self.precision_close = self.gain is not None and abs(self.gain - 1) < self.margin

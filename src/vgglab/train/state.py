@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ class Selection:
     epoch: int | None = None
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Literal["min", "max"]:
         """Whether larger monitored values are better (for ReduceLROnPlateau)."""
         return "max" if self.has_val else "min"
 
@@ -52,7 +53,7 @@ class Selection:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, object] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -30,6 +30,7 @@ import math
 import os
 import queue
 import re
+import sys
 import threading
 import time
 import warnings
@@ -249,7 +250,7 @@ class MLflowRun:
 
         now = int(time.time() * 1000)
         step = int(row["epoch"])
-        metrics = [Metric(k, _number(v), now, step) for k, v in row.items() if k != "epoch" and _number(v) is not None]
+        metrics = [Metric(k, x, now, step) for k, v in row.items() if k != "epoch" and (x := _number(v)) is not None]
         self._call("metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def log_final(self, result: dict, run_dir: Path) -> None:
@@ -258,9 +259,7 @@ class MLflowRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(f"final_{k}", _number(v), now, 0) for k, v in result.items() if k != "timings" and _number(v) is not None
-        ]
+        metrics = [Metric(f"final_{k}", x, now, 0) for k, v in result.items() if k != "timings" and (x := _number(v)) is not None]
         self._call("final metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
         for name in ("config.yaml", "model.safetensors", "results.json", "metrics.csv", "report.html"):
             if (run_dir / name).is_file():
@@ -319,10 +318,7 @@ def _store_lock(uri: str):
     """For a SQLite store, an flock on its folder while a run is created: MLflow creates a new
     store's tables on first use, and two processes doing it at once fail ("table already exists")."""
     path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
-    fcntl = None
-    with contextlib.suppress(ImportError):
-        import fcntl
-    if path is None or fcntl is None or path.startswith("file:") or "?" in path:
+    if path is None or sys.platform == "win32" or path.startswith("file:") or "?" in path:  # no flock on Windows
         yield
         return
     folder = Path(path).parent
@@ -331,6 +327,8 @@ def _store_lock(uri: str):
     except OSError:
         yield  # MLflow reports the folder's problem itself
         return
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -403,7 +401,7 @@ def _number(v) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def _why(exc: Exception) -> str:
+def _why(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if len(text) > 200:
         text = text[:200].rsplit(" ", 1)[0] + " ..."

@@ -20,7 +20,7 @@ from ..models.spec import VGGConfig
 from ..models.torchvision_compat import torchvision_arch
 from ..pretrained import is_pretrained, parse_pretrained
 from .checkpoint import load_checkpoint, read_safetensors
-from .config import TRANSFER_MODES, TrainConfig
+from .config import TRANSFER_MODES, ConfigError, TrainConfig
 
 _CONV_KEY = re.compile(r"^features\.block(\d+)\.(conv|bn)(\d+)\.(.+)$")
 
@@ -228,4 +228,6 @@ def init_from(model: VGG, path: str | Path, mode: str, match: str = "paper", fol
 
 def init_as_configured(model: VGG, train: TrainConfig) -> TransferReport:
     """``train.init_from`` with its ``init_mode``, ``init_match`` and ``init_fold_fc6``."""
+    if train.init_from is None:
+        raise ConfigError("train.init_from is not set: there are no weights to start from")
     return init_from(model, train.init_from, train.init_mode, train.init_match, train.init_fold_fc6)

@@ -73,7 +73,7 @@ def check_structure(data, where: str) -> None:
     """One line for a document no recipe can be: nested deeper than :data:`MAX_DEPTH`, an alias
     that refers to itself (a cycle), or more than :data:`MAX_NODES` values once aliases expand."""
     count = 0
-    stack = [(data, 0, ())]
+    stack: list[tuple[object, int, tuple[int, ...]]] = [(data, 0, ())]
     while stack:
         node, depth, path = stack.pop()
         count += 1

@@ -8,7 +8,8 @@ import torch
 
 from ..data import load_dataset
 from ..data.config import AugmentConfig, DataConfig
-from ..data.stream import make_loader
+from ..data.errors import DataError
+from ..data.stream import StreamSplit, make_loader
 from ..files import check_output_dir
 from ..memory import check_fits, human
 from .plots import plot_image_grid
@@ -50,7 +51,9 @@ def describe_data(
     }
     if ds.storage == "stream":
         info["sides"] = {
-            name: _side_stats(s.sides) for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None
+            name: _side_stats(s.sides)
+            for name, s in (("train", ds.train), ("val", ds.val), ("test", ds.test))
+            if isinstance(s, StreamSplit)
         }
     if out is not None:
         out = check_output_dir(out)
@@ -105,6 +108,8 @@ def normalized_sample_stats(ds, norm, n: int = SAMPLE_IMAGES) -> tuple[list[floa
         s, q = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
         total, sq = (s, q) if total is None else (total + s, sq + q)
         count += x.numel() // x.shape[1]
+    if total is None or sq is None:
+        raise DataError("no training images to measure the normalised pixels of")
     mean = total / count
     std = ((sq / count - mean**2) * count / max(count - 1, 1)).clamp_min(0).sqrt()
     return mean.tolist(), std.tolist()

@@ -48,9 +48,8 @@ def plot_activations(acts: dict[str, torch.Tensor], path: str | Path | None = No
 def plot_filters(model: VGG, path: str | Path | None = None, max_filters: int = 64):
     """First-layer kernels as tiles (RGB for colour input), each scaled to [0, 1]: the 3x3 convs
     of block1.conv1, or the patch-whitening filters when the model starts with them."""
-    first = model.features.whiten if model.config.whiten else model.features.block1.conv1
     name = "whiten" if model.config.whiten else "block1.conv1"
-    w = first.weight.detach().float().cpu()[:max_filters]
+    w = model.features.get_submodule(name).state_dict()["weight"].float().cpu()[:max_filters]  # a buffer or a parameter
     lo = w.amin((1, 2, 3), keepdim=True)
     hi = w.amax((1, 2, 3), keepdim=True)
     w = (w - lo) / (hi - lo).clamp_min(1e-8)
