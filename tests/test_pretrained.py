@@ -200,6 +200,10 @@ def test_a_part_of_the_synset_folders_cannot_be_mapped_and_says_so(hub, tmp_path
 
     root = imagenet_val_tree(tmp_path / "imagenet", synsets=10)
     with pytest.raises(VgglabError, match="10 synset folders: .* needs all 1000 folders"):
-        evaluate_checkpoint("torchvision:vgg11", data_root=str(root), split="val", device="cpu", out=tmp_path / "ev")
+        evaluate_checkpoint(
+            "torchvision:vgg11", data_root=str(root), split="val", device="cpu", out=tmp_path / "ev", precision="fp32"
+        )
     with pytest.raises(VgglabError, match="no train split at .*expected .*train/<class>/<image>"):
-        evaluate_checkpoint("torchvision:vgg11", data_root=str(root), split="train", device="cpu", out=tmp_path / "ev")
+        evaluate_checkpoint(
+            "torchvision:vgg11", data_root=str(root), split="train", device="cpu", out=tmp_path / "ev", precision="fp32"
+        )

@@ -17,6 +17,14 @@ def main(argv: list[str] | None = None) -> int:
         stop = signals.stop_behind(exc)
         if stop is None:
             raise
-        print(f"vgglab: {signals.describe(stop)} while starting; nothing was written", file=sys.stderr)
-        return signals.exit_status(stop)
+        return _stopped_while_starting(stop)
+    # a signal whose exception a library's bare ``except:`` swallowed mid-import (seen with torch 2.4)
+    stop = signals.last_received()
+    if stop is not None:
+        return _stopped_while_starting(stop)
     return run(argv)
+
+
+def _stopped_while_starting(stop: KeyboardInterrupt) -> int:
+    print(f"vgglab: {signals.describe(stop)} while starting; nothing was written", file=sys.stderr)
+    return signals.exit_status(stop)

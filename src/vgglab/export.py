@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.torch_version import TorchVersion
 
 from .data.stream import uint8_batches
 from .device import autocast
@@ -30,6 +31,7 @@ from .train.checkpoint import read_safetensors, save_safetensors
 # legacy format (torch.jit.save warns that it is deprecated), kept for runtimes that still load it
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors", "torchscript": ".ts.pt"}
 ONNX_OPSET = 18
+ONNX_MIN_TORCH = "2.5"  # torch.onnx.export's dynamo=True with dynamic_shapes (torch 2.4 has neither)
 
 
 def _inputs(inf: Inference, data_root: str | None) -> tuple[list[tuple[str, torch.Tensor]], str | None]:
@@ -73,6 +75,11 @@ def export_model(
     # default: RUN_DIR/export/, never over the run's own model.safetensors
     out = Path(out) if out else (src if src.is_dir() else src.parent) / "export" / f"model{FORMATS[fmt]}"
     check_output_file(out, [] if is_pretrained(checkpoint) else [src], example=f"model{FORMATS[fmt]}")
+    if fmt == "onnx" and TorchVersion(torch.__version__) < ONNX_MIN_TORCH:
+        raise VgglabError(
+            f"ONNX export needs torch >= {ONNX_MIN_TORCH} (its dynamo exporter with a dynamic batch axis); this is torch "
+            f"{torch.__version__}: upgrade torch, or export --format pt2 or safetensors"
+        )
     inf = load_inference(checkpoint, "cpu")
     model = inf.model.eval()
     example = torch.randn(2, inf.in_chans, inf.image_size, inf.image_size)

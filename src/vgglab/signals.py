@@ -45,10 +45,14 @@ def install() -> None:
 def stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
     """The interrupt behind ``exc`` (:func:`interrupt_behind`), or, where a stopping signal arrived
     while a library was importing and left some other error (a half-initialised module), that signal."""
-    stop = interrupt_behind(exc)
-    if stop is None and received:
-        stop = Terminated(received[-1]) if received[-1] != signal.SIGINT else KeyboardInterrupt()
-    return stop
+    return interrupt_behind(exc) or last_received()
+
+
+def last_received() -> KeyboardInterrupt | None:
+    """The last stopping signal this process got, as the exception its handler raised (or None)."""
+    if not received:
+        return None
+    return Terminated(received[-1]) if received[-1] != signal.SIGINT else KeyboardInterrupt()
 
 
 def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
