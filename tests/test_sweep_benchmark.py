@@ -55,3 +55,12 @@ def test_the_accuracy_is_read_from_time_to_accuracys_line():
         "seed 0: 1.0 min, 0.1 training PFLOPs (+0.01 for the test with TTA), test top-1 90.00 %, 12 training images/s"
     )
     assert m.group(3) is None and m.group(2) == "90.00"
+
+
+def test_the_summary_row_has_the_mean_its_standard_error_and_the_lowest_seed():
+    sweep = _sweep()
+    v = sweep.Variant("a", "configs/fast_cifar10.yaml", results={0: 94.0, 1: 94.2, 2: 93.9, 3: 94.3})
+    assert v.stderr() == pytest.approx(0.18257 / 2, abs=1e-4)  # sample std 0.1826 over sqrt(4) seeds
+    assert v.row() == "| a | 4 | 94.10 | 0.091 | 93.90 | 94.00 94.20 93.90 94.30 |"
+    one = sweep.Variant("b", "configs/fast_cifar10.yaml", results={5: 93.5})
+    assert one.row() == "| b | 1 | 93.50 | nan | 93.50 | 93.50 |"

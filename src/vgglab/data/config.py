@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..strict import ConfigError
 from ..strict import check_choice as _choice
@@ -12,6 +12,7 @@ DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
 NORMALIZE_MODES = ("standardize", "subtract_mean")
 STORAGES = ("auto", "memory", "stream")
 CROPS = ("pad", "resized", "scale", "none")
+STAGE_MODES = ("crop", "resize")  # augment.stages: how a stage gets its side
 # The model input side: the VGG paper evaluates at up to 512; 4096 admits full-size photos. The
 # decoded dataset's memory is checked against the machine before decoding (vgglab.memory).
 MAX_IMAGE_SIZE = 4096
@@ -82,6 +83,15 @@ class AugmentConfig:
     # data.image_size; a 24-px crop of a 32-px image costs 0.56x the MACs of the whole
     early_crop: int | None = None
     early_epochs: int = 0
+    # a resolution schedule (crop: pad): stages of [epochs, side, crop|resize] from epoch 1 on, then
+    # data.image_size. crop: side x side random crops of the padded image (as early_crop); resize: the
+    # usual image_size crop downsampled to side (bilinear, antialiased), so the whole scene is seen
+    # (fulcrumresearch/cifar-10-speedrun's E1: [[3, 24, resize], [3, 28, resize]]). []: off
+    stages: list = field(default_factory=list)
+    # colour jitter as torchvision's ColorJitter (brightness, then contrast around each image's mean
+    # gray, clipped to the pixel range): factors drawn per image from [1 - b, 1 + b] and [1 - c, 1 + c]
+    brightness: float = 0.0
+    contrast: float = 0.0
 
     def __post_init__(self):
         _choice("augment", "crop", self.crop, CROPS)
@@ -105,6 +115,11 @@ class AugmentConfig:
                 raise ConfigError(
                     f"augment.early_crop takes random crops of the padded images (crop: pad), not crop: {self.crop}"
                 )
+        self.stages = self._checked_stages()
+        for key in ("brightness", "contrast"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"augment.{key} is a jitter amplitude in [0, 1) (factors 1 +- it; 0 off), got {value!r}")
         if not 8 <= self.scale_min <= self.scale_max <= MAX_IMAGE_SIZE:
             raise ConfigError(
                 f"augment.scale_min and scale_max must satisfy 8 <= min <= max <= {MAX_IMAGE_SIZE}, got {self.scale_min}, {self.scale_max}"
@@ -124,6 +139,47 @@ class AugmentConfig:
                     f"augment.{key} must be one {'positive ' if key == 'std' else ''}number per image channel "
                     f"(e.g. [0.485, 0.456, 0.406] for ImageNet, [0, 1] pixel scale), or null, got {v!r}"
                 )
+
+    def _checked_stages(self) -> list:
+        stages = self.stages
+        if not isinstance(stages, (list, tuple)):
+            raise ConfigError(f"augment.stages is a list of [epochs, side, crop|resize], e.g. [[3, 24, resize]], got {stages!r}")
+        out = []
+        for s in stages:
+            if not (
+                isinstance(s, (list, tuple))
+                and len(s) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in s[:2])
+                and s[0] > 0
+                and 8 <= s[1] <= MAX_IMAGE_SIZE
+                and s[2] in STAGE_MODES
+            ):
+                raise ConfigError(
+                    f"augment.stages: each stage is [epochs > 0, side 8..{MAX_IMAGE_SIZE}, crop|resize], "
+                    f"e.g. [3, 24, resize]; got {s!r}"
+                )
+            out.append([s[0], s[1], s[2]])
+        if out and self.early_crop is not None:
+            raise ConfigError("augment.early_crop is the one-stage form of augment.stages: set one of them")
+        if out and self.crop != "pad":
+            raise ConfigError(f"augment.stages shrinks the padded random crops (crop: pad), not crop: {self.crop}")
+        return out
+
+    def resolution_stages(self) -> list[tuple[int, int, str]]:
+        """(epochs, side, crop|resize) per stage from epoch 1: ``stages``, or early_crop as one crop stage."""
+        if self.early_crop is not None:
+            return [(self.early_epochs, self.early_crop, "crop")]
+        return [(n, side, how) for n, side, how in self.stages]
+
+    def stage_at(self, epoch: int, image_size: int) -> tuple[int, str]:
+        """(side, crop|resize) of training epoch ``epoch`` (from 1): its stage's, after the stages the
+        full ``image_size`` crop."""
+        start = 0
+        for n, side, how in self.resolution_stages():
+            if start < epoch <= start + n:
+                return side, how
+            start += n
+        return image_size, "crop"
 
 
 def _number(x) -> bool:

@@ -11,6 +11,7 @@ import math
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from ..strict import ConfigError
@@ -140,13 +141,19 @@ class BatchLoader:
         self.epoch = epoch
 
     @property
-    def crop_size(self) -> int:
-        """The side of this epoch's training crops: ``augment.early_crop`` in the first
-        ``augment.early_epochs`` epochs (counted from 1), else the model's input side."""
+    def stage(self) -> tuple[int, str]:
+        """This epoch's (side the model sees, crop|resize): ``augment.stages`` or ``early_crop`` in
+        their epochs (counted from 1), else the model's input side."""
         aug = self.augment
-        if aug is not None and aug.early_crop is not None and 1 <= self.epoch <= aug.early_epochs:
-            return aug.early_crop
-        return self.image_size
+        if aug is None or self.epoch < 1:
+            return self.image_size, "crop"
+        return aug.stage_at(self.epoch, self.image_size)
+
+    @property
+    def crop_size(self) -> int:
+        """The side of this epoch's random crops (a resize stage crops at the input side, then shrinks)."""
+        side, how = self.stage
+        return self.image_size if how == "resize" else side
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -185,6 +192,10 @@ class BatchLoader:
             plan["flips"] = torch.rand(n, generator=g) < 0.5
         if aug.pca_std > 0:
             plan["alpha"] = torch.randn(n, self.x.shape[1], generator=g) * aug.pca_std
+        for key in ("brightness", "contrast"):  # drawn after the others: recipes without jitter draw as before
+            amount = getattr(aug, key)
+            if amount > 0:
+                plan[key] = torch.empty(n).uniform_(1.0 - amount, 1.0 + amount, generator=g)
         return plan
 
     def __iter__(self):
@@ -202,11 +213,18 @@ class BatchLoader:
             yield self._batch(idx, {k: v[sl] for k, v in plan.items() if k != "order"}), self.y[idx]
 
     def _batch(self, idx: torch.Tensor, p: dict) -> torch.Tensor:
-        return self.finish(place(self.x[idx], self.augment, p, self.crop_size), p)
+        x = place(self.x[idx], self.augment, p, self.crop_size)
+        side, how = self.stage
+        if how == "resize" and side != x.shape[-1]:  # the whole view, fewer pixels
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        return self.finish(x, p)
 
     def finish(self, x: torch.Tensor, p: dict) -> torch.Tensor:
         """Float images (B, C, size, size) on the device -> the normalised batch (memory layout as
-        configured, PCA colour noise where the plan drew it): the step both storages share."""
+        configured, colour jitter and PCA colour noise where the plan drew them): the step both
+        storages share."""
+        if "brightness" in p or "contrast" in p:
+            x = jitter(x, p.get("brightness"), p.get("contrast"))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         else:
@@ -215,6 +233,20 @@ class BatchLoader:
         if "alpha" in p and self._pca is not None:  # alpha is drawn only with PCA statistics
             bias = bias + (pca_offsets(p["alpha"], self._pca) / self._std).view(len(x), -1, 1, 1)
         return x.mul_(self._scale).add_(bias)
+
+
+def jitter(x: torch.Tensor, brightness: torch.Tensor | None, contrast: torch.Tensor | None) -> torch.Tensor:
+    """torchvision's ColorJitter on float pixels (B, C, H, W) in 0..255, one factor per image:
+    brightness scales the pixels, contrast blends each image with its mean gray (torchvision's luma weights for
+    RGB), each result clipped to the pixel range."""
+    if brightness is not None:
+        x = (x * brightness.view(-1, 1, 1, 1).to(x.dtype)).clamp_(0, 255)
+    if contrast is not None:
+        gray = x if x.shape[1] == 1 else (x * x.new_tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        mean = gray.mean((1, 2, 3), keepdim=True)
+        c = contrast.view(-1, 1, 1, 1).to(x.dtype)
+        x = (x * c + mean * (1 - c)).clamp_(0, 255)
+    return x
 
 
 def place(x: torch.Tensor, aug: AugmentConfig | None, p: dict, size: int) -> torch.Tensor:

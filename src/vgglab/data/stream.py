@@ -244,10 +244,11 @@ def make_loader(split, batch_size: int, *, workers: int | str = "auto", **kw) ->
     over files. Both hand the same kind of normalised batch to the training step."""
     if isinstance(split, StreamSplit):
         aug = kw.get("augment")
-        if aug is not None and aug.early_crop is not None:
+        if aug is not None and aug.resolution_stages():
+            key = "early_crop" if aug.early_crop is not None else "stages"
             raise DataError(
-                "augment.early_crop crops the cached images of data.storage: memory; this dataset is streamed: "
-                "set data.storage: memory, or remove augment.early_crop"
+                f"augment.{key} shrinks the cached images of data.storage: memory; this dataset is streamed: "
+                f"set data.storage: memory, or remove augment.{key}"
             )
         return StreamLoader(split, batch_size, workers=workers, **kw)
     return BatchLoader(split, batch_size, **kw)

@@ -78,6 +78,11 @@ class EMA(torch.optim.swa_utils.AveragedModel):
         self.n_averaged += 1
         self._count += 1
 
+    @property
+    def started(self) -> bool:
+        """Whether any update has been averaged in (with ``train.ema_start``, none before it)."""
+        return self._count > 0
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         out = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self._count = int(self.n_averaged)

@@ -34,13 +34,9 @@ def forward_macs(config: VGGConfig, side: int) -> int:
 
 
 def epoch_sides(cfg: Config, image_size: int) -> list[int]:
-    """The training crop side of each epoch (1..train.epochs): ``augment.early_crop`` for the first
-    ``augment.early_epochs``, else ``image_size``."""
-    aug = cfg.augment
-    return [
-        aug.early_crop if aug.early_crop is not None and e <= aug.early_epochs else image_size
-        for e in range(1, cfg.train.epochs + 1)
-    ]
+    """The side the model sees in each epoch (1..train.epochs): its ``augment.stages`` (or
+    ``early_crop``) stage's, else ``image_size``."""
+    return [cfg.augment.stage_at(e, image_size)[0] for e in range(1, cfg.train.epochs + 1)]
 
 
 def images_per_epoch(cfg: Config, n_train: int) -> int:

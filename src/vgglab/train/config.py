@@ -65,6 +65,10 @@ class OptimConfig:
     muon: bool = False
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
+    # decoupled weight decay of the filters' Muon steps (w <- w * (1 - muon_lr * it), after the rescale
+    # to norm sqrt(out_channels), before the step), and the quintic Newton-Schulz coefficients (a, b, c)
+    muon_weight_decay: float = 0.0
+    muon_ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 
     def __post_init__(self):
         _choice("optim", "name", self.name, ("sgd", "adamw"))
@@ -72,9 +76,20 @@ class OptimConfig:
             raise ConfigError(
                 "optim.muon applies to sgd only (the other parameters step by SGD); set optim.name: sgd or muon: false"
             )
+        given = self.muon_ns_coefficients
+        coefficients = tuple(given) if isinstance(given, (list, tuple)) else (given,)
+        if len(coefficients) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coefficients):
+            raise ConfigError(
+                f"optim.muon_ns_coefficients are three numbers (a, b, c), e.g. [3.4445, -4.7750, 2.0315], got {list(coefficients)}"
+            )
+        self.muon_ns_coefficients = (coefficients[0], coefficients[1], coefficients[2])
         if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
             raise ConfigError(
                 f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}"
+            )
+        if not 0.0 <= self.muon_weight_decay * self.muon_lr < 1.0 or self.muon_weight_decay < 0:
+            raise ConfigError(
+                f"optim.muon_weight_decay must be >= 0 and below 1 / muon_lr (each step keeps 1 - muon_lr * it), got {self.muon_weight_decay}"
             )
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas):
@@ -100,6 +115,9 @@ class ScheduleConfig:
     warmup_epochs: float = 0.0  # cosine, linear
     warmup_start: float = 0.0  # cosine, linear: warmup rises linearly from this fraction of the peak lr
     end_factor: float | None = None  # cosine, linear: final lr as a fraction of the peak (default min_lr / lr)
+    # cosine, linear: after warmup the rate never falls below this fraction of the peak: a linear decay
+    # to 0 meets a floor of 0.05 at 95 % of training and stays there (the E1 speed-run recipe). 0: off
+    floor: float = 0.0
 
     def __post_init__(self):
         _choice("schedule", "name", self.name, ("plateau", "step", "cosine", "linear", "none"))
@@ -107,6 +125,8 @@ class ScheduleConfig:
             raise ConfigError(
                 f"schedule.warmup_start and end_factor are fractions of the peak lr in [0, 1], got {self.warmup_start}, {self.end_factor}"
             )
+        if not 0.0 <= self.floor < 1.0:
+            raise ConfigError(f"schedule.floor is a fraction of the peak lr in [0, 1) (0.05: 5 %; 0: off), got {self.floor}")
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -134,6 +154,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # e.g. 0.999: evaluate and save an exponential moving average
+    # the fraction of training's steps before the average starts (its first update copies the weights):
+    # 0.9 averages the last 10 % of steps only, an EMA "tail"; 0: from the first step
+    ema_start: float = 0.0
     threads: int | None = None  # torch intra-op threads; None: torch's default
     init_from: str | None = None  # a vgglab run/checkpoint, a .safetensors file or a torchvision VGG .pth
     init_mode: str = "exact"  # exact, features, cross-geometry, shallow-to-deep
@@ -185,6 +208,10 @@ class TrainConfig:
             self.freeze = [self.freeze]
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.ema_start < 1.0:
+            raise ConfigError(
+                f"train.ema_start is a fraction of training's steps in [0, 1) (0.9: the last 10 %), got {self.ema_start}"
+            )
         if self.lookahead_every < 0 or not 0.0 <= self.lookahead_decay < 1.0:
             raise ConfigError(
                 f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}"
@@ -224,9 +251,24 @@ class LogConfig:
 # its identity (benchmarks/results, the README's tables) does not change as vgglab gains options.
 LATER_KEYS: dict[str, dict[str, object]] = {
     "data": {"storage": "auto", "workers": "auto"},
-    "augment": {"scale_min": 256, "scale_max": 512, "early_crop": None, "early_epochs": 0},
-    "train": {"whiten_bias_epochs": None},
-    "optim": {"muon": False, "muon_lr": 0.24, "muon_momentum": 0.6},
+    "augment": {
+        "scale_min": 256,
+        "scale_max": 512,
+        "early_crop": None,
+        "early_epochs": 0,
+        "stages": [],
+        "brightness": 0.0,
+        "contrast": 0.0,
+    },
+    "train": {"whiten_bias_epochs": None, "ema_start": 0.0},
+    "optim": {
+        "muon": False,
+        "muon_lr": 0.24,
+        "muon_momentum": 0.6,
+        "muon_weight_decay": 0.0,
+        "muon_ns_coefficients": [3.4445, -4.7750, 2.0315],
+    },
+    "schedule": {"floor": 0.0},
     "log": {"mlflow": False, "progress_s": None},
 }
 
@@ -311,6 +353,12 @@ class Config:
                 f"note: augment.early_epochs {aug.early_epochs} covers all {epochs} of train.epochs: every epoch trains on "
                 f"{aug.early_crop}-pixel crops and none at the size the model is evaluated at; set early_epochs below "
                 "train.epochs for a model that has seen full-size images"
+            )
+        staged = sum(n for n, _, _ in aug.resolution_stages())
+        if aug.stages and staged >= epochs:
+            notes.append(
+                f"note: augment.stages cover {staged} epochs of train.epochs {epochs}: no epoch trains at the size the "
+                "model is evaluated at; shorten the stages for a model that has seen full-size images"
             )
         return notes
 

@@ -64,6 +64,7 @@ def train_one_epoch(
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # batch index of the first non-finite loss
     seen = 0
     step = -1
+    ema_from = round(tc.ema_start * len(loader) * tc.epochs)  # the global step the average starts at
     for step, (x, y) in enumerate(loader):
         with autocast(device, precision):
             logits = model(x)
@@ -83,7 +84,7 @@ def train_one_epoch(
                 nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
         state.schedule.step_batch()
-        if state.ema is not None:
+        if state.ema is not None and state.step + step >= ema_from:
             state.ema.update_parameters(model)
         if state.lookahead is not None:
             state.lookahead.after_step()

@@ -41,15 +41,19 @@ def param_groups(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) -> 
         groups.setdefault((lr, wd), []).append(p)
     out = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
     if filters:  # last, so that the first group (the schedule's reference) is an SGD one
-        out.append({"params": filters, "lr": cfg.muon_lr, "weight_decay": 0.0, "muon": True})
+        out.append({"params": filters, "lr": cfg.muon_lr, "weight_decay": cfg.muon_weight_decay, "muon": True})
     return out
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5, coefficients: tuple[float, float, float] = NS_COEFFICIENTS) -> torch.Tensor:
     """An approximately orthogonal matrix with ``g``'s singular vectors (its singular values pushed
     to roughly 0.7-1.2): the quintic Newton-Schulz iteration with the coefficients (3.4445, -4.7750,
-    2.0315) of Jordan et al. 2024 ("Muon: an optimizer for hidden layers"), also torch.optim.Muon's."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+    2.0315) of Jordan et al. 2024 ("Muon: an optimizer for hidden layers"), also torch.optim.Muon's,
+    unless ``coefficients`` gives others (hiverge's CIFAR-10 record: 3.4576, -4.7391, 2.0843)."""
+    a, b, c = coefficients
     x = g / (g.norm() + 1e-7)
     wide = x.shape[0] <= x.shape[1]
     if not wide:
@@ -67,9 +71,18 @@ class MuonSGD(torch.optim.SGD):
     torch.optim.Muon takes 2-D parameters only; a filter bank is used as out x (in * k * k).
     One optimiser, so the schedule, lookahead and checkpoints treat it like plain SGD."""
 
-    def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool, muon_momentum: float):
+    def __init__(
+        self,
+        groups: list[dict],
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        muon_momentum: float,
+        ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    ):
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
         self.muon_momentum = muon_momentum
+        self.ns_coefficients = ns_coefficients
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -99,7 +112,9 @@ class MuonSGD(torch.optim.SGD):
             buf.mul_(mu).add_(p.grad)
             update = p.grad.add(buf, alpha=mu)  # Nesterov
             p.mul_(p.shape[0] ** 0.5 / p.norm().clamp_min(1e-12))
-            o = newton_schulz(update.reshape(len(update), -1).float()).view_as(p)
+            if group["weight_decay"]:  # decoupled, as torch.optim.Muon's (0 in the earlier recipes)
+                p.mul_(1.0 - group["lr"] * group["weight_decay"])
+            o = newton_schulz(update.reshape(len(update), -1).float(), coefficients=self.ns_coefficients).view_as(p)
             p.add_(o.to(p.dtype), alpha=-group["lr"])
 
 
@@ -112,7 +127,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) 
     fast = {"fused": True} if on_cuda else {}
     if cfg.name == "sgd" and cfg.muon:
         return MuonSGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, muon_momentum=cfg.muon_momentum
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            muon_momentum=cfg.muon_momentum,
+            ns_coefficients=cfg.muon_ns_coefficients,
         )
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
@@ -183,8 +203,8 @@ class Schedule:
                     return max(floor, cfg.gamma ** (step // steps_per_epoch // cfg.step_size))
                 t = min(1.0, (step - warmup) / max(1, total - warmup))
                 if cfg.name == "cosine":
-                    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-                return floor + (1 - floor) * (1 - t)  # linear decay to min_lr
+                    return max(cfg.floor, floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+                return max(cfg.floor, floor + (1 - floor) * (1 - t))  # linear decay to min_lr
 
             self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -191,26 +191,25 @@ def build_model_for(cfg: Config, ds: Dataset) -> VGG:
 
 
 def check_early_crop(cfg: Config, model: VGG, ds: Dataset) -> None:
-    """``augment.early_crop`` needs a side below the input that the model takes: a head that pools
-    (linear, gap, imagenet), not one that flattens a fixed map (cifar), and at least its smallest input."""
-    side = cfg.augment.early_crop
-    if side is None:
-        return
+    """``augment.early_crop`` or each of ``augment.stages`` needs a side below the input that the model
+    takes: a head that pools (linear, gap, imagenet), not one that flattens a fixed map (cifar), and at
+    least its smallest input."""
+    aug = cfg.augment
+    key = "early_crop" if aug.early_crop is not None else "stages"
     mc = model.config
-    if side >= ds.image_size:
-        raise ConfigError(
-            f"augment.early_crop {side} is not smaller than the {ds.image_size}-pixel input: fewer pixels early means "
-            f"a smaller side; lower it (e.g. {max(mc.min_input_size, ds.image_size * 3 // 4)}) or remove it"
-        )
-    if mc.head.type == "cifar":
-        raise ConfigError(
-            f"augment.early_crop {side}: {mc.name}'s cifar head flattens a map of its {mc.input_size}-pixel input and "
-            "takes no other size; use a pooling head (model.options.head: gap or linear) or remove early_crop"
-        )
-    if side < mc.min_input_size:
-        raise ConfigError(
-            f"augment.early_crop {side}: {mc.name} takes inputs of at least {mc.min_input_size} pixels; raise early_crop"
-        )
+    for _, side, _ in aug.resolution_stages():
+        if side >= ds.image_size:
+            raise ConfigError(
+                f"augment.{key} {side} is not smaller than the {ds.image_size}-pixel input: fewer pixels early means "
+                f"a smaller side; lower it (e.g. {max(mc.min_input_size, ds.image_size * 3 // 4)}) or remove it"
+            )
+        if mc.head.type == "cifar":
+            raise ConfigError(
+                f"augment.{key} {side}: {mc.name}'s cifar head flattens a map of its {mc.input_size}-pixel input and "
+                f"takes no other size; use a pooling head (model.options.head: gap or linear) or remove augment.{key}"
+            )
+        if side < mc.min_input_size:
+            raise ConfigError(f"augment.{key} {side}: {mc.name} takes inputs of at least {mc.min_input_size} pixels; raise it")
 
 
 def check_resumable(ckpt: dict, model: VGG, classes: list[str]) -> None:

@@ -97,8 +97,9 @@ class TrainState:
 
     @property
     def eval_model(self) -> nn.Module:
-        """The model evaluated and saved: the weight average where there is one."""
-        return self.ema.module if self.ema is not None else self.model
+        """The model evaluated and saved: the weight average where there is one (once it has started:
+        before ``train.ema_start`` the weights themselves)."""
+        return self.ema.module if self.ema is not None and self.ema.started else self.model
 
     def state_dict(self) -> dict:
         return {
