@@ -170,11 +170,16 @@ def test_muon_coefficients_and_weight_decay():
     g = torch.randn(16, 24)
     hiverge = (3.4576, -4.7391, 2.0843)
     x = g / (g.norm() + 1e-7)
-    for _ in range(5):  # the quintic iteration by hand, with the other coefficients
+    for _ in range(3):  # the quintic iteration by hand, with the other coefficients and E1's 3 steps
         m = x @ x.T
         x = hiverge[0] * x + (hiverge[1] * m + hiverge[2] * m @ m) @ x
-    torch.testing.assert_close(newton_schulz(g, coefficients=hiverge), x)
-    assert not torch.allclose(newton_schulz(g), x, atol=1e-3)
+    torch.testing.assert_close(newton_schulz(g, 3, hiverge), x)
+    assert not torch.allclose(newton_schulz(g, 5, hiverge), x, atol=1e-3)
+    p = torch.nn.Parameter(torch.randn(16, 24))
+    p.grad = g.clone()
+    renormed = p.detach() * (16**0.5 / p.detach().norm())
+    MuonSGD([{"params": [p], "lr": 0.1, "weight_decay": 0.0, "muon": True}], 0.1, 0.0, False, 0.0, hiverge, 3).step()
+    torch.testing.assert_close(p.detach(), renormed - 0.1 * x)  # the optimiser takes the configured steps
 
     def stepped(wd):
         torch.manual_seed(0)
@@ -198,6 +203,8 @@ def test_muon_coefficients_and_weight_decay():
     assert cfg.muon_ns_coefficients == hiverge
     with pytest.raises(ConfigError, match="three numbers"):
         OptimConfig(muon_ns_coefficients=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="muon_ns_steps"):
+        OptimConfig(muon_ns_steps=0)
     with pytest.raises(ConfigError, match="muon_weight_decay"):
         OptimConfig(muon_lr=0.2, muon_weight_decay=5.0)
 
@@ -215,6 +222,7 @@ def test_every_lever_is_off_by_default_so_the_headline_recipe_keeps_its_identity
         0,
         0,
     )
+    assert cfg.optim.muon_ns_steps == 5
     records = sorted((ROOT / "benchmarks" / "results" / "time_to_accuracy").glob("fast_cifar10_muon_9ep-seed*.json"))
     recorded = {json.loads(r.read_text())["config_sha256"] for r in records}
     assert recorded == {cfg.sha256()}

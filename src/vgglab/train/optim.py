@@ -79,10 +79,11 @@ class MuonSGD(torch.optim.SGD):
         nesterov: bool,
         muon_momentum: float,
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        ns_steps: int = 5,
     ):
         super().__init__(groups, lr=lr, momentum=momentum, nesterov=nesterov)
         self.muon_momentum = muon_momentum
-        self.ns_coefficients = ns_coefficients
+        self.ns_coefficients, self.ns_steps = ns_coefficients, ns_steps
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -114,7 +115,7 @@ class MuonSGD(torch.optim.SGD):
             p.mul_(p.shape[0] ** 0.5 / p.norm().clamp_min(1e-12))
             if group["weight_decay"]:  # decoupled, as torch.optim.Muon's (0 in the earlier recipes)
                 p.mul_(1.0 - group["lr"] * group["weight_decay"])
-            o = newton_schulz(update.reshape(len(update), -1).float(), coefficients=self.ns_coefficients).view_as(p)
+            o = newton_schulz(update.reshape(len(update), -1).float(), self.ns_steps, self.ns_coefficients).view_as(p)
             p.add_(o.to(p.dtype), alpha=-group["lr"])
 
 
@@ -133,6 +134,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int = 1024) 
             nesterov=cfg.nesterov and cfg.momentum > 0,
             muon_momentum=cfg.muon_momentum,
             ns_coefficients=cfg.muon_ns_coefficients,
+            ns_steps=cfg.muon_ns_steps,
         )
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
