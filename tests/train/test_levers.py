@@ -136,6 +136,29 @@ def test_jitter_draws_per_image_and_leaves_every_other_draw_as_it_was():
     assert x.shape == xj.shape and not torch.allclose(x, xj)
 
 
+def test_streamed_batches_get_the_same_jitter(tmp_path):
+    """The stream storage plans and finishes batches with the memory path's own code: jitter on its
+    workers' batches moves them exactly as jitter() moves the unjittered batch."""
+    from ..data.test_stream import batches, make_tree, stream_ds
+
+    ds = stream_ds(make_tree(tmp_path / "tree"), tmp_path)
+    assert ds.storage == "stream"
+    plain, jittered = (
+        batches(ds, 1, aug=AugmentConfig(crop="pad", padding=2, **kw)) for kw in ({}, {"brightness": 0.3, "contrast": 0.3})
+    )
+    norm = ds.normalization(AugmentConfig())
+    scale, bias = norm.scale_bias("cpu")
+    (x, y), (xj, yj) = plain[0], jittered[0]
+    assert torch.equal(y, yj) and not torch.allclose(x, xj)
+    pixels = (x - bias) / scale  # back to 0..255
+    aug = AugmentConfig(crop="pad", padding=2, brightness=0.3, contrast=0.3)
+    ld = make_loader(ds.train, 8, image_size=32, norm=norm, augment=aug, shuffle=True, drop_last=True, seed=3, workers=0)
+    ld.set_epoch(1)
+    plan = ld._plan()
+    expected = jitter(pixels, plan["brightness"][:8], plan["contrast"][:8]) * scale + bias  # the first batch's draws
+    torch.testing.assert_close(xj, expected, atol=1e-3, rtol=1e-4)
+
+
 def test_the_lr_floor_holds_the_rate_once_the_decay_reaches_it():
     def rates(**kw):
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
@@ -153,6 +176,8 @@ def test_the_lr_floor_holds_the_rate_once_the_decay_reaches_it():
     assert rates(floor=0.0) == plain
     with pytest.raises(ConfigError, match="schedule.floor"):
         ScheduleConfig(floor=1.0)
+    with pytest.raises(ConfigError, match="schedule.floor applies to the cosine and linear schedules, not plateau"):
+        ScheduleConfig(name="plateau", floor=0.05)
 
 
 def test_the_ema_tail_averages_only_the_last_steps(tmp_path):
@@ -164,6 +189,8 @@ def test_the_ema_tail_averages_only_the_last_steps(tmp_path):
     assert int(ckpt["ema_full"]["n_averaged"]) == steps - round(0.5 * steps)  # the second epoch's steps only
     with pytest.raises(ConfigError, match="train.ema_start"):
         load_config({"train": {"ema_decay": 0.9, "ema_start": 1.0}})
+    with pytest.raises(ConfigError, match="set train.ema_decay too"):
+        load_config({"train": {"ema_start": 0.9}})
 
 
 def test_muon_coefficients_and_weight_decay():
@@ -205,8 +232,10 @@ def test_muon_coefficients_and_weight_decay():
         OptimConfig(muon_ns_coefficients=[1.0, 2.0])
     with pytest.raises(ConfigError, match="muon_ns_steps"):
         OptimConfig(muon_ns_steps=0)
-    with pytest.raises(ConfigError, match="muon_weight_decay"):
-        OptimConfig(muon_lr=0.2, muon_weight_decay=5.0)
+    with pytest.raises(ConfigError, match="muon_weight_decay must be"):
+        OptimConfig(muon=True, muon_lr=0.2, muon_weight_decay=5.0)
+    with pytest.raises(ConfigError, match="set optim.muon: true"):
+        OptimConfig(muon_weight_decay=0.1)
 
 
 def test_every_lever_is_off_by_default_so_the_headline_recipe_keeps_its_identity():

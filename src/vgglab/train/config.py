@@ -94,6 +94,8 @@ class OptimConfig:
             raise ConfigError(
                 f"optim.muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}, {self.muon_momentum}"
             )
+        if self.muon_weight_decay and not self.muon:
+            raise ConfigError("optim.muon_weight_decay applies to Muon's steps: set optim.muon: true, or remove it")
         if not 0.0 <= self.muon_weight_decay * self.muon_lr < 1.0 or self.muon_weight_decay < 0:
             raise ConfigError(
                 f"optim.muon_weight_decay must be >= 0 and below 1 / muon_lr (each step keeps 1 - muon_lr * it), got {self.muon_weight_decay}"
@@ -134,6 +136,10 @@ class ScheduleConfig:
             )
         if not 0.0 <= self.floor < 1.0:
             raise ConfigError(f"schedule.floor is a fraction of the peak lr in [0, 1) (0.05: 5 %; 0: off), got {self.floor}")
+        if self.floor and self.name not in ("cosine", "linear"):
+            raise ConfigError(
+                f"schedule.floor applies to the cosine and linear schedules, not {self.name}; remove it or change name"
+            )
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -219,6 +225,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.ema_start is a fraction of training's steps in [0, 1) (0.9: the last 10 %), got {self.ema_start}"
             )
+        if self.ema_start and self.ema_decay is None:
+            raise ConfigError("train.ema_start delays an exponential moving average: set train.ema_decay too, or remove it")
         if self.lookahead_every < 0 or not 0.0 <= self.lookahead_decay < 1.0:
             raise ConfigError(
                 f"train.lookahead_every must be >= 0 and lookahead_decay in [0, 1), got {self.lookahead_every}, {self.lookahead_decay}"
