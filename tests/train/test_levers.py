@@ -1,6 +1,6 @@
 """Issue 37's levers, one switch per test, each off by default: a resolution schedule of stages
-(crop or resize), brightness/contrast jitter, an LR floor, an EMA tail, Muon's weight decay and
-Newton-Schulz coefficients."""
+(crop or resize), brightness/contrast jitter, an LR floor, an EMA tail, Muon's weight decay and its
+Newton-Schulz coefficients and steps."""
 
 import copy
 import json
