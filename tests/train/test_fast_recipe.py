@@ -151,7 +151,7 @@ def test_lookahead_and_ema_are_exclusive():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not cifar10_root(), reason="set VGGLAB_CIFAR10 to the CIFAR-10 ImageFolder tree (CI does)")
-@pytest.mark.parametrize("recipe", ["fast_cifar10", "fast_cifar10_short", "fast_cifar10_muon_9ep"])
+@pytest.mark.parametrize("recipe", ["fast_cifar10", "fast_cifar10_short", "fast_cifar10_muon_9ep", "fast_cifar10_e1_port"])
 def test_recipe_smoke_one_epoch_on_a_subset(tmp_path, recipe):
     """The shipped recipe as it is, for one epoch on 5,000 images (not the timed run)."""
     overrides = [
