@@ -18,15 +18,27 @@ HELD_IN_WORKERS = (signal.SIGINT, *STOPPING)
 
 
 received: list[int] = []  # the stopping signals this process got, in order
+_pending: list[int] = []  # those that arrived inside held(), raised as it ends
+_holding = 0  # held() blocks open in the main thread
+
+
+def _stop(signum: int) -> KeyboardInterrupt:
+    return Terminated(signum) if signum != signal.SIGINT else KeyboardInterrupt()
 
 
 def _raise_terminated(signum, _frame):
     received.append(signum)
+    if _holding:
+        _pending.append(signum)
+        return
     raise Terminated(signum)
 
 
 def _raise_interrupt(signum, _frame):
     received.append(signum)
+    if _holding:
+        _pending.append(signum)
+        return
     raise KeyboardInterrupt
 
 
@@ -52,7 +64,7 @@ def last_received() -> KeyboardInterrupt | None:
     """The last stopping signal this process got, as the exception its handler raised (or None)."""
     if not received:
         return None
-    return Terminated(received[-1]) if received[-1] != signal.SIGINT else KeyboardInterrupt()
+    return _stop(received[-1])
 
 
 def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
@@ -84,15 +96,26 @@ def held():
     """Block the stopping signals while loader workers are forked: a worker starts with them
     blocked and ignores them (:func:`vgglab.workers.worker_init`), so Ctrl-C or SIGTERM sent to the
     whole process group reaches only the main process, which stops its workers as it unwinds. A
-    signal that arrives meanwhile is delivered to the main process as soon as the workers exist."""
+    signal that arrives meanwhile stops the main process as the block ends, when the workers exist:
+    the mask covers this thread only, and another thread of the process (a tracking or progress
+    thread) may take the signal, whose handler then runs in the main thread mid-block; it is kept
+    until the block ends, so a DataLoader iterator is never left half-built (its ``__del__`` then
+    failed with an AttributeError after the command's line, under load)."""
+    global _holding
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_IN_WORKERS)
+    _holding += 1
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _holding -= 1
+        if not _holding and _pending:
+            signum = _pending[-1]
+            _pending.clear()
+            raise _stop(signum)
 
 
 def _exit_quietly(_signum, _frame):
