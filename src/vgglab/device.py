@@ -9,13 +9,21 @@ import torch
 from .strict import ConfigError
 
 
+def mps_available() -> bool:
+    """Apple silicon's GPU (Metal Performance Shaders), where this torch build has it and macOS provides it."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto``: CUDA when present, else the CPU; ``cpu``, ``cuda``, ``cuda:1``...: that device,
-    refused with a one-line error when it is CUDA and this machine has none."""
+    """``auto``: CUDA when present, else Apple's MPS when present, else the CPU; ``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``...: that device, refused with a one-line error when this machine has none."""
     if isinstance(name, torch.device):
         dev = name
     elif name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     else:
         try:
             dev = torch.device(name)
@@ -23,6 +31,10 @@ def resolve_device(name: str | torch.device) -> torch.device:
             raise ConfigError(f"device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(name)!r}: CUDA is not available on this machine; use device: auto or cpu")
+    if dev.type == "mps" and not mps_available():
+        raise ConfigError(
+            f"device {str(name)!r}: Apple's MPS is not available here (a Mac with Apple silicon and macOS 12.3+); use auto or cpu"
+        )
     return dev
 
 

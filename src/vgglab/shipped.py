@@ -53,7 +53,8 @@ def describe(path: Path) -> dict:
         "name": path.stem,
         "model": model.get("name") or ("a custom spec" if model.get("spec") else "vgg16_cifar"),
         "data": (cfg.get("data") or {}).get("dataset", "cifar10"),
-        "epochs": (cfg.get("train") or {}).get("epochs", 10),
+        # a probe fits a head on cached descriptors: it trains no epoch of the network
+        "epochs": 0 if (cfg.get("probe") or {}).get("enabled") else (cfg.get("train") or {}).get("epochs", 10),
         "about": " ".join(a for a in about if a),
     }
 

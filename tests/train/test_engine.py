@@ -312,3 +312,12 @@ def test_bn_bias_lr_multiplier_and_frozen_bn_scales(tmp_path, tiny_config):
     n_bn_bias = sum(m.bias.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     group = next(g for g in ckpt["optimizer"]["param_groups"] if g["lr"] == pytest.approx(0.2))
     assert len(group["params"]) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) and n_bn_bias > 0
+
+
+def test_a_small_training_split_trains_on_its_ragged_batch_and_a_large_one_drops_it():
+    from vgglab.train.engine import drops_ragged_batch
+
+    assert not drops_ragged_batch(221, 32)  # 29 photos would sit out every epoch
+    assert drops_ragged_batch(221, 20)  # a ragged batch of 1: BatchNorm cannot train on it
+    assert drops_ragged_batch(45000, 512)  # 87 full batches: the ragged one is a few per cent of a shuffled epoch
+    assert drops_ragged_batch(221, 32, world_size=2)

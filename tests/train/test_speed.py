@@ -329,3 +329,48 @@ def test_vgglab_speed_forget_removes_the_cached_verdicts(model, machine, tmp_pat
     assert "1 cached speed verdict" in capsys.readouterr().out
     assert main(["speed", "--forget", "--cache-dir", str(tmp_path)]) == 0
     assert "forgot 1 cached speed verdict" in capsys.readouterr().out and not (tmp_path / "speed_probe.json").exists()
+
+
+def test_inference_probe_with_layouts_measures_both_layouts_and_keeps_the_faster(model, machine, tmp_path):
+    """The probe recipe's descriptors: forward passes are the whole job, so the layout is measured too."""
+    machine(native=True, capability="AVX512")
+    timer = FakeTimer({("fp32", False): 7.3, ("fp32", True): 9.6, ("bf16", False): 11.4, ("bf16", True): 28.8})
+    c = speed.resolve_inference_precision(model, CPU, cache_dir=tmp_path, timer=timer, layouts=True)
+    assert (c.precision, c.channels_last) == ("bf16", True)
+    assert timer.calls[0][0] == [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    machine(native=False, capability="AVX2")
+    timer = FakeTimer({("fp32", False): 7.0, ("fp32", True): 5.0})
+    c = speed.resolve_inference_precision(model, CPU, cache_dir=tmp_path / "other", timer=timer, layouts=True)
+    assert (c.precision, c.channels_last) == ("fp32", False) and "no native bf16" in c.precision_reason
+
+
+def test_apple_mps_is_picked_by_auto_after_cuda_and_runs_fp32_without_a_probe(model, monkeypatch, tmp_path):
+    """Untested on real Apple hardware (none here): availability is patched."""
+    from vgglab.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps") and resolve_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"  # CUDA first
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    mps = torch.device("mps")
+    c = speed.resolve_speed("auto", "auto", model, 128, mps, cache_dir=tmp_path, timer=FakeTimer({}))
+    assert (c.precision, c.channels_last) == ("fp32", False) and "MPS" in c.precision_reason
+    assert speed.resolve_inference_precision(model, mps, cache_dir=tmp_path, timer=FakeTimer({})).precision == "fp32"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="MPS is not available"):
+        resolve_device("mps")
+
+
+def test_compile_on_mps_falls_back_in_one_warning(monkeypatch):
+    from vgglab.train.loop import maybe_compile
+
+    class OnMps(torch.nn.Module):
+        def parameters(self, recurse=True):
+            yield torch.nn.Parameter(torch.empty(1, device="meta"))
+
+    monkeypatch.setattr(torch.Tensor, "device", property(lambda self: torch.device("mps")))
+    module = OnMps()
+    with pytest.warns(UserWarning, match="not used on Apple's MPS"):
+        assert maybe_compile(module, True) is module

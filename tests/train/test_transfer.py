@@ -169,18 +169,31 @@ def test_finetune_recipe_end_to_end_from_torchvision_weights(tmp_path, torchvisi
     ]
     lines = []
     res = vgglab.fit(recipe, overrides, out=tmp_path / "ft", log=lines.append)
-    assert any("initialised from" in row and "features" in row for row in lines)
+    assert any("initialised from" in row and "all-but-last" in row for row in lines)
     # the first screen: from the command to the header line, the init summary and what did not
     # match, not 105 tensor names; the full list is in the run directory
     header = next(i for i, row in enumerate(lines) if "params) on" in row)
     first_screen = "\n".join(lines[: header + 1]).splitlines()
     assert len(first_screen) < 15, first_screen
     init = next(row for row in lines if "initialised from" in row)
-    assert "91 tensors matched, 0 reshaped, 6 skipped, 6 new" in init and f"listed in {res.run_dir / 'init_report.txt'}" in init
-    assert "\n  skipped: " in init and "\n  new: head.fc1.weight" in init
+    assert "95 tensors matched, 0 reshaped, 2 skipped, 2 new" in init and f"listed in {res.run_dir / 'init_report.txt'}" in init
+    assert "\n  skipped: head.classifier.weight" in init and "\n  new: head.classifier.weight" in init
     full = (res.run_dir / "init_report.txt").read_text().splitlines()
-    assert len(full) == 1 + 91 + 6 + 6 and full[1].startswith("  matched  features.block1.conv1.weight")
+    assert len(full) == 1 + 95 + 2 + 2 and full[1].startswith("  matched  features.block1.conv1.weight")
+    assert "  matched  head.fc1.weight [4096, 25088]" in full and "  matched  head.fc2.weight [4096, 4096]" in full
     ckpt = load_checkpoint(res.run_dir / "last.pt")
     assert torch.equal(ckpt["model"]["features.block1.conv1.weight"], sd["features.0.weight"])  # frozen in epoch 1
     assert ckpt["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert ckpt["model"]["head.classifier.weight"].shape == (2, 4096)
+
+
+def test_all_but_last_keeps_every_pretrained_layer_but_the_class_layer():
+    source = create_model("vgg11", width=0.125, head={"type": "imagenet", "hidden": 32}, num_classes=10, input_size=32)
+    target = create_model("vgg11", width=0.125, head={"type": "imagenet", "hidden": 32}, num_classes=3, input_size=32)
+    report = transfer(target, source.state_dict(), source.config, "all-but-last")
+    assert [k for k, *_ in report.skipped] == ["head.classifier.weight", "head.classifier.bias"]
+    assert [k for k, _ in report.new] == ["head.classifier.weight", "head.classifier.bias"]
+    assert torch.equal(target.head.fc1.weight, source.head.fc1.weight) and torch.equal(target.head.fc2.bias, source.head.fc2.bias)
+    other = create_model("vgg11", width=0.125, head={"type": "imagenet", "hidden": 64}, num_classes=3, input_size=32)
+    with pytest.raises(TransferError, match="all-but-last init needs the same layers"):
+        transfer(other, source.state_dict(), source.config, "all-but-last")

@@ -22,6 +22,7 @@ from ..files import write_text
 from ..shipped import find_recipe, unknown_recipe
 from ..strict import ConfigError, _suggest, plain, strict_init
 from ..strict import check_choice as _choice
+from .probe_config import ProbeConfig
 from .speed import SpeedChoice
 from .yamlio import apply_overrides, check_structure, read_yaml
 
@@ -145,7 +146,8 @@ class ScheduleConfig:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # how train.init_from's weights are copied (vgglab.train.transfer); not the model's own weight init
-TRANSFER_MODES = ("exact", "features", "cross-geometry", "shallow-to-deep")
+# all-but-last: every tensor but the class layer (torchvision's fine-tuning tutorial; the paper's Appendix B keeps fc6/fc7)
+TRANSFER_MODES = ("exact", "features", "all-but-last", "cross-geometry", "shallow-to-deep")
 
 
 @dataclass
@@ -172,7 +174,7 @@ class TrainConfig:
     ema_start: float = 0.0
     threads: int | None = None  # torch intra-op threads; None: torch's default
     init_from: str | None = None  # a vgglab run/checkpoint, a .safetensors file or a torchvision VGG .pth
-    init_mode: str = "exact"  # exact, features, cross-geometry, shallow-to-deep
+    init_mode: str = "exact"  # exact, features, all-but-last, cross-geometry, shallow-to-deep
     init_match: str = "paper"  # shallow-to-deep: paper (first four convs + FC layers) or all (every conv whose shape agrees)
     init_fold_fc6: bool = False  # cross-geometry: sum an ImageNet FC6 over its 7x7 taps for a 1x1 target map
     freeze: list | str = field(default_factory=list)  # "features", "head", "block1", ...: no gradients, BatchNorm in eval mode
@@ -287,6 +289,8 @@ LATER_KEYS: dict[str, dict[str, object]] = {
     "schedule": {"floor": 0.0},
     "log": {"mlflow": False, "progress_s": None},
 }
+# a section added later: left out of the hash whole while every setting in it is its default
+LATER_SECTIONS = ("probe",)
 
 SECTIONS = {
     "data": DataConfig,
@@ -296,6 +300,7 @@ SECTIONS = {
     "schedule": ScheduleConfig,
     "train": TrainConfig,
     "log": LogConfig,
+    "probe": ProbeConfig,
 }
 
 
@@ -309,6 +314,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     # Written by fit, never read from a recipe's meaning: what the auto speed settings resolved to on
     # the machine that ran (vgglab.train.speed.SpeedChoice), so resume, eval and the report reuse it.
     resolved: dict | None = None
@@ -390,6 +396,9 @@ class Config:
             for key, default in defaults.items():
                 if d[section].get(key) == default:
                     del d[section][key]
+        for section in LATER_SECTIONS:
+            if d[section] == plain(dataclasses.asdict(SECTIONS[section]())):
+                del d[section]
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint,
 from .config import save_config
 from .distributed import DistInfo, barrier, broadcast_object, main_process, per_rank_batch, teardown
 from .freeze import FreezePlan
+from .linear_probe import fit_probe
 from .loop import TrainingDiverged, evaluate_batches, maybe_compile, train_one_epoch
 from .optim import start_momentum
 from .prepare import Run, prepare_model, read_run_config, start_process, training_normalization
@@ -57,6 +58,8 @@ def fit(config=None, overrides=None, *, out=None, resume=None, log=print) -> Fit
 
 def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
     cfg, ckpt = read_run_config(config, overrides, resume, log)
+    if cfg.probe.enabled:  # descriptors of a frozen network and a fitted head: no epochs to run
+        return FitResult(*fit_probe(cfg, out, resume, log, lock))
     info, device = start_process(cfg)
     run = Run(cfg, ckpt, info, device, log if info.is_main else _quiet, lock)
     recorded = read_record(Path(resume)) if resume is not None else None
@@ -68,6 +71,7 @@ def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
     if info.is_main and (recorded is None or tree_changes):
         write_record(run.out, ds)  # the next resume compares with the tree as this start found it
     freeze = FreezePlan(model, cfg.train)
+    freeze.apply((ckpt["epoch"] if ckpt is not None else 0) + 1)  # the speed probe times the steps the first epoch takes
     speed = decide_speed(run, model)
     model = model.to(device).to(memory_format=torch.channels_last if speed.channels_last else torch.contiguous_format)
     train_loader, val_loader = make_loaders(run, ds, norm, speed.channels_last)
@@ -96,6 +100,7 @@ def _fit(config, overrides, out, resume, log, lock: RunLock) -> FitResult:
             row, improved = epochs.train_epoch(epoch)
             save_epoch(run, state, meta, extra, row, improved)
             reporter.end_epoch(row)  # after the checkpoint: a metrics row always has its last.pt
+        state.release_training_memory()
         barrier(info)  # the selected checkpoint is written before any rank reads it
         result = final_test(run, ds, norm, speed, run.out / state.selection.checkpoint_name, reporter)
     except BaseException as exc:  # the tracked run ends as what happened; the error goes on up
@@ -168,7 +173,8 @@ def decide_speed(run: Run, model: VGG) -> SpeedChoice:
 
 
 def make_loaders(run: Run, ds: Dataset, norm: Normalization, channels_last: bool) -> tuple[BatchLoader, BatchLoader | None]:
-    """The training loader (shuffled, augmented, ragged batch dropped) and the validation one."""
+    """The training loader (shuffled, augmented, the ragged batch as :func:`drops_ragged_batch` says)
+    and the validation one."""
     cfg, info = run.cfg, run.info
     train = make_loader(
         ds.train,
@@ -178,7 +184,7 @@ def make_loaders(run: Run, ds: Dataset, norm: Normalization, channels_last: bool
         augment=cfg.augment,
         pca=ds.stats,
         shuffle=True,
-        drop_last=True,
+        drop_last=drops_ragged_batch(len(ds.train), cfg.data.batch_size, info.world_size),
         seed=cfg.train.seed,
         device=run.device,
         channels_last=channels_last,
@@ -186,6 +192,19 @@ def make_loaders(run: Run, ds: Dataset, norm: Normalization, channels_last: bool
         workers=cfg.data.workers,
     )
     return train, eval_loader(run, ds, ds.val, norm, channels_last) if ds.val is not None else None
+
+
+RAGGED_KEPT_BELOW = 50  # full batches per epoch: below this the ragged last batch is trained on, not dropped
+
+
+def drops_ragged_batch(n: int, batch_size: int, world_size: int = 1) -> bool:
+    """Whether an epoch leaves out its ragged last batch. Kept on a small training split (fewer than
+    :data:`RAGGED_KEPT_BELOW` full batches: 29 of 221 photos would sit out every epoch at batch 32),
+    dropped on a large one, where it is a few per cent of a shuffled epoch and a short batch would
+    only add a step of a noisier gradient; always dropped when it would hold a single image (BatchNorm
+    cannot normalise one) or under several processes (each rank's share must hold images)."""
+    ragged = n % batch_size
+    return ragged == 0 or ragged < 2 or world_size > 1 or n // batch_size >= RAGGED_KEPT_BELOW
 
 
 def eval_loader(run: Run, ds: Dataset, split, norm: Normalization, channels_last: bool) -> BatchLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -25,6 +26,12 @@ class TrainingDiverged(VgglabError):
 def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
     """``train.compile``: false, true (inductor's default mode), reduce-overhead or max-autotune."""
     if setting is False:
+        return module
+    if next(module.parameters(), torch.empty(0)).device.type == "mps":
+        warnings.warn(
+            "train.compile is not used on Apple's MPS (torch.compile's MPS backend is experimental): running uncompiled",
+            stacklevel=2,
+        )
         return module
     mode = None if setting is True or setting == "default" else str(setting)
     return cast(nn.Module, torch.compile(module, mode=mode))  # of a Module: an OptimizedModule, itself a Module

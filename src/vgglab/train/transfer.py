@@ -1,7 +1,8 @@
 """Initialising a model from other weights: a vgglab run/checkpoint, safetensors or torchvision.
 
 Modes: ``exact`` (same architecture, every tensor), ``features`` (the conv part; the head starts
-fresh), ``cross-geometry`` (conv part exactly; head tensors only where shapes agree, optionally
+fresh), ``all-but-last`` (every tensor but the class layer: the pretrained fc6/fc7 are kept, as in
+torchvision's fine-tuning tutorial and the paper's Appendix B), ``cross-geometry`` (conv part exactly; head tensors only where shapes agree, optionally
 folding an ImageNet FC6 over its 7x7 taps for a target that sees a 1x1 map) and
 ``shallow-to-deep`` (Simonyan & Zisserman, sec. 3.1: a deeper configuration from a shallower one).
 """
@@ -172,6 +173,18 @@ def transfer(
                 take(k, k, v)
             else:
                 report.skipped.append((k, tuple(v.shape), tuple(target[k].shape) if k in target else None))
+    elif mode == "all-but-last":
+        for k, v in source.items():
+            if k.startswith("head.classifier."):
+                report.skipped.append((k, tuple(v.shape), tuple(target[k].shape) if k in target else None))
+            elif k in target and target[k].shape == v.shape:
+                take(k, k, v)
+            else:
+                raise TransferError(
+                    f"all-but-last init needs the same layers up to the class layer; {k} is {list(v.shape)} in the source "
+                    f"but {list(target[k].shape) if k in target else 'absent'} in {model.config.name} "
+                    "(init_mode: features keeps the conv part only)"
+                )
     else:  # features, cross-geometry
         for k, v in source.items():
             if k.startswith("features."):
