@@ -21,8 +21,9 @@ LOCK = "run.lock"  # held by the process writing the run
 SPLITS = "splits.json.gz"  # which files the run trained and validated on (ImageFolder trees)
 MLFLOW_ID = "mlflow_run.json"  # the MLflow run this run logs to
 TENSORBOARD = "tensorboard"  # TensorBoard's event files (a folder)
+PROBE = "probe.json"  # a probe run's regularisation grid, its scores and the choice (vgglab.train.linear_probe)
 
-RUN_FILES = (CONFIG, LAST, BEST, WEIGHTS, METRICS, RESULTS, INIT_REPORT, LOCK, SPLITS, MLFLOW_ID, TENSORBOARD)
+RUN_FILES = (CONFIG, LAST, BEST, WEIGHTS, METRICS, RESULTS, INIT_REPORT, LOCK, SPLITS, MLFLOW_ID, TENSORBOARD, PROBE)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -214,6 +214,9 @@ def test_bad_inputs_are_one_line_each(setup, tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as e:
         probe(tmp_path, tree, weights, "x5", "data.val_size=0")
     assert "validation" in one_line(e) and "c_grid" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # tracking that would record nothing
+        probe(tmp_path, tree, weights, "x5b", "log.tensorboard=true")
+    assert "no epochs to track" in one_line(e)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     with pytest.raises(VgglabError) as e:  # a cache folder that cannot be written
@@ -264,3 +267,18 @@ def test_lp_ft_starts_fine_tuning_from_the_probe_run(setup):
     before, after = load_checkpoint(res.run_dir)["model"], load_checkpoint(ft.run_dir)["model"]
     assert torch.equal(before["features.block1.conv1.weight"], after["features.block1.conv1.weight"])  # frozen
     assert not torch.equal(before["head.classifier.weight"], after["head.classifier.weight"])  # the head trained on
+
+
+def test_predict_export_report_and_load_model_take_the_probe_run(setup, capsys):
+    from vgglab.cli import main
+
+    tmp_path, tree, weights = setup
+    res, _ = probe(tmp_path, tree, weights, "r")
+    model = vgglab.load_model(res.run_dir, device="cpu")
+    assert model.config.num_classes == 3 and model.meta.classes == ("a", "b", "c")
+    photo = next((tree / "test" / "b").iterdir())
+    assert main(["predict", str(res.run_dir), str(photo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top"][0]["class"] in ("a", "b", "c")
+    assert main(["export", str(res.run_dir), "--format", "safetensors"]) == 0
+    assert (res.run_dir / "export" / "model.safetensors").is_file()
+    assert main(["report", str(res.run_dir)]) == 0 and (res.run_dir / "report.html").is_file()

@@ -23,7 +23,7 @@ from ..errors import VgglabError
 from ..files import write_text
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
-from ..runfiles import CONFIG, LAST, RESULTS
+from ..runfiles import CONFIG, LAST, METRICS, PROBE, RESULTS
 from ..runmeta import RunMeta
 from .checkpoint import resolve_checkpoint, save_checkpoint
 from .config import Config, ConfigError, save_config
@@ -36,8 +36,6 @@ from .reporter import MetricsLog, Reporter
 from .runlock import RunLock
 from .speed import SpeedChoice, machine_info, resolve_inference_precision
 from .transfer import read_source
-
-PROBE_FILE = "probe.json"  # the grid's scores and the choice, beside results.json
 
 
 def weights_file(source: str) -> Path:
@@ -59,11 +57,16 @@ def check_probe_config(cfg: Config) -> str:
             f"probe.c_grid holds {len(cfg.probe.c_grid)} values, chosen among on a validation split, and data.val_size is 0: "
             "set data.val_size (e.g. 0.1) or give probe.c_grid a single value"
         )
+    tracked = [k for k in ("tensorboard", "mlflow") if getattr(cfg.log, k)]
+    if tracked:
+        raise ConfigError(
+            f"log.{tracked[0]}: a probe has no epochs to track (its figures are in results.json and probe.json); set it false"
+        )
     return cfg.train.init_from
 
 
 def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
-    """Run ``cfg`` (``probe.enabled``) as a probe; returns the engine's ``FitResult``-like pair."""
+    """Run ``cfg`` (``probe.enabled``) as a probe: returns the run directory and its results."""
     if resume is not None:
         raise VgglabError(
             f"{resume} is a probe run: there is no training to resume; run the recipe again, its feature cache makes that quick"
@@ -74,19 +77,7 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
     _, device = start_process(cfg)
     ds = load_dataset(cfg.data, cfg.augment if cfg.probe.views else None, device)
     norm = training_normalization(cfg, ds)
-    source_sd, source_cfg = read_source(source)
-    if cfg.model.name and cfg.model.spec is None and source_cfg.name != cfg.model.name:
-        raise ConfigError(
-            f"train.init_from {cfg.train.init_from} holds a {source_cfg.name}, the recipe's model.name is {cfg.model.name}: "
-            f"set model.name: {source_cfg.name}, or give {cfg.model.name} weights"
-        )
-    if cfg.probe.descriptor == "dense" and cfg.probe.layer != "pool5" and source_cfg.head.type not in ("imagenet", "cifar"):
-        raise ConfigError(
-            f"probe.descriptor dense runs the FC layers as convolutions over the whole image, and {source_cfg.name}'s "
-            f"{source_cfg.head.type} head has none: use probe.layer: pool5 (the conv map) or probe.descriptor: center"
-        )
-    model = probe_model(source_sd, source_cfg, cfg.probe.layer, ds.num_classes, ds.image_size)
-    del source_sd
+    model = load_probe_model(cfg, source, ds.num_classes, ds.image_size)
     speed = probe_precision(cfg, model, device)
     cfg.resolved = speed.to_dict()
     run_dir = open_run_dir(out, cfg, None, DistInfo(), lock)
@@ -94,7 +85,7 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
     write_record(run_dir, ds)
     reporter = Reporter(cfg, run_dir, True, log)
     log(
-        f"{cfg.name}: a probe of {cfg.train.init_from} ({source_cfg.name}, {cfg.probe.layer}, {cfg.probe.descriptor} descriptor"
+        f"{cfg.name}: a probe of {source} ({model.config.name}, {cfg.probe.layer}, {cfg.probe.descriptor} descriptor"
         + (f", {cfg.probe.views} augmented views per training image" if cfg.probe.views else "")
         + f") on {device}, {cfg.data.dataset} train {len(ds.train)} / val {len(ds.val) if ds.val is not None else 0} / "
         f"test {len(ds.test)} -> {run_dir}"
@@ -102,7 +93,7 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
     log(speed.header(cfg.train.precision, cfg.train.channels_last))
     identity = {
         "weights_sha256": file_sha256(weights_file(source), cfg.data.cache_dir),
-        "arch": source_cfg.name,
+        "arch": model.config.name,
         "layer": cfg.probe.layer,
         "descriptor": cfg.probe.descriptor,
         **({"scales": cfg.probe.scales, "scale_pool": cfg.probe.scale_pool} if cfg.probe.descriptor == "dense" else {}),
@@ -112,53 +103,30 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
         "precision": speed.precision,  # not the layout: NCHW and NHWC kernels agree to rounding
         "device": device.type,
     }
-    computed = 0
-    features: dict[str, np.ndarray] = {}
     t_cache = time.perf_counter()
-    for name in ("train", "val", "test"):
-        split = ds.split(name)
-        if split is None:
-            continue
-        x, n = cached_descriptors(
-            FeatureCache(cfg.data.cache_dir, identity), split, name, cfg, model, norm, ds, device, speed, reporter
-        )
-        features[name], computed = x, computed + n
-    views = []
-    for k in range(1, cfg.probe.views + 1):
-        view_id = {**identity, "view": k, "seed": cfg.train.seed, "augment": cfg.to_dict()["augment"]}
-        x, n = cached_descriptors(
-            FeatureCache(cfg.data.cache_dir, view_id),
-            ds.train,
-            f"train view {k}",
-            cfg,
-            model,
-            norm,
-            ds,
-            device,
-            speed,
-            reporter,
-            view=k,
-        )
-        views.append(x)
-        computed += n
+    features, views, computed = gather_descriptors(cfg, identity, model, norm, ds, device, speed, reporter)
     cache_s = time.perf_counter() - t_cache
+    total = sum(len(v) for v in features.values()) + sum(len(v) for v in views)
     log(
-        f"descriptors: {computed:,} computed, {sum(len(v) for v in features.values()) + sum(len(v) for v in views) - computed:,} "
-        f"read from the feature cache {FeatureCache(cfg.data.cache_dir, identity).dir.parent} ({cache_s:.1f}s)"
+        f"descriptors: {computed:,} computed, {total - computed:,} read from the feature cache "
+        f"{features_root(cfg.data.cache_dir)} ({cache_s:.1f}s)"
     )
-    y = {name: ds.split(name).y.numpy() for name in features}  # type: ignore[union-attr]
-    x_train = np.concatenate([features["train"], *views]) if views else features["train"]
-    y_train = np.concatenate([y["train"]] * (1 + len(views)))
+    y = {name: split.y.numpy() for name in features if (split := ds.split(name)) is not None}
     t_fit = time.perf_counter()
     head, grid = fit_head(
-        x_train, y_train, features.get("val"), y.get("val"), cfg.probe.c_grid, cfg.probe.max_iter, ds.num_classes
+        np.concatenate([features["train"], *views]),
+        np.concatenate([y["train"]] * (1 + len(views))),
+        features.get("val"),
+        y.get("val"),
+        cfg.probe.c_grid,
+        cfg.probe.max_iter,
+        ds.num_classes,
     )
     fit_s = time.perf_counter() - t_fit
     fold_into(model.to(memory_format=torch.contiguous_format), head)
     result = score(head, features, y)
-    chosen = head["C"]
     log(
-        f"probe: C={chosen:g} chosen"
+        f"probe: C={head['C']:g} chosen"
         + (
             " on validation (top-1 by C: " + ", ".join(f"{g['C']:g} {100 * g['val_top1']:.1f}%" for g in grid) + ")"
             if "val" in features
@@ -166,7 +134,16 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
         )
         + f"; fitted in {fit_s:.1f}s"
     )
-    meta = RunMeta(tuple(ds.classes), ds.image_size, ds.store_size, model.config.to_dict(), norm)
+    record = {
+        "C": head["C"],
+        "grid": grid,
+        "descriptors_computed": computed,
+        "cache": str(FeatureCache(cfg.data.cache_dir, identity).dir),
+        # center descriptors are what the model computes on eval's crop: its predictions are the probe's.
+        # Appendix B's are L2-normalised dense averages over scales: the model's single center view approximates them
+        "model_equals_probe": cfg.probe.descriptor == "center",
+    }
+    final = {"best_epoch": 1, **{k: v for k, v in result.items() if not k.startswith("train_")}, "probe": record}
     row = {
         "epoch": 1,
         "train_loss": result["train_loss"],
@@ -176,30 +153,16 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
         "seconds": cache_s + fit_s,
         "images_per_s": computed / cache_s if computed else None,
     }
-    extra = {
-        "speed": {
-            "precision_setting": cfg.train.precision,
-            "channels_last_setting": False,
-            "device": device.type,
-            **speed.to_dict(),
-        }
-    }
-    save_checkpoint(
-        {**meta.to_dict(), **extra, "model": model.state_dict(), "epoch": 1, "config": cfg.to_dict(), "metrics": row},
-        run_dir / LAST,
+    write_probe_run(
+        run_dir,
+        cfg,
+        model,
+        RunMeta(tuple(ds.classes), ds.image_size, ds.store_size, model.config.to_dict(), norm),
+        speed,
+        device,
+        row,
     )
-    MetricsLog(run_dir / "metrics.csv").append(row)
-    probe_record = {
-        "C": chosen,
-        "grid": grid,
-        "descriptors_computed": computed,
-        "cache": str(FeatureCache(cfg.data.cache_dir, identity).dir),
-        # center descriptors are what the model computes on eval's crop: its predictions are the probe's.
-        # Appendix B's are L2-normalised dense averages over scales: the model's single center view approximates them
-        "model_equals_probe": cfg.probe.descriptor == "center",
-    }
-    write_text(run_dir / PROBE_FILE, json.dumps(probe_record, indent=2))
-    final = {"best_epoch": 1, **{k: v for k, v in result.items() if not k.startswith("train_")}, "probe": probe_record}
+    write_text(run_dir / PROBE, json.dumps(record, indent=2))
     final["timings"] = {"descriptors": round(cache_s, 3), "fit": round(fit_s, 3), "total": round(time.perf_counter() - t0, 3)}
     write_text(run_dir / RESULTS, json.dumps(final, indent=2))
     if "val_top1" in final:
@@ -209,13 +172,69 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
     return run_dir, final
 
 
+def load_probe_model(cfg: Config, source: str, classes: int, input_size: int) -> VGG:
+    """The frozen network of ``train.init_from`` up to ``probe.layer``, with a class layer for ``classes``."""
+    source_sd, source_cfg = read_source(source)
+    if cfg.model.name and cfg.model.spec is None and source_cfg.name != cfg.model.name:
+        raise ConfigError(
+            f"train.init_from {source} holds a {source_cfg.name}, the recipe's model.name is {cfg.model.name}: "
+            f"set model.name: {source_cfg.name}, or give {cfg.model.name} weights"
+        )
+    if cfg.probe.descriptor == "dense" and cfg.probe.layer != "pool5" and source_cfg.head.type not in ("imagenet", "cifar"):
+        raise ConfigError(
+            f"probe.descriptor dense runs the FC layers as convolutions over the whole image, and {source_cfg.name}'s "
+            f"{source_cfg.head.type} head has none: use probe.layer: pool5 (the conv map) or probe.descriptor: center"
+        )
+    return probe_model(source_sd, source_cfg, cfg.probe.layer, classes, input_size)
+
+
+def gather_descriptors(cfg: Config, identity: dict, model, norm, ds, device, speed, reporter):
+    """Every split's descriptors and the training split's augmented views, from the cache where it holds
+    them: ({split: (N, D)}, [(N_train, D) per view], how many were computed)."""
+    computed = 0
+    features: dict[str, np.ndarray] = {}
+    for name in ("train", "val", "test"):
+        split = ds.split(name)
+        if split is not None:
+            cache = FeatureCache(cfg.data.cache_dir, identity)
+            features[name], n = cached_descriptors(cache, split, name, cfg, model, norm, ds, device, speed, reporter)
+            computed += n
+    views = []
+    for k in range(1, cfg.probe.views + 1):
+        cache = FeatureCache(
+            cfg.data.cache_dir, {**identity, "view": k, "seed": cfg.train.seed, "augment": cfg.to_dict()["augment"]}
+        )
+        x, n = cached_descriptors(cache, ds.train, f"train view {k}", cfg, model, norm, ds, device, speed, reporter, view=k)
+        views.append(x)
+        computed += n
+    return features, views, computed
+
+
+def write_probe_run(run_dir: Path, cfg: Config, model: VGG, meta: RunMeta, speed: SpeedChoice, device, row: dict) -> None:
+    """The run's checkpoint (the whole network with its fitted class layer, as eval and predict read any
+    run's) and its metrics row."""
+    extra = {
+        "speed": {
+            "precision_setting": cfg.train.precision,
+            "channels_last_setting": cfg.train.channels_last,
+            "device": device.type,
+            **speed.to_dict(),
+        }
+    }
+    state = {**meta.to_dict(), **extra, "model": model.state_dict(), "epoch": 1, "config": cfg.to_dict(), "metrics": row}
+    save_checkpoint(state, run_dir / LAST)
+    MetricsLog(run_dir / METRICS).append(row)
+
+
 def probe_precision(cfg: Config, model: VGG, device: torch.device) -> SpeedChoice:
     """The precision and layout descriptors are computed in: as train.precision and train.channels_last
     pin them, else the inference rule with the layout probed too (bf16 where native and measured faster
     on a CPU, bf16 on a GPU that has it, else fp32; channels_last where it measures faster)."""
     if cfg.train.precision != "auto" and cfg.train.channels_last != "auto":
         return SpeedChoice(cfg.train.precision, bool(cfg.train.channels_last), machine=machine_info())
-    choice = resolve_inference_precision(model, device, cache_dir=cfg.data.cache_dir, layouts=cfg.train.channels_last == "auto")
+    choice = resolve_inference_precision(  # timed at the batch the descriptors are computed in
+        model, device, cache_dir=cfg.data.cache_dir, layouts=cfg.train.channels_last == "auto", batch=cfg.data.eval_batch_size
+    )
     if cfg.train.precision != "auto":
         choice.precision, choice.precision_reason = cfg.train.precision, "set in the config"
     if cfg.train.channels_last != "auto":
