@@ -269,6 +269,7 @@ def test_lp_ft_starts_fine_tuning_from_the_probe_run(setup):
     assert not torch.equal(before["head.classifier.weight"], after["head.classifier.weight"])  # the head trained on
 
 
+@pytest.mark.slow  # three commands end to end (the fast suite checks eval and load_run on every layer's run)
 def test_predict_export_report_and_load_model_take_the_probe_run(setup, capsys):
     from vgglab.cli import main
 
