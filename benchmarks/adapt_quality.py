@@ -7,7 +7,8 @@ ship, truck) from 50 training images per class (5 of them the validation split),
 their 5,000 test images, five ways, each on ``--seeds`` different draws of the 50 images:
 
 - probe: ``probe_imagefolder`` (fc7, C chosen on validation);
-- probe + views: the same with ``probe.views=8`` (padded crops and flips);
+- probe + views: the same with ``probe.views=8`` (padded crops and flips), the head fitted by L-BFGS on
+  every view at once, or trained by the recipe's SGD and schedule one view per image per epoch;
 - LP-FT: fine-tuning every layer, starting from the probe run (``init_mode: exact``); and the same with
   the features frozen (BatchNorm in eval mode) for the first 5 epochs;
 - fine-tune: every layer, from the pretrained weights but the class layer (``all-but-last``);
@@ -132,7 +133,9 @@ def main() -> None:
             *pinned,
         ]
         probe_run = record("probe", seed, "probe_imagefolder", out / "probe", probe_sets)
-        record("probe + views", seed, "probe_imagefolder", out / "views", [*probe_sets, "probe.views=8"])
+        views = [*probe_sets, "probe.views=8"]
+        record("views, L-BFGS", seed, "probe_imagefolder", out / "views", [*views, "probe.head=logistic"])
+        record("views, SGD head", seed, "probe_imagefolder", out / "views-sgd", [*views, "probe.head=sgd"])
         lpft = finetune(tree, cache, probe_run, "exact", a.epochs, 0.01, seed)
         lpft["augment"].update(mean=norm["mean"], std=norm["std"])
         record("LP-FT", seed, lpft, out / "lpft")

@@ -124,10 +124,12 @@ def test_other_weights_never_reuse_a_descriptor(setup):
     assert again.metrics["probe"]["descriptors_computed"] == 42
 
 
-@pytest.mark.parametrize("layer", ["fc7", "fc6", "pool5"])
-def test_the_folded_model_equals_the_probe_on_the_test_split(setup, layer):
+@pytest.mark.parametrize(
+    "layer,more", [("fc7", ()), ("fc6", ()), ("pool5", ()), ("fc7", ("probe.head=sgd", "train.epochs=2"))], ids=str
+)
+def test_the_folded_model_equals_the_probe_on_the_test_split(setup, layer, more):
     tmp_path, tree, weights = setup
-    res, _ = probe(tmp_path, tree, weights, "r", f"probe.layer={layer}")
+    res, _ = probe(tmp_path, tree, weights, "r", f"probe.layer={layer}", *more)
     ckpt = load_checkpoint(res.run_dir)
     model = model_from_checkpoint(ckpt).eval()
     cfg = load_config(res.run_dir / "config.yaml")
@@ -167,13 +169,22 @@ def test_ctrl_c_while_caching_keeps_what_was_written_and_the_next_run_continues(
     assert res.metrics["probe"]["descriptors_computed"] == 42 - 8
 
 
-def test_augmented_views_are_cached_and_named_in_the_header(setup):
+def test_augmented_views_are_cached_named_and_sampled_by_a_head_the_engine_trains(setup):
     tmp_path, tree, weights = setup
-    res, lines = probe(tmp_path, tree, weights, "r1", "probe.views=2")
+    sets = ("probe.views=2", "train.epochs=3", "schedule.name=cosine", "data.batch_size=8")
+    res, lines = probe(tmp_path, tree, weights, "r1", *sets)
     assert "2 augmented views per training image" in lines[0]
     assert res.metrics["probe"]["descriptors_computed"] == 42 + 2 * 24
-    again, _ = probe(tmp_path, tree, weights, "r2", "probe.views=2", "probe.c_grid=[1]")
+    assert res.metrics["probe"]["head"] == "sgd" and sum(line.startswith("head epoch ") for line in lines) == 3
+    assert len(vgglab.load_run(res.run_dir).metrics) == 3  # one metrics.csv row per epoch of the head
+    again, _ = probe(tmp_path, tree, weights, "r2", *sets)  # the same seed: the same views drawn, the same head
     assert again.metrics["probe"]["descriptors_computed"] == 0
+    a, b = (load_checkpoint(r.run_dir)["model"]["head.classifier.weight"] for r in (res, again))
+    assert torch.equal(a, b)
+    other, _ = probe(tmp_path, tree, weights, "r3", *sets, "train.seed=1")  # another seed: other views, computed once
+    assert other.metrics["probe"]["descriptors_computed"] == 2 * 24
+    fitted, _ = probe(tmp_path, tree, weights, "r4", "probe.views=2", "probe.head=logistic", "probe.c_grid=[1]")
+    assert fitted.metrics["probe"]["head"] == "logistic" and fitted.metrics["probe"]["descriptors_computed"] == 0
 
 
 def test_appendix_b_dense_descriptor(setup):

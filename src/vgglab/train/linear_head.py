@@ -1,5 +1,6 @@
 """The probe's head: a multinomial logistic regression per regularisation strength, chosen on the
-validation split, scored, and folded into the network's class layer.
+validation split (or, over cached augmented views, the class layer trained by the engine's optimiser
+and schedule, one view per image per epoch), scored, and folded into the network's class layer.
 
 Descriptors are standardised before the fit (L-BFGS converges on 4096 unscaled ReLU outputs slowly);
 the standardising is folded into the class layer's weights and bias, so the network computes exactly
@@ -7,15 +8,20 @@ what was fitted."""
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from ..data.loader import epoch_generator
 from ..models import VGG
+from .config import Config
+from .optim import Schedule, build_optimizer
 
 
 def fit_head(x_train, y_train, x_val, y_val, grid: list[float], max_iter: int, classes: int) -> tuple[dict, list[dict]]:
@@ -91,3 +97,84 @@ def fold_into(model: VGG, head: dict) -> None:
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         if layer.bias is not None:
             layer.bias.copy_(torch.as_tensor(head["bias"], dtype=layer.bias.dtype))
+
+
+def train_head(
+    views: list[np.ndarray],
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    cfg: Config,
+    classes: int,
+    log=print,
+) -> tuple[dict, list[dict]]:
+    """The class layer trained by the engine's optimiser and schedule (``optim``, ``schedule``,
+    ``train.epochs``, ``data.batch_size``, ``train.label_smoothing``) on cached descriptors: each epoch
+    every training image is seen once, as one of its ``views`` (the center crop first, then the
+    augmented ones: (N, D) each) drawn from (seed, epoch), so the same seed trains the same head. The
+    epoch with the best validation top-1 is kept (the last without a validation split). Returns the
+    head on raw descriptors and one metrics row per epoch."""
+    stack = torch.from_numpy(np.stack(views)).float()  # (K + 1, N, D)
+    mean, std = stack[0].mean(0), stack[0].std(0) + 1e-6
+    stack = (stack - mean) / std
+    y = torch.from_numpy(y_train).long()
+    val = (
+        (torch.from_numpy((x_val - mean.numpy()) / std.numpy()).float(), torch.from_numpy(y_val).long())
+        if x_val is not None and y_val is not None
+        else None
+    )
+    layer = _Head(stack.shape[-1], classes)
+    batch, epochs = min(cfg.data.batch_size, len(y)), cfg.train.epochs
+    steps = -(-len(y) // batch)
+    optimizer = build_optimizer(layer, cfg.optim, batch)
+    schedule = Schedule(optimizer, cfg.schedule, steps, epochs, "max", cfg.optim)
+    best, best_state, rows = -1.0, None, []
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        g = epoch_generator(cfg.train.seed, epoch)
+        order, pick = torch.randperm(len(y), generator=g), torch.randint(0, len(stack), (len(y),), generator=g)
+        lr, total, correct = schedule.lr, 0.0, 0
+        for s in range(steps):
+            idx = order[s * batch : (s + 1) * batch]
+            logits = layer(stack[pick[idx], idx])
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.train.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step_batch()
+            total += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        row = {"epoch": epoch, "train_loss": total / len(y), "train_top1": correct / len(y), "lr": lr}
+        if val is not None:
+            with torch.no_grad():
+                vl = layer(val[0])
+            row["val_loss"], row["val_top1"] = F.cross_entropy(vl, val[1]).item(), float((vl.argmax(1) == val[1]).float().mean())
+        monitored = row.get("val_top1", -row["train_loss"])
+        schedule.step_epoch(monitored)
+        if val is None or monitored > best:
+            best, best_state = monitored, {k: v.clone() for k, v in layer.state_dict().items()}
+        row["seconds"] = time.perf_counter() - t
+        row["images_per_s"] = len(y) / row["seconds"]
+        rows.append(row)
+        log(
+            f"head epoch {epoch}/{epochs}  train loss {row['train_loss']:.4f} top-1 {100 * row['train_top1']:.2f}%"
+            + (f"  val top-1 {100 * row['val_top1']:.2f}%" if val is not None else "")
+            + f"  lr {lr:.3g}"
+        )
+    assert best_state is not None  # epochs >= 1
+    w, b = best_state["classifier.weight"].double().numpy(), best_state["classifier.bias"].double().numpy()
+    mean64, std64 = mean.double().numpy(), std.double().numpy()
+    return {"weight": w / std64, "bias": b - (w / std64) @ mean64}, rows
+
+
+class _Head(nn.Module):
+    """The class layer alone, named as the optimiser's groups expect a parameter outside ``head.``."""
+
+    def __init__(self, dim: int, classes: int):
+        super().__init__()
+        self.classifier = nn.Linear(dim, classes)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)

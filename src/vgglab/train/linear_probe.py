@@ -30,7 +30,7 @@ from .config import Config, ConfigError, save_config
 from .descriptors import descriptor_batches, probe_model
 from .distributed import DistInfo
 from .feature_cache import FeatureCache, check_writable, features_root, file_sha256, image_keys
-from .linear_head import fit_head, fold_into, score
+from .linear_head import fit_head, fold_into, score, train_head
 from .prepare import open_run_dir, start_process, training_normalization
 from .reporter import MetricsLog, Reporter
 from .runlock import RunLock
@@ -113,29 +113,54 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
     )
     y = {name: split.y.numpy() for name in features if (split := ds.split(name)) is not None}
     t_fit = time.perf_counter()
-    head, grid = fit_head(
-        np.concatenate([features["train"], *views]),
-        np.concatenate([y["train"]] * (1 + len(views))),
-        features.get("val"),
-        y.get("val"),
-        cfg.probe.c_grid,
-        cfg.probe.max_iter,
-        ds.num_classes,
-    )
+    rows: list[dict] = []
+    if cfg.probe.trains_head:
+        head, rows = train_head(
+            [features["train"], *views], y["train"], features.get("val"), y.get("val"), cfg, ds.num_classes, log
+        )
+        grid: list[dict] = []
+    else:
+        head, grid = fit_head(
+            np.concatenate([features["train"], *views]),
+            np.concatenate([y["train"]] * (1 + len(views))),
+            features.get("val"),
+            y.get("val"),
+            cfg.probe.c_grid,
+            cfg.probe.max_iter,
+            ds.num_classes,
+        )
     fit_s = time.perf_counter() - t_fit
     fold_into(model.to(memory_format=torch.contiguous_format), head)
     result = score(head, features, y)
-    log(
-        f"probe: C={head['C']:g} chosen"
-        + (
-            " on validation (top-1 by C: " + ", ".join(f"{g['C']:g} {100 * g['val_top1']:.1f}%" for g in grid) + ")"
-            if "val" in features
-            else " (one value, no validation split)"
+    if rows:  # a trained head: a row per epoch (the first one's time includes the descriptors'), the best kept
+        best_epoch = max(rows, key=lambda r: r.get("val_top1", 0.0))["epoch"] if "val" in features else rows[-1]["epoch"]
+        rows[0]["seconds"] += cache_s
+        log(f"probe: the class layer trained {len(rows)} epochs on the views, epoch {best_epoch} kept; {fit_s:.1f}s")
+    else:  # a fitted head: one row for the whole probe
+        best_epoch = 1
+        rows = [
+            {
+                "epoch": 1,
+                "train_loss": result["train_loss"],
+                "train_top1": result["train_top1"],
+                "val_loss": result.get("val_loss"),
+                "val_top1": result.get("val_top1"),
+                "seconds": cache_s + fit_s,
+                "images_per_s": computed / cache_s if computed else None,
+            }
+        ]
+        log(
+            f"probe: C={head['C']:g} chosen"
+            + (
+                " on validation (top-1 by C: " + ", ".join(f"{g['C']:g} {100 * g['val_top1']:.1f}%" for g in grid) + ")"
+                if "val" in features
+                else " (one value, no validation split)"
+            )
+            + f"; fitted in {fit_s:.1f}s"
         )
-        + f"; fitted in {fit_s:.1f}s"
-    )
     record = {
-        "C": head["C"],
+        "head": "sgd" if cfg.probe.trains_head else "logistic",
+        "C": head.get("C"),
         "grid": grid,
         "descriptors_computed": computed,
         "cache": str(FeatureCache(cfg.data.cache_dir, identity).dir),
@@ -143,25 +168,9 @@ def fit_probe(cfg: Config, out, resume, log, lock: RunLock):
         # Appendix B's are L2-normalised dense averages over scales: the model's single center view approximates them
         "model_equals_probe": cfg.probe.descriptor == "center",
     }
-    final = {"best_epoch": 1, **{k: v for k, v in result.items() if not k.startswith("train_")}, "probe": record}
-    row = {
-        "epoch": 1,
-        "train_loss": result["train_loss"],
-        "train_top1": result["train_top1"],
-        "val_loss": result.get("val_loss"),
-        "val_top1": result.get("val_top1"),
-        "seconds": cache_s + fit_s,
-        "images_per_s": computed / cache_s if computed else None,
-    }
-    write_probe_run(
-        run_dir,
-        cfg,
-        model,
-        RunMeta(tuple(ds.classes), ds.image_size, ds.store_size, model.config.to_dict(), norm),
-        speed,
-        device,
-        row,
-    )
+    final = {"best_epoch": best_epoch, **{k: v for k, v in result.items() if not k.startswith("train_")}, "probe": record}
+    meta = RunMeta(tuple(ds.classes), ds.image_size, ds.store_size, model.config.to_dict(), norm)
+    write_probe_run(run_dir, cfg, model, meta, speed, device, rows)
     write_text(run_dir / PROBE, json.dumps(record, indent=2))
     final["timings"] = {"descriptors": round(cache_s, 3), "fit": round(fit_s, 3), "total": round(time.perf_counter() - t0, 3)}
     write_text(run_dir / RESULTS, json.dumps(final, indent=2))
@@ -210,9 +219,9 @@ def gather_descriptors(cfg: Config, identity: dict, model, norm, ds, device, spe
     return features, views, computed
 
 
-def write_probe_run(run_dir: Path, cfg: Config, model: VGG, meta: RunMeta, speed: SpeedChoice, device, row: dict) -> None:
+def write_probe_run(run_dir: Path, cfg: Config, model: VGG, meta: RunMeta, speed: SpeedChoice, device, rows: list[dict]) -> None:
     """The run's checkpoint (the whole network with its fitted class layer, as eval and predict read any
-    run's) and its metrics row."""
+    run's) and its metrics rows."""
     extra = {
         "speed": {
             "precision_setting": cfg.train.precision,
@@ -221,9 +230,18 @@ def write_probe_run(run_dir: Path, cfg: Config, model: VGG, meta: RunMeta, speed
             **speed.to_dict(),
         }
     }
-    state = {**meta.to_dict(), **extra, "model": model.state_dict(), "epoch": 1, "config": cfg.to_dict(), "metrics": row}
+    state = {
+        **meta.to_dict(),
+        **extra,
+        "model": model.state_dict(),
+        "epoch": rows[-1]["epoch"],
+        "config": cfg.to_dict(),
+        "metrics": rows[-1],
+    }
     save_checkpoint(state, run_dir / LAST)
-    MetricsLog(run_dir / METRICS).append(row)
+    metrics = MetricsLog(run_dir / METRICS)
+    for row in rows:
+        metrics.append(row)
 
 
 def probe_precision(cfg: Config, model: VGG, device: torch.device) -> SpeedChoice:

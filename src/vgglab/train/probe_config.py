@@ -34,13 +34,23 @@ class ProbeConfig:
     c_grid: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
     max_iter: int = 1000  # L-BFGS iterations per fit
     # K augmented views per training image (the recipe's augment: random-resized crop, flip), cached
-    # too (K forwards once); the head is fitted on the center crops and every view
+    # too (K forwards once; named in the run's first line); the head (``head``) samples them
     views: int = 0
+    # logistic: scikit-learn's logistic regression over every view at once, C chosen on validation; sgd: the
+    # class layer trained by the recipe's optim and schedule for train.epochs, each epoch one view of each
+    # training image (the center crop or one of the K), the best epoch on validation kept; auto: sgd with views
+    head: str = "auto"
+
+    @property
+    def trains_head(self) -> bool:
+        """Whether the class layer is trained by SGD over epochs (``head``), not fitted by L-BFGS."""
+        return self.head == "sgd" or (self.head == "auto" and self.views > 0)
 
     def __post_init__(self):
         _choice("probe", "layer", self.layer, PROBE_LAYERS)
         _choice("probe", "descriptor", self.descriptor, PROBE_DESCRIPTORS)
         _choice("probe", "scale_pool", self.scale_pool, ("mean", "stack"))
+        _choice("probe", "head", self.head, ("auto", "logistic", "sgd"))
         if (
             not isinstance(self.c_grid, list)
             or not self.c_grid
