@@ -1,6 +1,6 @@
 """A linear probe as an ordinary run: descriptors of a frozen pretrained VGG computed once into the
-feature cache, a multinomial logistic regression fitted on them, and the fitted head written into
-the model's class layer, so ``eval``, ``predict``, ``report``, ``export`` and ``load_model`` take the
+feature cache, a multinomial logistic regression fitted on them (or, over cached augmented views, the
+class layer trained by the recipe's optimiser), and the head written into the model's class layer, so ``eval``, ``predict``, ``report``, ``export`` and ``load_model`` take the
 run as they take any other.
 
 The regularisation strength is chosen on the validation split from ``probe.c_grid`` (the best top-1,
