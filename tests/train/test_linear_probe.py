@@ -294,3 +294,13 @@ def test_predict_export_report_and_load_model_take_the_probe_run(setup, capsys):
     assert main(["export", str(res.run_dir), "--format", "safetensors"]) == 0
     assert (res.run_dir / "export" / "model.safetensors").is_file()
     assert main(["report", str(res.run_dir)]) == 0 and (res.run_dir / "report.html").is_file()
+
+
+def test_a_damaged_shard_is_computed_again_not_trusted(setup):
+    tmp_path, tree, weights = setup
+    res, _ = probe(tmp_path, tree, weights, "r1", "data.eval_batch_size=8")
+    shards = sorted(type(tmp_path)(res.metrics["probe"]["cache"]).glob("shard-*.npz"))
+    shards[0].write_bytes(b"not a shard")  # a disk error, an edit
+    again, _ = probe(tmp_path, tree, weights, "r2", "data.eval_batch_size=8")
+    assert 0 < again.metrics["probe"]["descriptors_computed"] <= 8
+    assert again.metrics["test_top1"] == pytest.approx(res.metrics["test_top1"])
