@@ -34,9 +34,8 @@ def fit_head(x_train, y_train, x_val, y_val, grid: list[float], max_iter: int, c
     for c in grid:
         lr = LogisticRegression(C=c, max_iter=max_iter)
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", ConvergenceWarning
-            )  # the grid's strongest Cs may stop at max_iter; scored as they are
+            # the grid's weakest regularisations may stop at max_iter: scored as they are
+            warnings.simplefilter("ignore", ConvergenceWarning)
             lr.fit(z, y_train)
         head = _as_head(lr, mean, std, classes)
         entry = {"C": c, "train_top1": _top1(head, x_train, y_train)}
@@ -59,7 +58,12 @@ def _as_head(lr: LogisticRegression, mean: np.ndarray, std: np.ndarray, classes:
         w, b = np.concatenate([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
     full_w, full_b = np.zeros((classes, w.shape[1])), np.full(classes, -1e4)  # a class absent from training is never predicted
     full_w[lr.classes_], full_b[lr.classes_] = w, b
-    return {"weight": full_w / std, "bias": full_b - (full_w / std) @ mean}
+    return on_raw_descriptors(full_w, full_b, mean, std)
+
+
+def on_raw_descriptors(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
+    """A head on standardised descriptors, (x - mean) / std, as the same head on raw ones."""
+    return {"weight": w / std, "bias": b - (w / std) @ mean}
 
 
 def _logits(head: dict, x: np.ndarray) -> np.ndarray:
@@ -163,8 +167,7 @@ def train_head(
         )
     assert best_state is not None  # epochs >= 1
     w, b = best_state["classifier.weight"].double().numpy(), best_state["classifier.bias"].double().numpy()
-    mean64, std64 = mean.double().numpy(), std.double().numpy()
-    return {"weight": w / std64, "bias": b - (w / std64) @ mean64}, rows
+    return on_raw_descriptors(w, b, mean.double().numpy(), std.double().numpy()), rows
 
 
 class _Head(nn.Module):
