@@ -2,7 +2,6 @@
 and public name appears), so a change without its docs fails here, not in a reader's hands."""
 
 import argparse
-import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -39,8 +38,11 @@ def test_every_flag_of_every_command_is_in_the_cli_reference():
 def test_every_config_key_is_in_the_config_reference():
     page = (REFERENCE / "config.md").read_text()
     for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            assert f"`{section}.{f.name}" in page, f"{section}.{f.name}"
+        for name, info in cls.model_fields.items():
+            assert f"`{section}.{name}`" in page, f"{section}.{name}"
+            assert info.description and info.description.replace("|", "\\|") in page, (
+                f"{section}.{name} has no description in the reference"
+            )
 
 
 def test_every_public_name_model_and_recipe_has_its_entry():

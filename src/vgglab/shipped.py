@@ -11,6 +11,9 @@ import yaml
 
 from .strict import _suggest
 
+SCHEMA_FILE = "vgglab-config.schema.json"  # beside the recipes: each names it in its first line, for editors
+SCHEMA_LINE = f"# yaml-language-server: $schema={SCHEMA_FILE}"
+
 
 def recipes_dir() -> Path:
     return Path(str(resources.files("vgglab").joinpath("recipes")))
@@ -47,7 +50,8 @@ def describe(path: Path) -> dict:
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
-        about.append(line.lstrip("#").strip())
+        if not line.startswith("# yaml-language-server:"):  # for editors, not about the recipe
+            about.append(line.lstrip("#").strip())
     model = cfg.get("model") or {}
     return {
         "name": path.stem,

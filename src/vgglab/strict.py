@@ -97,13 +97,6 @@ def _typed(value, hint, where: str, error):
     raise error(f"{where}: expected {wanted}, got {value!r} ({type(value).__name__})")
 
 
-def check_choice(section: str, key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            f"{section}.{key}: {value!r} is not one of {', '.join(map(str, allowed))}{_suggest(str(value), allowed)}"
-        )
-
-
 def plain(value):
     """Tuples -> lists, recursively: the plain values YAML/JSON files hold, so a config reloads to
     itself and configs compare equal however they were read."""

@@ -2,7 +2,6 @@
 works or raises a one-line VgglabError, never another exception type (issue 19)."""
 
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from vgglab.train.config import SECTIONS, load_config
 
 from ..conftest import TINY
 
-KEYS = [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)] + ["name"]
+KEYS = [f"{section}.{f}" for section, cls in SECTIONS.items() for f in cls.model_fields] + ["name"]
 MODEL_OPTION_KEYS = [
     f"model.options.{k}"
     for k in (

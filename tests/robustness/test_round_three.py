@@ -319,7 +319,7 @@ def test_every_run_file_is_guarded():
     [
         ("optim.lr=.inf", "optim.lr: expected a finite number"),
         ("schedule.warmup_start=.nan", "schedule.warmup_start: expected a finite number"),
-        ("optim.betas=[0.9, .nan]", "optim.betas must be two numbers"),
+        ("optim.betas=[0.9, .nan]", "optim.betas[1]: expected a finite number, got nan"),
         ("data.eval_batch_size=x", "--set data.eval_batch_size"),
     ],
 )

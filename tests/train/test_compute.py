@@ -84,7 +84,7 @@ def test_early_epochs_train_on_smaller_crops_then_the_input_side():
     [
         ({"early_crop": 24}, "go together"),
         ({"early_epochs": 3}, "go together"),
-        ({"early_crop": 4, "early_epochs": 1}, "side of 8"),
+        ({"early_crop": 4, "early_epochs": 1}, "augment.early_crop must be >= 8, got 4"),
         ({"crop": "resized", "early_crop": 24, "early_epochs": 1}, "crop: pad"),
     ],
 )

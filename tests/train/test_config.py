@@ -1,10 +1,22 @@
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 import yaml
 
-from vgglab.train.config import Config, ConfigError, apply_overrides, load_config, save_config
+from vgglab.shipped import SCHEMA_FILE, SCHEMA_LINE, recipe_files, recipes_dir
+from vgglab.train.config import (
+    RESUME_KEYS,
+    SECTIONS,
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_schema,
+    load_config,
+    save_config,
+    schema_text,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "src/vgglab/recipes").glob("*.yaml"))
@@ -164,3 +176,35 @@ def test_the_results_table_recipes_train_a_step(recipe, tmp_path, monkeypatch):
     ckpt = torch.load(res.run_dir / "last.pt", weights_only=True)
     assert ckpt["step"] == 1 and ckpt["model_config"]["num_classes"] == (100 if cfg.data.dataset == "cifar100" else 10)
     assert 0.0 <= res.metrics["test_top1"] <= 1.0
+
+
+# --- one declaration per key: descriptions, the JSON Schema, resume -------------------------------
+
+
+def test_every_key_is_declared_with_a_description():
+    missing = [f"{s}.{k}" for s, cls in SECTIONS.items() for k, info in cls.model_fields.items() if not info.description]
+    assert missing == []
+
+
+def test_the_shipped_schema_is_the_declared_one_and_every_recipe_names_it():
+    assert (recipes_dir() / SCHEMA_FILE).read_text() == schema_text()
+    assert all(p.read_text().splitlines()[0] == SCHEMA_LINE for p in recipe_files())
+
+
+def test_every_shipped_recipe_validates_against_the_schema_and_a_misspelt_key_does_not():
+    validator = jsonschema.Draft202012Validator(config_schema())
+    for path in recipe_files():
+        recipe = yaml.safe_load(path.read_text())
+        assert list(validator.iter_errors(recipe)) == [], path.name
+    recipe = yaml.safe_load(recipe_files()[0].read_text())
+    recipe["optim"] = {**(recipe.get("optim") or {}), "lrr": 0.1}
+    assert ["'lrr' was unexpected" in e.message for e in validator.iter_errors(recipe)] == [True]
+    recipe["optim"] = {"name": "sgdd"}
+    assert [e.validator for e in validator.iter_errors(recipe)] == ["enum"]
+
+
+def test_resume_keys_are_the_keys_declared_resumable():
+    assert "train.epochs" in RESUME_KEYS and "optim.lr" not in RESUME_KEYS
+    for key in RESUME_KEYS:
+        section, name = key.split(".")
+        assert SECTIONS[section].model_fields[name].json_schema_extra == {"resume": True}

@@ -224,5 +224,5 @@ def test_muon_is_refused_with_adamw():
 
     with pytest.raises(ConfigError, match="optim.muon applies to sgd only"):
         OptimConfig(name="adamw", muon=True)
-    with pytest.raises(ConfigError, match="muon_lr must be positive"):
+    with pytest.raises(ConfigError, match="optim.muon_lr must be > 0, got 0"):
         OptimConfig(muon=True, muon_lr=0)

@@ -4,6 +4,9 @@ knowledge, so training and evaluation share them without importing each other.""
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import resize
@@ -14,7 +17,8 @@ TTA_MODES = ("none", "flip", "flip-translate", "flip-shift", "multicrop", "dense
 VIEW_MODES = TTA_MODES[:4]  # crops of the evaluation square
 SCALE_MODES = TTA_MODES[4:]  # the paper's (sec. 3.2): the image rescaled to each of --scales first
 MULTICROP_GRID = 3  # crops per side by default (the paper's is 5: --grid 5)
-TRAIN_TTA_MODES = ("none", "flip", "flip-shift", "flip-translate")  # train.test_tta: cheap enough for every run
+TrainTTA = Literal["none", "flip", "flip-shift", "flip-translate"]  # train.test_tta: cheap enough for every run
+TRAIN_TTA_MODES = typing.get_args(TrainTTA)
 VIEW_COUNTS = {"none": 1, "flip": 2, "flip-shift": 6, "flip-translate": 10}  # forward passes per image (tta_views)
 
 

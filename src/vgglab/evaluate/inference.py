@@ -21,7 +21,6 @@ from ..errors import VgglabError
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
 from ..runmeta import RunMeta
-from ..strict import strict_init
 from ..train import speed
 from ..train.checkpoint import CheckpointError, load_checkpoint, meta_of, model_from_checkpoint
 
@@ -106,7 +105,7 @@ class Inference:
                 f"{self.checkpoint.get('path', 'the checkpoint')} records no data section in its config; "
                 "evaluate the run directory's best.pt or last.pt instead"
             )
-        return data if data_root is None else dataclasses.replace(data, root=data_root)
+        return data if data_root is None else data.model_copy(update={"root": data_root})
 
     def _section(self, name: str, cls):
         """The checkpoint's ``config[name]`` read as strictly as a recipe (a key, type or value the
@@ -123,7 +122,7 @@ class Inference:
         if config.get(name) is None:
             return None
         try:
-            return strict_init(cls, config[name], f"{where}: {name}")
+            return cls.read(config[name], where)
         except (VgglabError, TypeError, ValueError) as exc:
             raise CheckpointError(
                 f"{' '.join(str(exc).split())}; the file was edited or damaged: use the run's best.pt or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ def describe_data(
     ds = load_dataset(data, augment)
     st, norm = ds.stats, ds.normalization(augment)
     norm_mean, norm_std = normalized_sample_stats(ds, norm)
-    info = {
+    info: dict[str, Any] = {
         "dataset": data.dataset,
         "splits": {"train": len(ds.train), "val": len(ds.val) if ds.val is not None else 0, "test": len(ds.test)},
         "classes": ds.classes,
