@@ -56,7 +56,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    from vgglab.train.speed import cpu_capability, cpu_model, native_bf16
+    from vgglab.machine import cpu_capability, cpu_model, native_bf16
 
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "VGGLAB_PROGRESS_S": "60"}
     isa = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}

@@ -86,8 +86,8 @@ def main() -> None:
     if not a.cifar:
         raise SystemExit("give --cifar (the CIFAR-10 ImageFolder tree) or set VGGLAB_CIFAR10")
     import vgglab
-    from vgglab.train.checkpoint import load_checkpoint
-    from vgglab.train.speed import cpu_model
+    from vgglab.machine import cpu_model
+    from vgglab.run.checkpoint import load_checkpoint
 
     work, cifar = Path(a.work), Path(a.cifar).expanduser()
     cache = work / "cache"

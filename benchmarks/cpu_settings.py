@@ -4,7 +4,7 @@ Times SGD steps of a model on random data (batch 128) for fp32/bf16 autocast, NC
 and optionally torch.compile, all in this one process, interleaved in rounds so that a shared
 machine's drift hits every arm. An absolute time is not a result; the ratio column is.
 The ``auto`` row is what ``train.precision: auto`` / ``train.channels_last: auto`` resolve to
-here (vgglab.train.speed, its probe run afresh), timed as an arm of its own.
+here (vgglab.speed, its probe run afresh), timed as an arm of its own.
 The first line names the machine (CPU, its capability, native bf16 or not, torch). ``--probes N``
 first runs N fresh probes in a row and says whether their verdicts agree (issue 22).
 
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from vgglab import create_model
-from vgglab.train.speed import machine_label, resolve_speed
+from vgglab.machine import machine_label
+from vgglab.speed import resolve_speed
 
 
 def make_step(model_name: str, precision: str, channels_last: bool, compile_: bool, batch: int):

@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--side", type=int, default=448)
     ap.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "vgglab-trees"))
     a = ap.parse_args()
-    from vgglab.train.speed import machine_label
+    from vgglab.machine import machine_label
 
     print(f"machine: {machine_label()}")
     peaks = []

@@ -142,7 +142,7 @@ def measure_run(tree: Path) -> dict:
 
 
 def main_whole_run(a) -> None:
-    from vgglab.train.speed import cpu_model
+    from vgglab.machine import cpu_model
 
     print(
         f"machine: {cpu_model()}, peak RSS of the process tree (workers included) of whole streamed commands: "
@@ -169,7 +169,7 @@ def main():
     a = ap.parse_args()
     if a.whole_run:
         return main_whole_run(a)
-    from vgglab.train.speed import cpu_model
+    from vgglab.machine import cpu_model
 
     print(
         f"machine: {cpu_model()}, peak RSS of the process tree opening an ImageFolder tree at 224 px (memory: decode, "

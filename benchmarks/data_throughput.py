@@ -99,7 +99,7 @@ def main():
     ap.add_argument("--photos", type=int, default=32, help="12-megapixel photos timed per pipeline")
     ap.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "vgglab-trees"))
     a = ap.parse_args()
-    from vgglab.train.speed import cpu_model
+    from vgglab.machine import cpu_model
 
     torch.set_num_threads(1)
     print(f"machine: {cpu_model()}, {a.workers} worker(s) each, batch {a.batch}, 224-px random-resized crops + flip")

@@ -71,8 +71,9 @@ def main():
     from vgglab.data.config import AugmentConfig, DataConfig
     from vgglab.data.stream import make_loader
     from vgglab.device import resolve_device
+    from vgglab.machine import machine_label
     from vgglab.models import create_model
-    from vgglab.train.speed import machine_label, resolve_speed
+    from vgglab.speed import resolve_speed
 
     device = resolve_device(a.device)
     n_images = a.images or a.batch * (a.steps + 2)

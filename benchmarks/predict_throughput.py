@@ -28,13 +28,13 @@ def main():
     ap.add_argument("--model", default="vgg11")
     ap.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "vgglab-trees"))
     a = ap.parse_args()
+    from vgglab import machine, speed
     from vgglab.data.normalization import Normalization
     from vgglab.device import autocast
     from vgglab.evaluate.inference import Inference
     from vgglab.evaluate.predict import load_image, predict_files
     from vgglab.models import create_model
-    from vgglab.runmeta import RunMeta
-    from vgglab.train import speed
+    from vgglab.run.meta import RunMeta
 
     tree = make_tree(Path(a.root) / "jpeg1000", 1000)
     files = sorted((tree / "train").rglob("*.jpg"))[: a.images]
@@ -66,7 +66,7 @@ def main():
             model(x[i : i + 32])
     limit = len(files) / (time.perf_counter() - t)
     same = sum(p.top[0][0] == q.top[0][0] for p, q in zip(results["before"], results["now"], strict=True))
-    print(f"machine: {speed.machine_label()}; {a.model} at 224, {len(files)} ImageNet-like JPEGs")
+    print(f"machine: {machine.machine_label()}; {a.model} at 224, {len(files)} ImageNet-like JPEGs")
     print(f"precision auto -> {choice.precision} ({choice.precision_reason})")
     print(
         f"predict fp32 (e2924c5's) {rates['before']:.2f} img/s, predict {now.precision} (auto now) {rates['now']:.2f} img/s: "

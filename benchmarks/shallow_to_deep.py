@@ -76,7 +76,7 @@ def main() -> None:
     from vgglab import create_model
     from vgglab.data import load_dataset
     from vgglab.data.config import DataConfig
-    from vgglab.train.checkpoint import load_checkpoint
+    from vgglab.run.checkpoint import load_checkpoint
     from vgglab.train.transfer import transfer
 
     ds = load_dataset(DataConfig(dataset="cifar10", root=args.data_root, download=False))

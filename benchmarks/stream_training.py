@@ -30,8 +30,8 @@ def main():
     from vgglab.data import load_dataset
     from vgglab.data.config import AugmentConfig, DataConfig
     from vgglab.data.stream import make_loader
+    from vgglab.machine import cpu_model
     from vgglab.models import create_model
-    from vgglab.train.speed import cpu_model
 
     tree = make_tree(Path(a.root) / "jpeg1000", 1000)
     aug = AugmentConfig(crop="resized", scale=(0.35, 1.0))

@@ -49,7 +49,7 @@ ABLATIONS = {
 
 
 def cpu_name() -> str:
-    from vgglab.train.speed import cpu_model
+    from vgglab.machine import cpu_model
 
     return f"{cpu_model()} ({os.cpu_count()} cores)"
 
@@ -421,7 +421,7 @@ def main(argv=None) -> int:
 
 def _machine() -> dict:
     """The CPU's capability and bf16 support and the GPU, which decide what auto picks and how fast it runs."""
-    from vgglab.train.speed import machine_info
+    from vgglab.machine import machine_info
 
     info = machine_info()
     return {k: info[k] for k in ("cpu_capability", "native_bf16", "gpu")}

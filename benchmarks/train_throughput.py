@@ -5,7 +5,7 @@ image per item (as torchvision's CIFAR10 does), RandomCrop(32, 4) + RandomHorizo
 ToTensor + Normalize, a DataLoader with 4 workers, fp32, NCHW, eager.
 Arm (b), vgglab: the cached uint8 tensors, BatchLoader (batched augmentation, no workers) and
 ``train_one_epoch`` with the settings given by --precision / --channels-last / --compile
-(default: auto, as ``vgglab train`` resolves them on this machine; see vgglab.train.speed).
+(default: auto, as ``vgglab train`` resolves them on this machine; see vgglab.speed).
 ``--device cuda`` runs both arms on a GPU (the tutorial arm with pinned memory and non-blocking
 copies, fp32, as the tutorial would). The first line printed names the machine.
 
@@ -222,7 +222,8 @@ def main() -> None:
     import torch
 
     from vgglab import create_model
-    from vgglab.train.speed import machine_label, resolve_speed
+    from vgglab.machine import machine_label
+    from vgglab.speed import resolve_speed
 
     _dataset(args.data_root)  # decode and cache once, outside the timed runs
     cl = {"auto": "auto", "on": True, "off": False}[args.channels_last]

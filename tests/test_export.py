@@ -9,7 +9,7 @@ from vgglab import create_model
 from vgglab.cli import main
 from vgglab.errors import VgglabError
 from vgglab.export import ONNX_MIN_TORCH, export_model, extract_features
-from vgglab.train.checkpoint import save_checkpoint
+from vgglab.run.checkpoint import save_checkpoint
 
 
 def make_checkpoint(path, name, **options):

@@ -15,8 +15,8 @@ from vgglab.data.normalization import Normalization
 from vgglab.errors import VgglabError
 from vgglab.files import check_output_file, write_text
 from vgglab.models import create_model
-from vgglab.runmeta import RunMeta
-from vgglab.train.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from vgglab.run.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from vgglab.run.meta import RunMeta
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ _LAZY = {
     "list_models": "models",
     "load_model": "evaluate.load",
     "feature_extractor": "models.features",
-    "RunMeta": "runmeta",
+    "RunMeta": "run.meta",
     "TrainedRun": "runs",
     "load_run": "runs",
     "Config": "train",
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .evaluate.load import load_model
     from .models import VGG, SpecError, VGGConfig, create_model, create_model_from_spec, list_models
     from .models.features import feature_extractor
-    from .runmeta import RunMeta
+    from .run.meta import RunMeta
     from .runs import TrainedRun, load_run
     from .train import Config, fit, load_config
 

@@ -21,11 +21,12 @@ from .evaluate import expand_inputs, format_metrics, load_inference, predict_fil
 from .evaluate.checkpoint_eval import default_out, evaluate_checkpoint
 from .evaluate.inference import INFERENCE_PRECISIONS
 from .export import FORMATS, export_model, extract_features, features_out, save_features
+from .machine import auto_precision, machine_info, machine_label
 from .models import create_model, format_summary, get_entry, list_models, param_count, summarize
 from .models.spec import HEAD_TYPES
+from .speed import ProbeCache
 from .train import fit
 from .train.config import TRANSFER_MODES, load_config
-from .train.speed import ProbeCache, machine_info, machine_label, native_bf16
 from .viz.data import describe_data, format_data
 from .viz.inspect import inspect_checkpoint
 from .viz.plots import write_eval_pictures
@@ -218,12 +219,7 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         device = resolve_device("auto")
         info = machine_info()
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            why = f"CUDA ({info['gpu']})"
-        else:
-            precision = "bf16 where a probe measures it faster, else fp32" if native_bf16() else "fp32"
-            why = f"{info['cpu']}, {info['cpu_capability']}, {'native' if info['native_bf16'] else 'no native'} bf16"
+        precision, why = auto_precision(device, info)
         print(
             f"vgglab {__version__}\ntorch {torch.__version__}, torchvision {torchvision.__version__}, "
             f"Python {platform.python_version()} ({sys.platform})\ndevice {device} ({why}), {info['cores']} cores, "

@@ -25,7 +25,7 @@ from .models import create_model_from_spec
 from .models.features import feature_extractor
 from .pretrained import is_pretrained
 from .progress import Progress, track
-from .train.checkpoint import read_safetensors, save_safetensors
+from .run.checkpoint import read_safetensors, save_safetensors
 
 # pt2: torch.export (ExportedProgram, dynamic batch), what torch now recommends; torchscript is the
 # legacy format (torch.jit.save warns that it is deprecated), kept for runtimes that still load it

@@ -15,7 +15,7 @@ import torch
 
 from .errors import VgglabError
 from .memory import human
-from .runfiles import RUN_FILES, is_run_dir
+from .run.files import RUN_FILES, is_run_dir
 
 
 def atomic_write(path: str | Path, write, needed: int | None = None) -> None:

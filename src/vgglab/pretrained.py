@@ -20,7 +20,7 @@ from .data.normalization import Normalization
 from .errors import VgglabError
 from .models import VGG, create_model
 from .models.torchvision_compat import TORCHVISION_DEPTHS, load_torchvision_weights
-from .runmeta import RunMeta
+from .run.meta import RunMeta
 
 PREFIX = "torchvision:"
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in TORCHVISION_DEPTHS.values() for bn in ("", "_bn"))

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import vgglab.train.speed as speed
+import vgglab.machine as machine
+import vgglab.speed as speed
+import vgglab.speed.probe as speed_probe
 from vgglab.cli import main
 from vgglab.errors import VgglabError
 from vgglab.evaluate import load_inference
@@ -28,13 +30,13 @@ class ForwardTimer:
 @pytest.fixture
 def elsewhere(monkeypatch):
     """This machine is not the one the run trained on; its bf16 support and probe are set."""
-    real = speed.machine_info
+    real = machine.machine_info
 
     def set_machine(native: bool, rates=None, spread=0.0):
-        monkeypatch.setattr(speed, "machine_info", lambda: {**real(), "cpu": "another CPU", "native_bf16": native})
-        monkeypatch.setattr(speed, "native_bf16", lambda: native)
+        monkeypatch.setattr(machine, "machine_info", lambda: {**real(), "cpu": "another CPU", "native_bf16": native})
+        monkeypatch.setattr(machine, "native_bf16", lambda: native)
         timer = ForwardTimer(rates or {}, spread)
-        monkeypatch.setattr(speed, "time_forward", timer)
+        monkeypatch.setattr(speed_probe, "time_forward", timer)
         return timer
 
     return set_machine

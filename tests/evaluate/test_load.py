@@ -7,7 +7,7 @@ from PIL import Image
 import vgglab
 from vgglab.evaluate import load_inference
 from vgglab.evaluate.predict import load_image
-from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
+from vgglab.run.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def test_a_run_directory_gives_the_selected_model_in_eval_mode_with_its_metadata(trained_run):

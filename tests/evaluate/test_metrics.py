@@ -9,7 +9,7 @@ from vgglab import create_model
 from vgglab.cli import main
 from vgglab.evaluate import compute_metrics, dense_logits, expected_calibration_error, load_inference, tta_probs
 from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
-from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
+from vgglab.run.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def test_eval_matches_an_independent_computation(trained_run):

@@ -20,8 +20,8 @@ import yaml
 
 import vgglab
 from vgglab.cli import main
-from vgglab.runfiles import RUN_FILES
-from vgglab.train.runlock import RunLock, RunLocked
+from vgglab.run.files import RUN_FILES
+from vgglab.run.lock import RunLock, RunLocked
 
 from ..conftest import TINY
 from .test_round_two import REPO, cli, copy_run, folder_config, tree

@@ -297,7 +297,7 @@ def test_a_tree_changed_since_the_run_started_is_named_and_its_validation_split_
     cfg = folder_config(root, storage=storage, val_size=4, cache_dir=str(tmp_path / "cache"))
     out = tmp_path / "run"
     vgglab.fit(cfg, out=out, log=lambda *_: None)
-    before = vgglab.data.record.read_record(out)
+    before = vgglab.run.record.read_record(out)
     assert len(before["val"]) == 4 and len(before["tree"]["train"]) == 24
     # images added to (and one removed from) train/ and test/ between two starts of the run
     rng = np.random.default_rng(1)
@@ -319,7 +319,7 @@ def test_a_tree_changed_since_the_run_started_is_named_and_its_validation_split_
     lines.clear()
     vgglab.fit(overrides=["train.epochs=3"], resume=out, log=lines.append)
     assert not [line for line in lines if "data changed" in line]
-    after = vgglab.data.record.read_record(out)
+    after = vgglab.run.record.read_record(out)
     assert sorted(after["val"]) == sorted(before["val"][1:])
     # evaluation of the run's validation split reads the recorded one too
     inf = vgglab.evaluate.inference.load_inference(out)

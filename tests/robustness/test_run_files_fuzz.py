@@ -11,12 +11,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vgglab.data.record import read_record
 from vgglab.errors import VgglabError
 from vgglab.evaluate.inference import Inference
+from vgglab.machine import machine_info
+from vgglab.run.lock import _describe, _read
+from vgglab.run.record import read_record
+from vgglab.speed import SpeedChoice
 from vgglab.train.config import load_config
-from vgglab.train.runlock import _describe, _read
-from vgglab.train.speed import SpeedChoice, machine_info
 from vgglab.train.tracking import read_id_file
 
 from ..conftest import TINY

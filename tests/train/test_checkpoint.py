@@ -6,7 +6,7 @@ import torch
 from vgglab import RunMeta, create_model
 from vgglab.data import Normalization
 from vgglab.errors import VgglabError
-from vgglab.train.checkpoint import (
+from vgglab.run.checkpoint import (
     CheckpointError,
     load_checkpoint,
     meta_of,

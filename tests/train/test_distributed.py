@@ -15,7 +15,7 @@ import yaml
 from vgglab.data import BatchLoader, Normalization, PixelStats, Split
 from vgglab.data.config import AugmentConfig
 from vgglab.evaluate.checkpoint_eval import evaluate_checkpoint
-from vgglab.train.checkpoint import load_checkpoint
+from vgglab.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

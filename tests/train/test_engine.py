@@ -15,7 +15,7 @@ import vgglab.train.engine as engine
 import vgglab.train.loop as loop
 from vgglab.cli import main
 from vgglab.errors import VgglabError
-from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint
+from vgglab.run.checkpoint import load_checkpoint, model_from_checkpoint
 from vgglab.train.config import ConfigError
 from vgglab.train.optim import Schedule
 from vgglab.train.reporter import METRIC_COLUMNS
@@ -216,7 +216,7 @@ def test_resume_after_kill_gives_identical_weights_and_metrics(tmp_path, tiny_co
 
 KILL_WHILE_SAVING = r"""
 import sys, time, torch
-from vgglab.train.checkpoint import save_checkpoint
+from vgglab.run.checkpoint import save_checkpoint
 path = sys.argv[1]
 save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
 real_save = torch.save

@@ -10,8 +10,8 @@ from torch import nn
 
 import vgglab
 from vgglab.models import create_model
+from vgglab.run.checkpoint import load_checkpoint
 from vgglab.train.averaging import Lookahead
-from vgglab.train.checkpoint import load_checkpoint
 from vgglab.train.config import ConfigError, OptimConfig, ScheduleConfig, load_config
 from vgglab.train.loop import evaluate_batches
 from vgglab.train.optim import Schedule, param_groups

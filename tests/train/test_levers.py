@@ -16,7 +16,7 @@ from vgglab.data import BatchLoader, Normalization, Split, pixel_stats
 from vgglab.data.loader import jitter
 from vgglab.data.stream import StreamSplit, make_loader
 from vgglab.errors import VgglabError
-from vgglab.train.checkpoint import load_checkpoint
+from vgglab.run.checkpoint import load_checkpoint
 from vgglab.train.compute import epoch_sides
 from vgglab.train.config import AugmentConfig, ConfigError, OptimConfig, ScheduleConfig, load_config
 from vgglab.train.optim import MuonSGD, Schedule, newton_schulz

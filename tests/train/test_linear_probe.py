@@ -15,9 +15,9 @@ from vgglab.data.normalization import Normalization
 from vgglab.data.stream import make_loader
 from vgglab.errors import VgglabError
 from vgglab.models import VGG, create_model
-from vgglab.runmeta import RunMeta
+from vgglab.run.checkpoint import load_checkpoint, model_from_checkpoint, save_safetensors
+from vgglab.run.meta import RunMeta
 from vgglab.train import feature_cache
-from vgglab.train.checkpoint import load_checkpoint, model_from_checkpoint, save_safetensors
 from vgglab.train.config import ConfigError, load_config
 
 

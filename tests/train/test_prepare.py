@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from vgglab.errors import VgglabError
-from vgglab.train.checkpoint import save_checkpoint
+from vgglab.run.checkpoint import save_checkpoint
 from vgglab.train.config import ConfigError, load_config
 from vgglab.train.prepare import config_differences, read_run_config, start_process
 

@@ -12,8 +12,8 @@ import yaml
 
 import vgglab
 from vgglab.errors import VgglabError
+from vgglab.run.lock import LOCK_NAME, RunLock, RunLocked
 from vgglab.train.config import ConfigError
-from vgglab.train.runlock import LOCK_NAME, RunLock, RunLocked
 
 from ..conftest import TINY
 

@@ -5,9 +5,12 @@ import torch
 import yaml
 
 import vgglab
-import vgglab.train.speed as speed
+import vgglab.machine as machine_facts
+import vgglab.speed as speed
+import vgglab.speed.choice as speed_choice
+import vgglab.speed.probe as speed_probe
 from vgglab import create_model
-from vgglab.train.checkpoint import load_checkpoint
+from vgglab.run.checkpoint import load_checkpoint
 from vgglab.train.config import ConfigError, load_config
 
 CPU = torch.device("cpu")
@@ -35,8 +38,8 @@ def machine(monkeypatch):
     """Set the CPU's facts: native bf16 or not, and its capability string."""
 
     def set_facts(native: bool, capability: str = "AVX2"):
-        monkeypatch.setattr(speed, "native_bf16", lambda: native)
-        monkeypatch.setattr(speed, "cpu_capability", lambda: capability)
+        monkeypatch.setattr(machine_facts, "native_bf16", lambda: native)
+        monkeypatch.setattr(machine_facts, "cpu_capability", lambda: capability)
 
     return set_facts
 
@@ -162,8 +165,8 @@ def test_fit_records_the_setting_and_what_it_resolved_to_and_resume_reuses_it(tm
     def no_probe(*a, **k):
         raise AssertionError("resume probed again instead of reusing the recorded choice")
 
-    monkeypatch.setattr(speed, "time_arms", no_probe)
-    monkeypatch.setattr(speed, "ProbeCache", lambda *a: pytest.fail("resume looked up the probe cache"))
+    monkeypatch.setattr(speed_probe, "time_arms", no_probe)
+    monkeypatch.setattr(speed_probe, "ProbeCache", lambda *a: pytest.fail("resume looked up the probe cache"))
     again = vgglab.fit(overrides=["train.epochs=3"], resume=res.run_dir, log=lambda *_: None)
     assert load_checkpoint(again.run_dir / "last.pt")["speed"]["channels_last"] == ckpt["speed"]["channels_last"]
 
@@ -180,8 +183,8 @@ def test_eval_reuses_the_recorded_choice_on_the_same_machine_only(tmp_path, tiny
     inf = inference.load_inference(res.run_dir)
     assert (inf.precision, inf.channels_last) == ("fp32", True)
     assert inf.model.features.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    real = speed.machine_info
-    monkeypatch.setattr(speed, "machine_info", lambda: {**real(), "cpu": "another CPU"})
+    real = machine_facts.machine_info
+    monkeypatch.setattr(machine_facts, "machine_info", lambda: {**real(), "cpu": "another CPU"})
     inf = inference.load_inference(res.run_dir)
     assert (inf.precision, inf.channels_last) == ("fp32", False)
 
@@ -216,7 +219,7 @@ def test_a_layout_verdict_within_the_probes_noise_is_measured_again_then_kept_at
     for rates in ({("fp32", False): 100.0, ("fp32", True): 99.0}, {("fp32", False): 99.0, ("fp32", True): 100.5}):
         timer = FakeTimer(rates)
         c = resolve(model, tmp_path / str(len(list(tmp_path.iterdir()))), timer)
-        assert (c.precision, c.channels_last) == ("fp32", speed.CPU_TIE_LAYOUT)
+        assert (c.precision, c.channels_last) == ("fp32", speed_choice.CPU_TIE_LAYOUT)
         assert len(timer.calls) == 2  # measured once more before deciding
         assert "a tie (within 3%): kept the layout never much slower on CPUs" in c.channels_last_reason
         assert "probe, measured twice" in c.channels_last_reason
@@ -237,7 +240,7 @@ def test_a_clear_difference_is_not_a_tie_and_a_noisy_probe_widens_the_margin(mod
     noisy = Noisy({("fp32", False): 100.0, ("fp32", True): 90.0})
     c = resolve(model, tmp_path / "b", noisy)
     assert (
-        c.channels_last is speed.CPU_TIE_LAYOUT
+        c.channels_last is speed_choice.CPU_TIE_LAYOUT
         and len(noisy.calls) == 2
         and "within its noise (15%): inconclusive" in c.channels_last_reason
     )
@@ -284,7 +287,7 @@ def test_a_busy_probe_on_avx2_changes_nothing(model, machine, tmp_path):
     machine(native=False, capability="AVX2")
     busy = NoisyTimer({("fp32", False): 100.0, ("fp32", True): 80.0}, spread=0.6)
     c = resolve(model, tmp_path, busy)
-    assert (c.precision, c.channels_last) == ("fp32", speed.CPU_TIE_LAYOUT) and c.provisional
+    assert (c.precision, c.channels_last) == ("fp32", speed_choice.CPU_TIE_LAYOUT) and c.provisional
     assert [a for a, _ in busy.calls] == [[("fp32", False), ("fp32", True)]] * 2  # bf16 is never probed without native support
 
 
@@ -314,7 +317,7 @@ def test_the_spread_is_a_median_over_rounds_not_the_worst_step():
 def test_a_probe_cache_of_the_wrong_shape_is_measured_again_with_a_warning(model, machine, tmp_path, content):
     machine(native=False)
     timer = FakeTimer({("fp32", False): 50.0, ("fp32", True): 60.0})
-    key = speed.probe_key(speed.machine_info(), model, 128, f"arms={[('fp32', False), ('fp32', True)]}")
+    key = speed_probe.probe_key(machine_facts.machine_info(), model, 128, f"arms={[('fp32', False), ('fp32', True)]}")
     (tmp_path / "speed_probe.json").write_text(content.replace("KEY", key))
     with pytest.warns(UserWarning, match="speed probe cache"):
         c = resolve(model, tmp_path, timer)

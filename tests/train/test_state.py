@@ -6,7 +6,7 @@ import torch
 from vgglab import create_model
 from vgglab.data import BatchLoader, Normalization, Split, pixel_stats
 from vgglab.data.config import AugmentConfig
-from vgglab.train.checkpoint import load_checkpoint, save_checkpoint
+from vgglab.run.checkpoint import load_checkpoint, save_checkpoint
 from vgglab.train.config import Config
 from vgglab.train.loop import train_one_epoch
 from vgglab.train.state import Selection, TrainState

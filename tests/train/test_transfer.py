@@ -6,7 +6,7 @@ import torchvision
 
 import vgglab
 from vgglab import create_model
-from vgglab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vgglab.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vgglab.train.transfer import TransferError, init_from, transfer
 
 

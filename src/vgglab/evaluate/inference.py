@@ -9,20 +9,20 @@ from pathlib import Path
 
 import torch
 
+from .. import machine, speed
 from ..data import Dataset, load_dataset
 from ..data.config import AugmentConfig, DataConfig
 from ..data.dataset import AnySplit
 from ..data.normalization import Normalization
-from ..data.record import read_record
 from ..data.stream_index import folder_split
 from ..data.views import center_crop
 from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
-from ..runmeta import RunMeta
-from ..train import speed
-from ..train.checkpoint import CheckpointError, load_checkpoint, meta_of, model_from_checkpoint
+from ..run.checkpoint import CheckpointError, load_checkpoint, meta_of, model_from_checkpoint
+from ..run.meta import RunMeta
+from ..run.record import read_record
 
 SYNSET = re.compile(r"n\d{8}")  # a WordNet synset id, ImageNet's class folder names
 
@@ -206,7 +206,7 @@ def load_inference(
     (``torchvision:vgg16_bn[:WEIGHTS]``) -> ready-to-use model. ``precision``: ``auto`` is the
     run's own choice on the machine it trained on, elsewhere (and for pretrained weights) bf16
     where it is native and a forward probe does not measure it slower, else fp32
-    (:func:`~vgglab.train.speed.resolve_inference_precision`); or fp32, bf16, fp16 (CUDA) as given."""
+    (:func:`~vgglab.speed.resolve_inference_precision`); or fp32, bf16, fp16 (CUDA) as given."""
     if precision not in INFERENCE_PRECISIONS:
         raise VgglabError(f"unknown precision {precision!r}; valid: {', '.join(INFERENCE_PRECISIONS)}")
     device = resolve_device(device)
@@ -245,6 +245,6 @@ def recorded_speed(ckpt: dict, device: torch.device) -> tuple[str, bool] | None:
     if not rec or not isinstance(rec, dict) or rec.get("device") != device.type:
         return None
     choice = speed.SpeedChoice.read(rec, "the checkpoint's speed record")
-    if not speed.same_machine(choice.machine, speed.machine_info()):
+    if not machine.same_machine(choice.machine, machine.machine_info()):
         return None
     return choice.precision, choice.channels_last

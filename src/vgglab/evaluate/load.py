@@ -14,8 +14,8 @@ from ..device import resolve_device
 from ..errors import VgglabError
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
-from ..runmeta import RunMeta
-from ..train.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
+from ..run.checkpoint import load_checkpoint, meta_of, model_from_checkpoint
+from ..run.meta import RunMeta
 from .predict import to_gray_if
 
 

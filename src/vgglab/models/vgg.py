@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .spec import SpecError, VGGConfig
-
-if TYPE_CHECKING:
-    from ..evaluate.load import Preprocess
-    from ..runmeta import RunMeta
 
 
 class PatchWhitening(nn.Module):
@@ -179,10 +176,11 @@ class VGG(nn.Module):
     ``head.classifier`` so hooks can address them.
     """
 
-    # set by vgglab.load_model and torchvision weights (not by the constructor): the classes and
-    # input transform the weights were trained with, and that transform as a callable
-    meta: RunMeta
-    preprocess: Preprocess
+    # set by vgglab.load_model and torchvision weights (not by the constructor): the classes and input
+    # transform the weights were trained with (a vgglab.run.meta.RunMeta, a layer above the models), and
+    # that transform as a callable (vgglab.evaluate.load.Preprocess)
+    meta: Any
+    preprocess: Callable[[Any], torch.Tensor]
 
     def __init__(self, config: VGGConfig):
         super().__init__()

@@ -20,11 +20,11 @@ from ..data.config import AugmentConfig, DataConfig
 from ..declare import Section, json_schema, one_line, resumable
 from ..files import write_text
 from ..shipped import find_recipe, unknown_recipe
+from ..speed import SpeedChoice
 from ..strict import ConfigError, plain
+from ..yamlio import apply_overrides, check_structure, read_yaml
 from .probe_config import ProbeConfig
 from .sections import TRANSFER_MODES, LogConfig, ModelSection, OptimConfig, ScheduleConfig, TrainConfig
-from .speed import SpeedChoice
-from .yamlio import apply_overrides, check_structure, read_yaml
 
 __all__ = [
     "Config",

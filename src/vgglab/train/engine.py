@@ -11,24 +11,25 @@ import torch
 from torch import nn
 
 from ..data import BatchLoader, Dataset, Normalization, load_dataset
-from ..data.record import describe_changes, read_record, write_record
 from ..data.stream import make_loader
 from ..errors import VgglabError
 from ..files import write_text
 from ..models import VGG
-from ..runfiles import BEST, CONFIG, LAST, RESULTS, WEIGHTS
-from ..runmeta import RunMeta
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, save_safetensors
+from ..run.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, save_safetensors
+from ..run.context import Run
+from ..run.files import BEST, CONFIG, LAST, RESULTS, WEIGHTS
+from ..run.lock import RunLock
+from ..run.meta import RunMeta
+from ..run.record import describe_changes, read_record, write_record
+from ..speed import SpeedChoice, resolve_speed
 from .config import save_config
 from .distributed import DistInfo, barrier, broadcast_object, main_process, per_rank_batch, teardown
 from .freeze import FreezePlan
 from .linear_probe import fit_probe
 from .loop import TrainingDiverged, evaluate_batches, maybe_compile, train_one_epoch
 from .optim import start_momentum
-from .prepare import Run, prepare_model, read_run_config, start_process, training_normalization
+from .prepare import prepare_model, read_run_config, start_process, training_normalization
 from .reporter import Reporter
-from .runlock import RunLock
-from .speed import SpeedChoice, resolve_speed
 from .state import TrainState
 
 

@@ -18,14 +18,17 @@ import numpy as np
 import torch
 
 from ..data import load_dataset
-from ..data.record import write_record
 from ..errors import VgglabError
 from ..files import write_text
+from ..machine import machine_info
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
-from ..runfiles import CONFIG, LAST, METRICS, PROBE, RESULTS
-from ..runmeta import RunMeta
-from .checkpoint import resolve_checkpoint, save_checkpoint
+from ..run.checkpoint import resolve_checkpoint, save_checkpoint
+from ..run.files import CONFIG, LAST, METRICS, PROBE, RESULTS
+from ..run.lock import RunLock
+from ..run.meta import RunMeta
+from ..run.record import write_record
+from ..speed import SpeedChoice, resolve_inference_precision
 from .config import Config, ConfigError, save_config
 from .descriptors import descriptor_batches, probe_model
 from .distributed import DistInfo
@@ -33,8 +36,6 @@ from .feature_cache import FeatureCache, check_writable, features_root, file_sha
 from .linear_head import fit_head, fold_into, score, train_head
 from .prepare import open_run_dir, start_process, training_normalization
 from .reporter import MetricsLog, Reporter
-from .runlock import RunLock
-from .speed import SpeedChoice, machine_info, resolve_inference_precision
 from .transfer import read_source
 
 

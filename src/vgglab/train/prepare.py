@@ -3,8 +3,6 @@ and device it runs on, the run directory, and the model with its first weights."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,16 +17,17 @@ from ..memory import check_fits
 from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..models.vgg import PatchWhitening
 from ..pretrained import is_pretrained, parse_pretrained
-from ..runfiles import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
+from ..run.checkpoint import load_checkpoint
+from ..run.context import Run
+from ..run.directory import new_run_dir
+from ..run.files import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
+from ..run.lock import RunLock
 from ..strict import plain
-from .checkpoint import load_checkpoint
+from ..yamlio import read_yaml
 from .config import RESUME_KEYS, Config, ConfigError, load_config
 from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
 from .reporter import MetricsLog
-from .rundir import PhaseClock, new_run_dir
-from .runlock import RunLock
 from .transfer import init_as_configured
-from .yamlio import read_yaml
 
 
 def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict | None]:
@@ -257,28 +256,6 @@ def fit_whitening(model: VGG, ds: Dataset, norm: Normalization, n: int = 5000) -
     if not isinstance(whiten, PatchWhitening):
         raise TypeError(f"{model.config.name} has no patch-whitening layer to fit")
     whiten.fit(images)
-
-
-@dataclass
-class Run:
-    """One training run's fixed context: its config, the checkpoint it resumes (or None), the
-    process and device, where it prints, its phase clock and (once made) its directory."""
-
-    cfg: Config
-    ckpt: dict | None
-    info: DistInfo
-    device: torch.device
-    log: Callable = print
-    lock: RunLock = field(default_factory=RunLock)
-    clock: PhaseClock = field(default_factory=PhaseClock)
-    dir: Path | None = None
-
-    @property
-    def out(self) -> Path:
-        """The run directory, which :func:`prepare_model` makes before any step that writes."""
-        if self.dir is None:
-            raise RuntimeError("the run directory is made by prepare_model, before anything is written")
-        return self.dir
 
 
 def prepare_model(run: Run, ds: Dataset, norm: Normalization, out, resume) -> VGG:

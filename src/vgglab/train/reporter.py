@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..files import refuse_link, write_error, write_text
 from ..progress import Progress, resolve_mode
-from ..runfiles import METRICS, TENSORBOARD
+from ..run.files import METRICS, TENSORBOARD
 from ..workers import quiet_shutdown_races
 from .config import Config, ConfigError
 from .tracking import MLflowRun

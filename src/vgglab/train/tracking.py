@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 
 from ..files import write_text
-from ..runfiles import MLFLOW_ID
+from ..run.files import MLFLOW_ID
 from .config import RESUME_KEYS, Config, ConfigError
 
 ID_FILE = MLFLOW_ID

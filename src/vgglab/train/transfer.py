@@ -20,7 +20,7 @@ from ..models import VGG, create_model, key_mapping
 from ..models.spec import VGGConfig
 from ..models.torchvision_compat import torchvision_arch
 from ..pretrained import is_pretrained, parse_pretrained
-from .checkpoint import load_checkpoint, read_safetensors
+from ..run.checkpoint import load_checkpoint, read_safetensors
 from .config import TRANSFER_MODES, ConfigError, TrainConfig
 
 _CONV_KEY = re.compile(r"^features\.block(\d+)\.(conv|bn)(\d+)\.(.+)$")

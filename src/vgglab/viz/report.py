@@ -18,7 +18,7 @@ from ..files import check_output_dir, check_output_file, write_text
 from ..models import summarize
 from ..models.layers import default_layers
 from ..progress import Progress
-from ..train.checkpoint import resolve_checkpoint
+from ..run.checkpoint import resolve_checkpoint
 from ..train.tracking import log_artifact_to_run
 from .inspect import activations, grad_cam, plot_activations, plot_filters, plot_grad_cam
 from .plots import plot_curves, plot_tsne, write_eval_pictures

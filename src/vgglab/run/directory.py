@@ -1,35 +1,13 @@
-"""The run directory, and the wall-clock time each phase of a run takes."""
+"""The run directory: made new (or refused when it holds something), and locked."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from ..errors import VgglabError
-from ..runfiles import BEST, CONFIG, LAST, METRICS, RESULTS, WEIGHTS
-from .runlock import LOCK_NAME, RunLock
-
-
-class PhaseClock:
-    """Wall-clock seconds per phase of a run (data, whitening, speed probe, training, validation,
-    checkpoints, final test), written to results.json as ``timings`` to show where a run's time goes
-    outside its epochs."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[phase] += time.perf_counter() - t
-
-    def summary(self) -> dict:
-        return {k: round(v, 3) for k, v in self.seconds.items()}
+from .files import BEST, CONFIG, LAST, METRICS, RESULTS, WEIGHTS
+from .lock import LOCK_NAME, RunLock
 
 
 def new_run_dir(out: str | Path | None, name: str, lock: RunLock) -> Path:

@@ -13,8 +13,8 @@ from torch import nn
 from ..errors import VgglabError
 from ..files import atomic_write, tensor_bytes, torch_save
 from ..models import VGG, create_model_from_spec
-from ..runmeta import RunMeta
-from .yamlio import read_yaml
+from ..yamlio import read_yaml
+from .meta import RunMeta
 
 FORMAT = "vgglab-checkpoint"
 

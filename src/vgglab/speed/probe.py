@@ -1,6 +1,6 @@
 """The speed probe's instrument: timing a model's training steps or forward passes in each
 (precision, memory layout) arm, the probe's noise, and the cache of its verdicts. What the
-timings decide is ``vgglab.train.speed``'s."""
+timings decide is :mod:`vgglab.speed.resolve`'s."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from .. import runfiles
 from ..errors import VgglabError
 from ..workers import keep_out_of_workers, release_fd
+from . import files as runfiles
 
 if sys.platform != "win32":  # Windows has no fcntl: the lock is an exclusively created file there
     import fcntl

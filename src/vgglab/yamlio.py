@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..strict import ConfigError, plain
+from .strict import ConfigError, plain
 
 
 def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:

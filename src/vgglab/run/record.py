@@ -12,9 +12,9 @@ import gzip
 import json
 from pathlib import Path
 
+from ..data.errors import DataError
 from ..files import atomic_write
-from ..runfiles import SPLITS
-from .errors import DataError
+from .files import SPLITS
 
 RECORD = SPLITS
 VERSION = 1

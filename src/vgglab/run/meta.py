@@ -6,9 +6,9 @@ import json
 import math
 from dataclasses import dataclass
 
-from .data.normalization import Normalization
-from .errors import VgglabError
-from .strict import plain
+from ..data.normalization import Normalization
+from ..errors import VgglabError
+from ..strict import plain
 
 META_KEYS = ("classes", "image_size", "eval_resize", "model_config", "normalization")
 META_VERSION = 1
