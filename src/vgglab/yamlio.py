@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .dotted import assign
 from .strict import ConfigError, plain
 
 
@@ -19,13 +20,7 @@ def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:
         return d
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
     for dotted, value in items:
-        parts = dotted.split(".")
-        node = d
-        for p in parts[:-1]:
-            if not isinstance(node.setdefault(p, {}), dict):
-                raise ConfigError(f"--set {dotted}: {p!r} is a value, not a section")
-            node = node[p]
-        node[parts[-1]] = value
+        assign(d, dotted, value)
     return d
 
 

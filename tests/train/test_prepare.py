@@ -7,7 +7,7 @@ import yaml
 from vgglab.errors import VgglabError
 from vgglab.run.checkpoint import save_checkpoint
 from vgglab.train.config import ConfigError, load_config
-from vgglab.train.prepare import config_differences, read_run_config, start_process
+from vgglab.train.prepare import read_run_config, start_process
 
 
 def run_dir(tmp_path, tiny_config):
@@ -46,8 +46,8 @@ def test_config_differences_are_dotted_keys_and_ignore_what_auto_resolved(tiny_c
     a = load_config(tiny_config)
     b = load_config(tiny_config, ["data.batch_size=64", "model.options.width=0.25"])
     b.resolved = {"precision": "bf16"}
-    assert config_differences(a, b) == ["data.batch_size", "model.options"]
-    assert config_differences(a, load_config(tiny_config)) == []
+    assert a.differences(b) == ["data.batch_size", "model.options"]
+    assert a.differences(load_config(tiny_config)) == []
 
 
 def test_start_process_checks_the_device_and_seeds(tiny_config):

@@ -8,7 +8,8 @@ import yaml
 
 import vgglab
 from vgglab.cli import main
-from vgglab.train.tracking import ID_FILE, flatten
+from vgglab.dotted import flatten
+from vgglab.train.tracking import ID_FILE
 
 from ..conftest import TINY
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ..data.config import AugmentConfig, DataConfig
 from ..declare import Section, json_schema, one_line, resumable
+from ..dotted import differences, flatten
 from ..files import write_text
 from ..shipped import find_recipe, unknown_recipe
 from ..speed import SpeedChoice
@@ -51,6 +52,7 @@ LATER_KEYS = {
     "schedule": ("floor",),
     "log": ("mlflow", "progress_s"),
 }
+WHOLE = ("options", "spec")  # model.options and model.spec: one value each when configs are compared
 # a section added later: left out of the hash whole while every setting in it is its default
 LATER_SECTIONS = ("probe",)
 
@@ -152,6 +154,14 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict:
         return plain(self.model_dump())
+
+    def flat(self) -> dict:
+        """Dotted keys -> values (``model.options`` and ``model.spec`` as single values)."""
+        return flatten(self.to_dict(), whole=WHOLE)
+
+    def differences(self, other: Config) -> list[str]:
+        """The dotted keys whose values differ (what ``auto`` resolved to and the resume record are not differences)."""
+        return differences(self.to_dict(), other.to_dict(), whole=WHOLE, skip=("resolved", "changes"))
 
     def sha256(self) -> str:
         """The recipe's identity: every setting, not what auto resolved to on some machine."""

@@ -43,7 +43,7 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
     saved = load_config(run_dir / CONFIG)
     cfg = load_config(run_dir / CONFIG, overrides)
     if config is not None:
-        differ = config_differences(load_config(config, overrides), cfg)
+        differ = load_config(config, overrides).differences(cfg)
         if differ:
             shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
             raise ConfigError(
@@ -56,7 +56,7 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
         return cfg, None
     ckpt = load_checkpoint(run_dir / LAST)
     check_config_matches_checkpoint(run_dir, saved, ckpt)
-    changed = config_differences(saved, cfg)
+    changed = saved.differences(cfg)
     refused = [k for k in changed if k not in RESUME_KEYS]
     if refused:
         raise ConfigError(
@@ -70,7 +70,7 @@ def read_run_config(config, overrides, resume, log=print) -> tuple[Config, dict 
             f"give at least {ckpt['epoch']}"
         )
     if changed:
-        now = flat_config(cfg)
+        now = cfg.flat()
         cfg.changes = [*(saved.changes or []), {"epoch": ckpt["epoch"] + 1, "set": {k: now.get(k) for k in changed}}]
     return cfg, ckpt
 
@@ -115,35 +115,15 @@ def check_config_matches_checkpoint(run_dir: Path, saved: Config, ckpt: dict) ->
     except ConfigError:
         return  # a checkpoint of an older vgglab: its config is what load_checkpoint accepted
     later = {k for change in saved.changes or [] for k in (change.get("set") or {})}
-    differ = [k for k in config_differences(trained, saved) if not (k in RESUME_KEYS and k in later)]
+    differ = [k for k in trained.differences(saved) if not (k in RESUME_KEYS and k in later)]
     if differ:
-        now, then = flat_config(saved), flat_config(trained)
+        now, then = saved.flat(), trained.flat()
         shown = ", ".join(f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in differ[:4]) + (" ..." if len(differ) > 4 else "")
         raise ConfigError(
             f"{path} differs from the config its checkpoint trained with ({shown}): it was edited after the run "
             f"started. Restore those values to resume; change what resume allows with --set, or start a new run "
             f"from this one with --init-from {run_dir}"
         )
-
-
-def flat_config(cfg: Config) -> dict:
-    """Dotted keys -> values (model.options and model.spec as single values)."""
-
-    def flat(d: dict, prefix: str = "") -> dict:
-        out: dict = {}
-        for k, v in d.items():
-            out.update(
-                flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" and k != "spec" else {f"{prefix}{k}": v}
-            )
-        return out
-
-    return flat(cfg.to_dict())
-
-
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Dotted keys whose values differ (what ``auto`` resolved to and the resume record are not differences)."""
-    fa, fb = flat_config(a), flat_config(b)
-    return sorted(k for k in set(fa) | set(fb) if not k.startswith(("resolved", "changes")) and fa.get(k) != fb.get(k))
 
 
 def start_process(cfg: Config) -> tuple[DistInfo, torch.device]:

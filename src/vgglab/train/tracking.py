@@ -36,6 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ..dotted import flatten
 from ..files import write_text
 from ..run.files import MLFLOW_ID
 from .config import RESUME_KEYS, Config, ConfigError
@@ -48,18 +49,6 @@ THREAD_NAME = "vgglab-mlflow"
 # MLflow's HTTP client retries with backoff for minutes by default; a run's calls wait WAIT_S at
 # most anyway, and these keep the background thread from hammering a dead server meanwhile.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _text(v) -> str:
