@@ -62,7 +62,7 @@ def cli_page() -> str:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
     out = [
-        HEADER.format(source="the argparse parser (src/vgglab/cli.py)"),
+        HEADER.format(source="the argparse parser (src/vgglab/cli/parser.py)"),
         "# Command line\n",
         "Every command and flag of `vgglab`, read from its parser. `vgglab COMMAND --help` prints the same.\n",
     ]

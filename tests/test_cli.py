@@ -1,5 +1,8 @@
 """The CLI's choices come from the library's own constants, so they cannot drift from what it accepts."""
 
+import argparse
+import json
+
 import pytest
 
 from vgglab.cli import build_parser, main
@@ -8,7 +11,8 @@ from vgglab.data.dataset import SPLITS
 from vgglab.data.views import TTA_MODES
 from vgglab.export import FORMATS
 from vgglab.models.spec import HEAD_TYPES
-from vgglab.train.config import TRANSFER_MODES
+from vgglab.shipped import SCHEMA_FILE, recipes_dir
+from vgglab.train.config import TRANSFER_MODES, config_schema
 
 
 def choices(command: str, option: str) -> list:
@@ -43,3 +47,19 @@ def test_a_wrong_choice_is_one_line_naming_the_valid_ones(capsys):
         main(["eval", "run", "--tta", "sideways"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "invalid choice: 'sideways'" in err and "flip-shift" in err
+
+
+def test_schema_prints_the_schema_the_recipes_name(capsys):
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == config_schema() and printed["properties"]["optim"]["$ref"] == "#/$defs/OptimConfig"
+    assert (recipes_dir() / SCHEMA_FILE).read_text() == json.dumps(printed, indent=2) + "\n"
+
+
+def test_a_shared_option_reads_the_same_in_every_command():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {
+        flag: {a.help for p in sub.choices.values() for a in p._actions if flag in a.option_strings}
+        for flag in ("--precision", "--device", "--set")
+    }
+    assert all(len(h) == 1 for h in helps.values()), helps

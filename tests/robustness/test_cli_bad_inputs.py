@@ -53,6 +53,7 @@ def bad_inputs(run, tmp):
     return {
         "models": [["models", "--bogus"]],
         "recipes": [["recipes", "--bogus"], ["recipes", "fast_cifar10"]],
+        "schema": [["schema", "--bogus"], ["schema", "configs/demo_digits.yaml"]],
         "summary": [
             ["summary", "vgg11", "--width", "nan"],
             ["summary", "vgg11", "--width", "1e6"],

@@ -352,7 +352,7 @@ def test_early_epochs_covering_the_whole_run_is_said_not_silent(tmp_path):
 
 
 def test_an_allocator_failure_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
-    import vgglab.cli as cli_module
+    import vgglab.cli.commands as cli_module
 
     def fails(*_a, **_k):
         raise RuntimeError(

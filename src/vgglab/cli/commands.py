@@ -1,0 +1,196 @@
+"""What each ``vgglab`` command does once its arguments are parsed: call the library, print the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .. import shipped
+from ..errors import VgglabError
+from ..evaluate import expand_inputs, format_metrics, load_inference, predict_files
+from ..evaluate.checkpoint_eval import default_out, evaluate_checkpoint
+from ..export import export_model, extract_features, features_out, save_features
+from ..machine import machine_label
+from ..models import create_model, format_summary, get_entry, list_models, param_count, summarize
+from ..speed import ProbeCache
+from ..train import fit
+from ..train.config import load_config, schema_text
+from ..viz.data import describe_data, format_data
+from ..viz.inspect import inspect_checkpoint
+from ..viz.plots import write_eval_pictures
+from ..viz.report import build_report
+
+
+def cmd_models(args) -> int:
+    names = list_models(args.pattern)
+    print(f"{'model':<16}{'params':>14}  {'input':>5}  {'classes':>7}  {'head':<8}  description")
+    for name in names:
+        entry = get_entry(name)
+        cfg = entry.config
+        params = param_count(cfg)
+        print(f"{name:<16}{params:>14,}  {cfg.input_size:>5}  {cfg.num_classes:>7}  {cfg.head.type:<8}  {entry.description}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    options = {
+        "num_classes": args.num_classes,
+        "head": args.head,
+        "width": args.width,
+        "in_chans": args.in_chans,
+        "input_size": args.input_size,
+    }
+    model = create_model(args.model, **{k: v for k, v in options.items() if v is not None})
+    result = summarize(model)
+    print(json.dumps(result) if args.json else format_summary(result))
+    return 0
+
+
+def cmd_train(args) -> int:
+    if args.config is None and args.resume is None:
+        raise VgglabError("train needs --config FILE (see configs/) or --resume RUN_DIR")
+    overrides = list(args.set)
+    if args.init_from:
+        overrides.append(f"train.init_from={args.init_from}")
+    if args.init_mode:
+        overrides.append(f"train.init_mode={args.init_mode}")
+    fit(args.config, overrides, out=args.out, resume=args.resume)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    fit(shipped.find_recipe("demo_digits"), args.set, out=args.out)  # ships in the package: works from any folder
+    return 0
+
+
+def cmd_eval(args) -> int:
+    out = args.out or default_out(args.checkpoint)
+    m = evaluate_checkpoint(
+        args.checkpoint,
+        split=args.split,
+        tta=args.tta,
+        topk=args.topk,
+        out=out,
+        data_root=args.data_root,
+        shift=args.tta_shift,
+        scales=args.scales,
+        grid=args.grid,
+        device=args.device,
+        precision=args.precision,
+        pictures=write_eval_pictures,
+    )
+    print(format_metrics(m))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    inf = load_inference(args.checkpoint, args.device, precision=args.precision)
+    results = predict_files(inf, expand_inputs(args.inputs), args.topk)
+    print(f"precision {inf.precision}: {inf.precision_reason}", file=sys.stderr)
+    if not results:
+        raise VgglabError("no image files found in the given inputs")
+    for r in results:
+        if r.top is None:  # the file could not be read: its error instead
+            if args.json:
+                print(json.dumps({"file": r.path, "error": r.error}))
+            else:
+                print(f"vgglab predict: error: {r.path}: {r.error}", file=sys.stderr)
+        elif args.json:
+            print(
+                json.dumps(
+                    {"file": r.path, "top": [{"class": c, "probability": p} for c, p in r.top], "precision": inf.precision}
+                )
+            )
+        else:
+            print(f"{r.path}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top))
+    # the exit status fails only when no input could be classified
+    return 1 if all(r.error for r in results) else 0
+
+
+def cmd_inspect(args) -> int:
+    layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
+    for name, path in inspect_checkpoint(args.checkpoint, args.image, layers, args.out, args.device).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    if args.config:
+        cfg = load_config(args.config, args.set)
+        data, augment = cfg.data, cfg.augment
+    elif args.dataset:
+        cfg = load_config({"data": {"dataset": args.dataset, "root": args.data_root or f"data/{args.dataset}"}}, args.set)
+        data, augment = cfg.data, cfg.augment
+    else:
+        raise VgglabError("data needs --config FILE or --dataset NAME [--data-root PATH]")
+    if args.config and args.data_root:
+        data.root = args.data_root
+    info = describe_data(data, augment, args.out)
+    print(json.dumps(info) if args.json else format_data(info))
+    for p in info.get("pictures", []):
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    print(
+        f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta, precision=args.precision)}"
+    )
+    return 0
+
+
+def cmd_features(args) -> int:
+    layers = [n.strip() for n in args.layer.split(",")] if args.layer else None
+    out = features_out(args.out, args.checkpoint)
+    feats = extract_features(args.checkpoint, args.split, layers, args.data_root, precision=args.precision)
+    save_features(feats, out)
+    arrays = ", ".join(f"{k} {v.shape}" for k, v in feats.items() if k not in ("labels", "classes", "precision"))
+    print(
+        f"wrote {out}: {arrays}, labels {feats['labels'].shape}, {len(feats['classes'])} classes (computed in {feats['precision']})"
+    )
+    return 0
+
+
+def cmd_export(args) -> int:
+    r = export_model(args.checkpoint, args.format, args.out, data_root=args.data_root)
+    opset = f", opset {r['opset']}" if r["opset"] else ""
+    print(
+        f"wrote {r['path']} ({r['format']}{opset}); parity on {', '.join(r['checked'])}: max |diff| {r['max_abs_diff']:.2e} in logits"
+    )
+    if r["skipped"]:
+        print(f"note: {r['skipped']}")
+    return 0
+
+
+def cmd_speed(args) -> int:
+    cache = ProbeCache(args.cache_dir)
+    if cache.path.parent.exists() and not cache.path.parent.is_dir():
+        raise VgglabError(f"--cache-dir {cache.path.parent} is a file; give the cache folder runs use (data.cache_dir)")
+    if args.forget:
+        n = cache.forget()
+        print(f"forgot {n} cached speed verdict{'s' if n != 1 else ''} ({cache.path}); the next run probes again")
+        return 0
+    n = len(cache.entries())
+    print(
+        f"{n} cached speed verdict{'s' if n != 1 else ''} in {cache.path} ({machine_label()}); "
+        "`vgglab speed --forget` removes them"
+    )
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    rows = [shipped.describe(p) for p in shipped.recipe_files()]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['model']} on {r['data']}, {r['epochs']} epochs: {shipped.first_sentence(r['about'])}")
+    print(f"({len(rows)} recipes in {shipped.recipes_dir()}; run one with vgglab train --config NAME)")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    print(schema_text(), end="")
+    return 0
