@@ -317,7 +317,7 @@ def test_bn_bias_lr_multiplier_and_frozen_bn_scales(tmp_path, tiny_config):
 
 
 def test_a_small_training_split_trains_on_its_ragged_batch_and_a_large_one_drops_it():
-    from vgglab.train.engine import drops_ragged_batch
+    from vgglab.train.loaders import drops_ragged_batch
 
     assert not drops_ragged_batch(221, 32)  # 29 photos would sit out every epoch
     assert drops_ragged_batch(221, 20)  # a ragged batch of 1: BatchNorm cannot train on it

@@ -198,23 +198,36 @@ def load_dataset(
     storage, why = choose_storage(cfg, source, augment, device)
     if storage == "stream" and isinstance(source, ImageFolderSource):  # choose_storage streams only trees
         index = build_index(source.tree, cfg.cache_dir, cfg.strict)  # sides, not pixels: any store size
-        splits = stream_splits(index, source.tree, store, cfg.strict, size)
-        train, val = _carve(cfg, splits["train"], splits.get("val"), list(index["classes"]), keep_val)
-        return Dataset(
-            classes=list(index["classes"]),
-            train=train,
-            val=val,
-            test=splits["test"],
-            stats=index_stats(index),
-            image_size=size,
-            store_size=store,
-            skipped=list(index["skipped"]),
-            load_seconds=time.perf_counter() - t0,
-            storage="stream",
-            storage_note=why,
-            listing=_listing(splits),
-        )
-    path = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
+        splits: dict[str, AnySplit] = dict(stream_splits(index, source.tree, store, cfg.strict, size))
+        classes, skipped, stats, cache_file = list(index["classes"]), list(index["skipped"]), index_stats(index), None
+    else:
+        cache_file = cache_root(cfg.cache_dir) / "datasets" / f"{cfg.dataset}-{store}px-{source.cache_key()}.pt"
+        blob = _decoded(cfg, source, cache_file, size, store)
+        splits = {
+            n: Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files")) for n in ("train", "test", "val") if f"{n}_x" in blob
+        }
+        classes, skipped, stats = list(blob["classes"]), list(blob["skipped"]), PixelStats.from_dict(blob)
+    listing = _listing(splits)
+    train, val = _carve(cfg, splits["train"], splits.get("val"), classes, keep_val)
+    return Dataset(
+        classes=classes,
+        train=train,
+        val=val,
+        test=splits["test"],
+        stats=stats,
+        image_size=size,
+        store_size=store,
+        cache_file=cache_file,
+        skipped=skipped,
+        load_seconds=time.perf_counter() - t0,
+        storage=storage,
+        storage_note=why,
+        listing=listing,
+    )
+
+
+def _decoded(cfg: DataConfig, source, path: Path, size: int, store: int) -> dict:
+    """The decoded splits and their statistics: read from the cache, or decoded once and cached."""
     blob = _read_cache(path, store)
     if blob is None:
         n, c = source.count()
@@ -240,29 +253,7 @@ def load_dataset(
         raise DataError(
             f"cannot read image {blob['skipped'][0]} (and {len(blob['skipped']) - 1} more); remove or replace them, or set data.strict: false"
         )
-
-    def cached(n: str) -> Split:
-        return Split(blob[f"{n}_x"], blob[f"{n}_y"], blob.get(f"{n}_files"))
-
-    train, test = cached("train"), cached("test")
-    val = cached("val") if "val_x" in blob else None
-    listing = _listing({"train": train, "test": test, **({"val": val} if val is not None else {})})
-    train, val = _carve(cfg, train, val, list(blob["classes"]), keep_val)
-    return Dataset(
-        classes=list(blob["classes"]),
-        train=train,
-        val=val,
-        test=test,
-        stats=PixelStats.from_dict(blob),
-        image_size=size,
-        store_size=store,
-        cache_file=path,
-        skipped=list(blob["skipped"]),
-        load_seconds=time.perf_counter() - t0,
-        storage="memory",
-        storage_note=why,
-        listing=listing,
-    )
+    return blob
 
 
 def _listing(splits: dict) -> dict[str, list[str]] | None:

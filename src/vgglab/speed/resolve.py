@@ -106,18 +106,8 @@ def _resolve_cpu(precision, channels_last, cl_auto, model, batch, device, info, 
     pb = min(batch, 16 if precision == "bf16" and not native else PROBE_BATCH)
     arms = [(p, cl) for p in precisions for cl in layouts]
     if len(arms) > 1:
-        verdict, source = decide(
-            cache,
-            probe_key(info, model, pb, f"arms={arms}"),
-            timer,
-            model,
-            arms,
-            pb,
-            device,
-            budget_s,
-            cl_auto,
-            precision == "auto" and native,
-        )
+        key = probe_key(info, model, pb, f"arms={arms}")
+        verdict, source = decide(cache, key, timer, model, arms, pb, device, budget_s, cl_auto, precision == "auto" and native)
         verdict.apply(choice, cap, source)
     if precision == "bf16" and not native:
         choice.warning = _emulated_bf16_warning(model, choice.channels_last, device, info, cache, timer)
@@ -174,17 +164,7 @@ def resolve_inference_precision(
             return choice
     cache, timer = probe.ProbeCache(cache_dir), timer or probe.time_forward
     arms = [(p, cl) for p in (["fp32", "bf16"] if native else ["fp32"]) for cl in ([False, True] if layouts else [False])]
-    verdict, source = decide(
-        cache,
-        probe_key(info, model, batch, f"inference arms={arms}"),
-        timer,
-        model,
-        arms,
-        batch,
-        device,
-        PROBE_BUDGET_S,
-        layouts,
-        native,
-    )
+    key = probe_key(info, model, batch, f"inference arms={arms}")
+    verdict, source = decide(cache, key, timer, model, arms, batch, device, PROBE_BUDGET_S, layouts, native)
     verdict.apply(choice, info["cpu_capability"], source.replace("probe", "inference probe"))
     return choice

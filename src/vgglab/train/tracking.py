@@ -23,23 +23,20 @@ its own when resumed (tagged ``vgglab.copied_from``); one moved there continues 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import queue
-import re
-import sys
 import threading
 import time
 import warnings
 from pathlib import Path
 
 from ..dotted import flatten
-from ..files import write_text
 from ..run.files import MLFLOW_ID
 from .config import RESUME_KEYS, Config, ConfigError
+from .tracking_record import read_id_file, still_owns, store_lock, why, write_id_file
 
 ID_FILE = MLFLOW_ID
 MAX_PARAM = 6000  # characters MLflow keeps of a param value
@@ -138,7 +135,7 @@ class MLflowRun:
             return None
         here = str(run_dir.resolve())
         copied_from = None
-        if saved is not None and saved.get("run_dir") not in (None, here) and _still_owns(saved):
+        if saved is not None and saved.get("run_dir") not in (None, here) and still_owns(saved):
             copied_from, saved = saved, None  # the original run still has it: this is a copy
         run = cls()
 
@@ -149,7 +146,7 @@ class MLflowRun:
                 client.update_run(saved["run_id"], status="RUNNING")
                 if saved.get("run_dir") != here:  # moved (or written before run_dir was kept)
                     client.set_tag(saved["run_id"], "vgglab.run_dir", here)
-                    _write_id_file(id_file, saved["run_id"], saved["tracking_uri"], here)
+                    write_id_file(id_file, saved["run_id"], saved["tracking_uri"], here)
                 run.client, run.run_id = client, saved["run_id"]
                 log(f"mlflow: continuing run {run.run_id} at {saved['tracking_uri']}")
                 return
@@ -157,10 +154,10 @@ class MLflowRun:
             tags = {"vgglab.run_dir": here}
             if copied_from is not None:
                 tags["vgglab.copied_from"] = copied_from["run_id"]
-            with _store_lock(uri):  # two runs creating one new SQLite store at once would race on its tables
+            with store_lock(uri):  # two runs creating one new SQLite store at once would race on its tables
                 client = MlflowClient(tracking_uri=uri)
                 run_id = client.create_run(_experiment_id(client), run_name=run_dir.name, tags=tags).info.run_id
-            _write_id_file(id_file, run_id, uri, here)
+            write_id_file(id_file, run_id, uri, here)
             run.client, run.run_id = client, run_id
             if copied_from is not None:
                 log(
@@ -192,10 +189,10 @@ class MLflowRun:
                 self.failed = True
                 if off:
                     self.warn(
-                        f"mlflow tracking is off for this run: {_why(exc)}; training goes on and metrics.csv keeps the record"
+                        f"mlflow tracking is off for this run: {why(exc)}; training goes on and metrics.csv keeps the record"
                     )
                 else:
-                    self.warn(f"mlflow tracking stopped ({what}: {_why(exc)}); training goes on and metrics.csv keeps the record")
+                    self.warn(f"mlflow tracking stopped ({what}: {why(exc)}); training goes on and metrics.csv keeps the record")
 
         if not self.failed:
             self._last = self.worker.submit(call)
@@ -260,71 +257,6 @@ class MLflowRun:
         self.wait(timeout_s)
 
 
-_ID_RE = re.compile(r"[0-9a-zA-Z_-]{1,64}")
-
-
-def read_id_file(path: Path) -> dict | None:
-    """``mlflow_run.json`` as vgglab writes it (``run_id``, ``tracking_uri``, ``run_dir`` since
-    it is kept), or None when there is none. A file of any other shape is one line naming it and
-    the fix: a guess would log this run into some other MLflow run."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        for key in ("run_id", "tracking_uri"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ValueError(f"no {key} string")
-        if not _ID_RE.fullmatch(data["run_id"]):
-            raise ValueError(f"run_id {data['run_id'][:40]!r} is not an MLflow run id")
-        if not isinstance(data.get("run_dir", ""), str):
-            raise ValueError("run_dir is not a path")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(
-            f"{path} is not the MLflow run record vgglab writes ({_why(exc)}); restore it, or delete it to "
-            "log this run as a new MLflow run (or set log.mlflow: false)"
-        ) from None
-    return {k: data[k] for k in ("run_id", "tracking_uri", "run_dir") if k in data}
-
-
-def _write_id_file(path: Path, run_id: str, uri: str, run_dir: str) -> None:
-    write_text(path, json.dumps({"run_id": run_id, "tracking_uri": uri, "run_dir": run_dir}, indent=1))
-
-
-def _still_owns(saved: dict) -> bool:
-    """Whether the directory an id file was written for still holds that MLflow run (then a
-    second directory holding the same file is a copy, not the run moved)."""
-    try:
-        other = read_id_file(Path(saved["run_dir"]) / ID_FILE)
-    except ConfigError:
-        return True  # damaged there: still not ours to continue
-    return other is not None and other["run_id"] == saved["run_id"]
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str):
-    """For a SQLite store, an flock on its folder while a run is created: MLflow creates a new
-    store's tables on first use, and two processes doing it at once fail ("table already exists")."""
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
-    if path is None or sys.platform == "win32" or path.startswith("file:") or "?" in path:  # no flock on Windows
-        yield
-        return
-    folder = Path(path).parent
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        yield  # MLflow reports the folder's problem itself
-        return
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _warn(msg: str) -> None:
     warnings.warn(msg, stacklevel=3)
 
@@ -347,7 +279,7 @@ def log_artifact_to_run(run_dir: Path, path: Path, log=print, wait_s: float = WA
         return False
     if saved is None:
         return False
-    if saved.get("run_dir") not in (None, str(run_dir.resolve())) and _still_owns(saved):
+    if saved.get("run_dir") not in (None, str(run_dir.resolve())) and still_owns(saved):
         log(
             f"note: {run_dir} is a copy of {saved['run_dir']}, whose MLflow run {path.name} is not added to "
             "(resume the copy with log.mlflow on to give it a run of its own)"
@@ -363,8 +295,8 @@ def log_artifact_to_run(run_dir: Path, path: Path, log=print, wait_s: float = WA
             failure.append(exc)
 
     if not _Worker().submit(call).wait(wait_s) or failure:
-        why = _why(failure[0]) if failure else f"the store did not answer within {wait_s:g} s"
-        _warn(f"could not add {path.name} to the run's mlflow run: {why}")
+        reason = why(failure[0]) if failure else f"the store did not answer within {wait_s:g} s"
+        _warn(f"could not add {path.name} to the run's mlflow run: {reason}")
         return False
     log(f"mlflow: added {path.name} to run {saved['run_id']}")
     return True
@@ -388,10 +320,3 @@ def _number(v) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return float(v) if math.isfinite(v) else None
-
-
-def _why(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > 200:
-        text = text[:200].rsplit(" ", 1)[0] + " ..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
