@@ -1,6 +1,6 @@
 """Many variants of a recipe, several seeds each, run side by side before a deadline: screen, then confirm.
 
-    python benchmarks/sweep.py --plan benchmarks/plans/issue28_gpu.yaml --data-root PATH \\
+    python benchmarks/sweep.py --plan benchmarks/plans/gpu_speedrun_variants.yaml --data-root PATH \\
         --parallel 4 --deadline-s 420
 
 Made for a machine lent for minutes (a GPU that one small model leaves mostly idle): every run is one

@@ -112,7 +112,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], RunMeta
 
 def checkpoint_of_safetensors(path: Path) -> dict:
     """A model.safetensors that vgglab wrote, as the checkpoint mapping inference reads: its weights,
-    RunMeta, epoch, and the run's config (stored in the file since issue 19, else the config.yaml
+    RunMeta, epoch, and the run's config (stored in the file by current vgglab, else the config.yaml
     beside it; without either, evaluation asks for --data-root as for torchvision weights)."""
     state, meta = read_safetensors(path)
     with safe_open(str(path), "pt") as f:

@@ -89,7 +89,7 @@ def _ratio_text(rates: dict, a, b) -> str:
     return f"{rates[a] / rates[b]:.2f}x"
 
 
-# bf16 on every native-bf16 CPU measured (Xeon, EPYC Zen 4: benchmarks/results/cpu_settings-*, issue 26)
+# bf16 on every native-bf16 CPU measured (Xeon, EPYC Zen 4: benchmarks/results/cpu_settings-*)
 KNOWN_BF16_GAIN = "1.3-1.9x on the native-bf16 CPUs measured"
 
 

@@ -1,5 +1,5 @@
-"""Issue 26's round-two fuzz classes: data never lost, no hang, no orphan worker, nothing silent,
-one line instead of a traceback, and the first file under the rule of every file."""
+"""Resume and the files a run keeps: data never lost, no hang and no orphan worker on special files,
+nothing silent, one line instead of a traceback, and the first file under the rule of every file."""
 
 import copy
 import json
@@ -20,37 +20,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import vgglab
-from vgglab.cli import main
 from vgglab.errors import VgglabError
 
 from ..conftest import TINY
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def tree(root: Path, per_class: int = 10, side: int = 20) -> Path:
-    """A small ImageFolder tree of noise PNGs: train/ and test/ with two classes (darker bees)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("test", 3)):
-        for k, c in enumerate(("ant", "bee")):
-            d = root / split / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (side, side + i % 5, 3), dtype=np.uint8) // (k + 1)
-                Image.fromarray(pixels).save(d / f"{i:03d}.png")
-    return root
-
-
-def folder_config(root: Path, **data) -> dict:
-    cfg = copy.deepcopy(TINY)
-    cfg["data"] = {"dataset": "imagefolder", "root": str(root), "batch_size": 4, "val_size": 2, "image_size": 32, **data}
-    cfg["train"]["epochs"] = 1
-    return cfg
-
-
-def cli(args, capsys) -> tuple[int, list[str]]:
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err.strip().splitlines()
+from .helpers import REPO, cli, copy_run, folder_config, tree
 
 
 def files_of(run: Path) -> dict:
@@ -64,14 +37,6 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("r2") / "run"
     vgglab.fit(cfg, out=out, log=lambda *_: None)
     return out
-
-
-def copy_run(run: Path, to: Path) -> Path:
-    to.mkdir()
-    for p in run.iterdir():
-        if p.is_file():
-            (to / p.name).write_bytes(p.read_bytes())
-    return to
 
 
 # --- data lost ---------------------------------------------------------------------------------

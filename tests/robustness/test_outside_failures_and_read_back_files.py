@@ -1,4 +1,4 @@
-"""Issue 34's third-round fuzz classes, each with a member other than the issue's example: outside
+"""Outside failures and what vgglab reads back, each class with more than one member: outside
 failures (a tracking store, a writer thread, a signal) never stop or hang a run, files vgglab reads
 back are read strictly, odd names and special files are handled, and bounds are one line."""
 
@@ -24,7 +24,7 @@ from vgglab.run.files import RUN_FILES
 from vgglab.run.lock import RunLock, RunLocked
 
 from ..conftest import TINY
-from .test_round_two import REPO, cli, copy_run, folder_config, tree
+from .helpers import REPO, cli, copy_run, folder_config, tree
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (installed by the dev extra, so CI runs this)")
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 28's measurements on a lent GPU, in one call (see the device notes in the brief):
-#   bash benchmarks/gpu_issue28.sh CIFAR10_TGZ OUT_DIR [TOTAL_S] [PARALLEL]
+# Time to accuracy on a lent GPU, in one call (see the device notes in the brief):
+#   bash benchmarks/gpu_time_to_accuracy.sh CIFAR10_TGZ OUT_DIR [TOTAL_S] [PARALLEL]
 # 1. fast_cifar10 and fast_cifar10_muon1024, seed 0 each, alone on the GPU: item 4's GPU times;
-# 2. benchmarks/sweep.py over benchmarks/plans/issue28_gpu.yaml, PARALLEL runs side by side, no run
+# 2. benchmarks/sweep.py over benchmarks/plans/gpu_speedrun_variants.yaml, PARALLEL runs side by side, no run
 #    started later than TOTAL_S minus a minute after this script began.
 # The records (benchmarks/results/time_to_accuracy, or $RESULTS) are packed into OUT_DIR/records.tar.gz.
 # Set VGGLAB_COMMIT to this checkout's HEAD in the command: the copied tree's .git can be stale.
@@ -24,7 +24,7 @@ for cfg in fast_cifar10 fast_cifar10_muon1024; do
 done
 LEFT=$((TOTAL - SECONDS - 60))
 echo "== sweep, $PAR side by side, runs started for ${LEFT}s (t=${SECONDS}s)"
-$PY benchmarks/sweep.py --plan benchmarks/plans/issue28_gpu.yaml --data-root $ROOT --parallel "$PAR" --threads 4 \
+$PY benchmarks/sweep.py --plan benchmarks/plans/gpu_speedrun_variants.yaml --data-root $ROOT --parallel "$PAR" --threads 4 \
   --deadline-s "$LEFT" --grace-s 50 --results "$RESULTS"
 tar -czf "$OUT/records.tar.gz" "$RESULTS"
 echo "== done (t=${SECONDS}s)"
