@@ -27,34 +27,23 @@ class DataConfig(Section):
     """Where the data is, how much of it is used, how it is split and read."""
 
     section = "data"
-    dataset: Dataset = setting(
-        "cifar10", "the dataset: CIFAR-10/100 (downloaded when missing), an image folder, or the built-in digits"
-    )
+    dataset: Dataset = setting("cifar10", "CIFAR-10/100 (downloaded when missing), an image folder, or the built-in digits")
     root: Text = setting("data/cifar10", "a folder, an ImageFolder tree, or a .tar.gz/.zip archive", resume=True)
     download: bool = setting(True, "cifar10/100: fetch the official archive when it is missing", resume=True)
     image_size: Side | None = setting(None, "the model's input side in pixels; null: the dataset's own (32 for CIFAR)")
     val_size: Annotated[Number, Field(ge=0)] | None = setting(
-        None, "validation images: a count (int) or a fraction of the training set in [0, 1); null: 5000 for CIFAR, else 10 %"
+        None, "validation images: a count or a fraction; null: 5000 or 10 %"
     )
-    train_limit: Annotated[int, Field(ge=1)] | None = setting(
-        None, "train on this many images only (stratified, seeded); null: all"
-    )
-    split_seed: int = setting(0, "seed of the validation split (it does not move when train.seed changes)")
+    train_limit: Annotated[int, Field(ge=1)] | None = setting(None, "train on this many images only (stratified); null: all")
+    split_seed: int = setting(0, "seed of the validation split (it does not move with train.seed)")
     batch_size: int = setting(128, "training images per step", ge=1)
     eval_batch_size: int = setting(500, "images per evaluation batch", ge=1, resume=True)
-    cache_dir: Text | None = setting(
-        None, "where decoded datasets are cached; null: $VGGLAB_CACHE or ~/.cache/vgglab", resume=True
-    )
+    cache_dir: Text | None = setting(None, "the cache folder; null: $VGGLAB_CACHE or ~/.cache/vgglab", resume=True)
     strict: bool = setting(False, "fail on an unreadable image instead of skipping it with a warning")
     storage: Literal["auto", "memory", "stream"] = setting(
-        "auto",
-        "memory: decode once into a uint8 tensor cache (CIFAR-sized data); stream: read the files per batch in worker "
-        "processes (any size); auto: memory when the decoded splits take at most a quarter of the free memory and no "
-        "full-image augmentation is asked for",
+        "auto", "memory: decoded once into RAM; stream: files read per batch by workers; auto: memory where it fits"
     )
-    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = setting(
-        "auto", "stream: decoding processes (0: in the training process); auto: from the cores and the device"
-    )
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = setting("auto", "stream: decoding processes (0: none)")
 
     @model_validator(mode="after")
     def _fraction(self):
@@ -69,52 +58,40 @@ def _stages(value):
     return [tuple(s) if isinstance(s, list) else s for s in value]
 
 
+Amplitude = Annotated[Number, Field(ge=0, lt=1)]
+Stage = tuple[Annotated[int, Field(ge=1)], Side, StageMode]
+
+
 class AugmentConfig(Section):
     """How training images are augmented and how pixels are normalised."""
 
     section = "augment"
     crop: Literal["pad", "resized", "scale", "none"] = setting(
-        "pad",
-        "pad: a random crop after padding; resized: random-resized-crop (area fraction and aspect ratio); scale: the VGG "
-        "paper's, shorter side rescaled to S ~ U[scale_min, scale_max] then a random crop (streamed storage); none",
+        "pad", "pad: random crop of the padded image; resized: random-resized-crop; scale: the paper's S jitter; none"
     )
     padding: int = setting(4, "crop: pad, pixels of padding", ge=0, le=1024)
     pad_mode: Literal["zeros", "reflect"] = setting("zeros", "crop: pad, what the padding holds")
-    scale: Range = setting(
-        (0.35, 1.0), "crop: resized, the range of the crop's fraction of the image area (0 < low <= high <= 1)"
-    )
+    scale: Range = setting((0.35, 1.0), "crop: resized, the range of the crop's share of the image area")
     ratio: Range = setting((0.75, 1.3333), "crop: resized, the range of the crop's aspect ratio")
-    scale_min: Side = setting(256, "crop: scale, the smallest shorter side S in pixels drawn per image (fixed S when equal)")
-    scale_max: Side = setting(512, "crop: scale, the largest shorter side S in pixels")
+    scale_min: Side = setting(256, "crop: scale, the smallest shorter side S drawn per image (pixels)")
+    scale_max: Side = setting(512, "crop: scale, the largest shorter side S (equal to scale_min: a fixed S)")
     flip: bool = setting(True, "random horizontal flips")
-    flip_mode: Literal["random", "alternate"] = setting(
-        "random",
-        "random: each image flipped with p 0.5 every epoch; alternate: a seeded random half in even epochs, exactly the "
-        "other half in odd ones (Jordan 2024, airbench)",
-    )
-    pca_std: Number = setting(0.0, "sigma of AlexNet/VGG PCA colour noise (0.1 is the paper's); 0: off", ge=0, le=10)
+    flip_mode: Literal["random", "alternate"] = setting("random", "random: p 0.5 per epoch; alternate: half, then the other half")
+    pca_std: Number = setting(0.0, "sigma of AlexNet/VGG PCA colour noise (the paper: 0.1); 0: off", ge=0, le=10)
     normalize: NormalizeMode = setting("standardize", "standardize: (x - mean) / std; subtract_mean: x - mean (the paper's)")
     mean: Annotated[list[Number], Field(min_length=1, max_length=4)] | None = setting(
-        None, "per-channel mean on the [0, 1] scale; null: the training images' own"
+        None, "per-channel mean, [0, 1] scale; null: the training images' own"
     )
     std: Annotated[list[Annotated[Number, Field(gt=0)]], Field(min_length=1, max_length=4)] | None = setting(
-        None, "per-channel std (e.g. ImageNet's for a model pretrained on it); null: the training images' own"
+        None, "per-channel std (e.g. ImageNet's for pretrained weights); null: the training images' own"
     )
-    early_crop: Side | None = setting(
-        None,
-        "progressive resizing, crop: pad: early_crop x early_crop random crops in the first early_epochs epochs, then "
-        "data.image_size (a model whose head pools globally takes any size)",
-    )
+    early_crop: Side | None = setting(None, "crop: pad, a smaller random crop side for the first early_epochs epochs")
     early_epochs: int = setting(0, "epochs that train on early_crop crops", ge=0)
-    stages: Annotated[list[tuple[Annotated[int, Field(ge=1)], Side, StageMode]], BeforeValidator(_stages)] = setting(
-        [],
-        "a resolution schedule (crop: pad), stages of [epochs, side, crop|resize] from epoch 1 on, then data.image_size: "
-        "crop takes side x side random crops, resize downsamples the usual crop (the whole scene is seen); []: off",
+    stages: Annotated[list[Stage], BeforeValidator(_stages)] = setting(
+        [], "a resolution schedule from epoch 1: [[epochs, side, crop|resize], ...], then data.image_size"
     )
-    brightness: Number = setting(
-        0.0, "colour jitter as torchvision's ColorJitter: brightness factors from [1 - b, 1 + b]; 0: off", ge=0, lt=1
-    )
-    contrast: Number = setting(0.0, "contrast factors from [1 - c, 1 + c] around each image's mean gray; 0: off", ge=0, lt=1)
+    brightness: Amplitude = setting(0.0, "colour jitter: brightness factors from [1 - b, 1 + b]; 0: off")
+    contrast: Amplitude = setting(0.0, "colour jitter: contrast factors from [1 - c, 1 + c]; 0: off")
 
     @model_validator(mode="after")
     def _together(self):
@@ -135,7 +112,7 @@ class AugmentConfig(Section):
             low, high = getattr(self, key)
             if not 0 < low <= high <= top:
                 raise ConfigError(
-                    f"augment.{key} must be a [low, high] pair with 0 < low <= high{' <= 1' if top == 1.0 else ''}, got {[low, high]!r}"
+                    f"augment.{key} must be a [low, high] pair with 0 < low <= high{' <= 1' * (top == 1)}, got {[low, high]}"
                 )
         return self
 

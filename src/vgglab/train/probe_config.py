@@ -22,35 +22,21 @@ class ProbeConfig(Section):
 
     section = "probe"
     enabled: bool = setting(False, "true: this run is a probe (train.init_from's weights stay fixed; no epochs)")
-    layer: ProbeLayer = setting(
-        "fc7",
-        "the descriptor: fc7, the second FC layer after its ReLU (the paper's Appendix B); fc6, the first (the run's "
-        "model keeps one hidden layer); pool5, the last conv block's map average-pooled (the run's model gets the gap head)",
-    )
+    layer: ProbeLayer = setting("fc7", "the descriptor: fc7 (the paper's Appendix B), fc6, or pool5 average-pooled")
     descriptor: Literal["center", "dense"] = setting(
-        "center",
-        "center: the evaluation crop, as eval and predict see the image; dense: Appendix B, the network applied densely "
-        "over the whole image at each of scales, averaged over space and the mirror, L2-normalised, the scales pooled",
+        "center", "center: the evaluation crop; dense: Appendix B, whole images at scales"
     )
     scales: Annotated[list[Annotated[int, Field(ge=32, le=4096)]], Field(min_length=1)] = setting(
         [256, 384, 512], "dense: the smallest side Q of each scale, pixels"
     )
-    scale_pool: Literal["mean", "stack"] = setting(
-        "mean", "dense: mean (sum-pooled, as the paper's VOC results) or stack (one descriptor per scale, joined)"
-    )
+    scale_pool: Literal["mean", "stack"] = setting("mean", "dense: average the scales' descriptors, or join them")
     c_grid: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1), AfterValidator(sorted)] = setting(
-        [0.001, 0.01, 0.1, 1.0, 10.0, 100.0],
-        "inverse regularisation strengths (scikit-learn's C) tried; the best validation top-1 is kept",
+        [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "inverse regularisation strengths C tried; the best on validation is kept"
     )
     max_iter: int = setting(1000, "L-BFGS iterations per fit", ge=1)
-    views: int = setting(
-        0, "K augmented views per training image (the recipe's augment), cached too; the head samples them", ge=0, le=100
-    )
+    views: int = setting(0, "augmented views per training image, cached too (the recipe's augment)", ge=0, le=100)
     head: Literal["auto", "logistic", "sgd"] = setting(
-        "auto",
-        "logistic: scikit-learn's logistic regression over every view, C chosen on validation; sgd: the class layer "
-        "trained by the recipe's optim and schedule for train.epochs, one view of each image per epoch, the best epoch "
-        "kept; auto: sgd with views, else logistic",
+        "auto", "logistic: fitted by L-BFGS; sgd: trained by optim and schedule over views; auto: sgd with views"
     )
 
     @property
