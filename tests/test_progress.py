@@ -20,6 +20,7 @@ from vgglab.progress import Progress, format_duration
 
 from .conftest import TINY
 from .data.test_sources import make_tree
+from .robustness.helpers import default_signals
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,9 +207,7 @@ def test_ctrl_c_stops_a_long_command_with_one_line_and_nothing_half_written(stre
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # as a terminal's Ctrl-C finds it: a shell's background job (pytest started
-        # with `&`) would pass SIGINT on ignored, and Python then never raises it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_signals,  # as a terminal's Ctrl-C finds it, however the suite was started
     )
     first = proc.stdout.readline()  # the first progress line: the evaluation is under way
     assert "ETA" in first, first + proc.stderr.read()

@@ -9,7 +9,6 @@ export whose logits differ by more than ``tolerance`` is an error and leaves not
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from .data.stream import uint8_batches
 from .device import autocast
 from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
-from .files import atomic_write, check_output_file, write_error
+from .files import atomic_write, check_output_file, temp_beside, write_error
 from .models import create_model_from_spec
 from .models.features import feature_extractor
 from .pretrained import is_pretrained
@@ -86,9 +85,7 @@ def export_model(
     result: dict[str, object] = {"format": fmt, "opset": None}
     tmp = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=FORMATS[fmt], dir=out.parent)
-        os.close(fd)
+        tmp = temp_beside(out, FORMATS[fmt])
         if fmt == "onnx":
             try:
                 import onnx  # noqa: F401

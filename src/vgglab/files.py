@@ -31,9 +31,7 @@ def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
     refuse_special(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temp_beside(path)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -44,6 +42,59 @@ def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_beside(path: Path, suffix: str = ".tmp") -> str:
+    """A new, empty temporary file in ``path``'s folder (made if missing), to be renamed onto ``path``:
+    the one place a file vgglab writes gets its mode, the one the user's umask gives any new file
+    (``tempfile.mkstemp`` makes it private to its owner, which a rename would carry onto the result)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, new_file_mode())
+        else:  # Windows
+            os.chmod(tmp, new_file_mode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def named(path: str | Path) -> bool:
+    """Whether ``path`` names anything, a link too (broken or a loop): then it is the user's file, never a
+    name to look up elsewhere (a shipped recipe)."""
+    return os.path.lexists(path)
+
+
+def broken_link(path: str | Path) -> str | None:
+    """One line for a symbolic link that leads nowhere (its target missing, or a loop of links); else None."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: fix the link, or name the file itself"
+    except (OSError, RuntimeError):  # ELOOP (RuntimeError before Python 3.13)
+        return f"{path} is a symbolic link that leads back to itself (a loop): fix the link, or name the file itself"
+    return None
+
+
+def new_file_mode() -> int:
+    """The mode the user's umask gives a new file: 0o644 under umask 022, 0o600 under 077, 0o664 under 002."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux names it without changing it (os.umask sets it process-wide, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 _KINDS = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from .errors import VgglabError
 from .strict import _suggest
 
 SCHEMA_FILE = "vgglab-config.schema.json"  # beside the recipes: each names it in its first line, for editors
@@ -20,8 +21,14 @@ def recipes_dir() -> Path:
 
 
 def recipe_files() -> list[Path]:
-    """Every shipped recipe, sorted by name."""
-    return sorted(recipes_dir().glob("*.yaml"))
+    """Every shipped recipe, sorted by name; none (a damaged install) is one line saying how to repair it."""
+    found = sorted(recipes_dir().glob("*.yaml"))
+    if not found:
+        raise VgglabError(
+            f"this vgglab install is incomplete: its recipes are missing from {recipes_dir()}; "
+            "reinstall it: pip install --force-reinstall vgglab (from a checkout: pip install -e .)"
+        )
+    return found
 
 
 def find_recipe(name: str) -> Path | None:

@@ -9,6 +9,7 @@ descriptor keeps the ``flock`` held, so the run cannot be resumed until they are
 from __future__ import annotations
 
 import ctypes
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -27,6 +28,13 @@ def keep_out_of_workers(fd: int) -> None:
 
 def release_fd(fd: int) -> None:
     _inherited.discard(fd)
+
+
+def share_temp_dir() -> None:
+    """multiprocessing's temporary folder (``pymp-*`` in $TMPDIR), made here before workers fork, so that
+    they inherit it instead of each making its own, which a worker stopped by a signal never removes;
+    this process removes it on every exit that runs Python's clean-up (Ctrl-C, SIGTERM, SIGHUP, an error)."""
+    multiprocessing.util.get_temp_dir()
 
 
 def worker_init(_worker_id: int = 0) -> None:

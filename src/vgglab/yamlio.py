@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .dotted import assign
+from .files import broken_link
 from .strict import ConfigError, plain
 
 
@@ -91,6 +92,8 @@ def read_yaml(path: str | Path) -> dict:
     """A recipe file as a mapping; anything else (missing, empty, not UTF-8, not YAML, duplicate
     keys, a list or scalar at the top, too deep, self-referencing) is one ConfigError line."""
     path = Path(path)
+    if broken_link(path):
+        raise ConfigError(str(broken_link(path)))
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a config file: pass a YAML recipe such as configs/demo_digits.yaml")
     if not path.is_file():

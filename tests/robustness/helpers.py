@@ -1,6 +1,10 @@
 """What the robustness tests share: a small ImageFolder tree, a recipe for it, the CLI as a user runs it."""
 
 import copy
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +48,23 @@ def copy_run(run: Path, to: Path) -> Path:
         if p.is_file():
             (to / p.name).write_bytes(p.read_bytes())
     return to
+
+
+def default_signals() -> None:
+    """In a child about to run vgglab: SIGINT, SIGTERM and SIGHUP as a terminal leaves them. A suite started
+    in the background (``nohup python -m pytest &``, some CI runners) has SIGINT ignored, and a child
+    inherits that: vgglab then rightly leaves it alone, and a test sending it would test nothing."""
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_DFL)
+
+
+def vgglab_process(args, cwd: Path, env: dict | None = None, **kw) -> subprocess.Popen:
+    """``python -m vgglab ARGS`` in a process group of its own, the stopping signals at their defaults."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vgglab", *map(str, args)],
+        cwd=cwd,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})},
+        preexec_fn=default_signals,
+        **kw,
+    )

@@ -24,7 +24,7 @@ from vgglab.run.files import RUN_FILES
 from vgglab.run.lock import RunLock, RunLocked
 
 from ..conftest import TINY
-from .helpers import REPO, cli, copy_run, folder_config, tree
+from .helpers import REPO, cli, copy_run, folder_config, tree, vgglab_process
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (installed by the dev extra, so CI runs this)")
 
@@ -43,16 +43,6 @@ def tracked(epochs: int = 1) -> dict:
     cfg["train"]["epochs"] = epochs
     cfg["log"] = {"progress": "none", "mlflow": True}
     return cfg
-
-
-def vgglab_process(args, tmp_path, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vgglab", *map(str, args)],
-        cwd=tmp_path,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        **kw,
-    )
 
 
 # --- 1. a tracking store that is down never holds training ------------------------------------
@@ -145,26 +135,32 @@ def test_a_tensorboard_writer_thread_failing_is_one_warning_and_no_traceback(tmp
     assert (tmp_path / "run" / "results.json").is_file()
 
 
-def test_sigterm_to_the_process_group_of_a_streamed_run_is_one_line_and_exit_143(tmp_path):
+@pytest.mark.parametrize(
+    "stop, status, says", [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGHUP, 129, "stopped by SIGHUP")]
+)
+def test_a_stopping_signal_to_the_process_group_of_a_streamed_run_is_one_line_and_leaves_nothing(tmp_path, stop, status, says):
     root = tree(tmp_path / "t", per_class=60, side=40)
     cfg = folder_config(root, storage="stream", workers=2, batch_size=8, cache_dir=str(tmp_path / "cache"))
     cfg["train"]["epochs"] = 50
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "tmp").mkdir()
     proc = vgglab_process(
         ["train", "--config", tmp_path / "r.yaml", "--out", tmp_path / "run"],
         tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env={"TMPDIR": str(tmp_path / "tmp")},
     )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "run" / "last.pt").exists():
         time.sleep(0.2)
     assert (tmp_path / "run" / "last.pt").exists(), "the run never finished an epoch"
-    os.killpg(proc.pid, signal.SIGTERM)  # what docker stop, systemd and batch schedulers do to the whole group
+    os.killpg(proc.pid, stop)  # what docker stop, systemd and batch schedulers (SIGTERM) or a closed terminal (SIGHUP) do
     _, err = proc.communicate(timeout=60)
     lines = err.decode().strip().splitlines()
     # the whole of stderr on failure: a traceback after the line once showed DataLoader's _shutdown_workers
-    assert proc.returncode == 143 and len(lines) == 1 and "stopped by SIGTERM; nothing was half-written" in lines[0], err.decode()
+    assert proc.returncode == status and len(lines) == 1 and f"{says}; nothing was half-written" in lines[0], err.decode()
+    assert sorted(os.listdir(tmp_path / "tmp")) == []  # no pymp-* folder of the loader workers' left behind
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
     assert not (tmp_path / "run" / "run.lock").exists()
 

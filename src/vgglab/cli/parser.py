@@ -51,6 +51,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _print_message(self, message, file=None):
+        """As argparse's, except that a failed write is not swallowed: ``--help`` onto a full disk is then
+        one line (``vgglab.cli.main``), not silence with exit 0."""
+        if message:
+            file = file or sys.stderr
+            file.write(message)
+            file.flush()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vgglab", description="Build, train, evaluate and look inside VGG networks.")

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..signals import held
-from ..workers import worker_init
+from ..workers import share_temp_dir, worker_init
 from .decode import decode_rescaled, decode_view, rescaled_size
 from .errors import DataError
 from .loader import BatchLoader, epoch_generator, place
@@ -220,6 +220,7 @@ def _clean_errors(loader):
     """A worker's DataError comes back with the worker's traceback in its message: keep its one line."""
     try:
         with held():  # workers fork with the stopping signals blocked (see vgglab.signals.held)
+            share_temp_dir()
             batches = iter(loader)
         yield from batches
     except DataError as exc:

@@ -11,7 +11,7 @@ from safetensors.torch import save
 from torch import nn
 
 from ..errors import VgglabError
-from ..files import atomic_write, tensor_bytes, torch_save
+from ..files import atomic_write, broken_link, tensor_bytes, torch_save
 from ..models import VGG, create_model_from_spec
 from ..yamlio import read_yaml
 from .meta import RunMeta
@@ -53,6 +53,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
+    if broken_link(path):
+        raise CheckpointError(str(broken_link(path)))
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():

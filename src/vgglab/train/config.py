@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ..data.config import AugmentConfig, DataConfig
 from ..declare import Section, json_schema, one_line, resumable
 from ..dotted import differences, flatten
-from ..files import write_text
+from ..files import named, write_text
 from ..shipped import find_recipe, unknown_recipe
 from ..speed import SpeedChoice
 from ..strict import ConfigError, plain
@@ -201,7 +201,7 @@ def load_config(source: str | Path | dict | Config | None = None, overrides=None
         source = source.to_dict()
     where = "config"
     if isinstance(source, (str, Path)):
-        if not Path(source).exists():  # a path wins; else a shipped recipe by name (vgglab recipes)
+        if not named(source):  # a path wins, a link too (broken or not); else a shipped recipe by name
             shipped = find_recipe(str(source))
             if shipped is None and Path(source).parent == Path("."):
                 raise ConfigError(unknown_recipe(str(source)))
