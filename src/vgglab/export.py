@@ -19,12 +19,13 @@ from .data.stream import uint8_batches
 from .device import autocast
 from .errors import VgglabError
 from .evaluate.inference import Inference, load_inference
-from .files import atomic_write, check_output_file, temp_beside, write_error
+from .files import atomic_write, temp_beside, write_error
 from .models import create_model_from_spec
 from .models.features import feature_extractor
 from .pretrained import is_pretrained
 from .progress import Progress, track
 from .run.checkpoint import read_safetensors, save_safetensors
+from .run.files import check_output_file
 
 # pt2: torch.export (ExportedProgram, dynamic batch), what torch now recommends; torchscript is the
 # legacy format (torch.jit.save warns that it is deprecated), kept for runtimes that still load it

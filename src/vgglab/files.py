@@ -8,14 +8,12 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from .errors import VgglabError
 from .memory import human
-from .run.files import RUN_FILES, is_run_dir
 
 
 def atomic_write(path: str | Path, write, needed: int | None = None) -> None:
@@ -194,40 +192,6 @@ def write_text(path: str | Path, text: str) -> None:
     not UTF-8 (Python holds them as surrogates) is written with the byte escaped (``\\udce9``)."""
     data = text.encode("utf-8", "backslashreplace")
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), needed=len(data))
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return path
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def check_output_file(out: str | Path, reading: Sequence[str | Path] = (), flag: str = "--out", example: str = "out") -> Path:
-    """``out`` as a path a command may write one file to: not a folder, not the file (or one of the
-    run's files) being read, and not one of any run's own files (:data:`RUN_FILES`). An existing
-    file there is replaced, atomically, by the caller."""
-    out = Path(out)
-    if out.is_dir():
-        raise VgglabError(f"{flag} {out} is a folder; give a file path, e.g. {out / example}")
-    refuse_special(out, flag)
-    for target in dict.fromkeys((out, _resolved(out))):  # a link into a run directory is its file too
-        if target.name in RUN_FILES and is_run_dir(target.parent):
-            raise VgglabError(
-                f"{flag} {out} would replace run {target.parent}'s own {target.name}; write elsewhere, "
-                f"e.g. {target.parent / 'export' / example}"
-            )
-    for src in map(Path, reading):
-        if _same(out, src):
-            raise VgglabError(f"{flag} {out} is the file being read; write the output elsewhere, e.g. {out.parent / example}")
-    return out
 
 
 def check_output_dir(out: str | Path, flag: str = "--out") -> Path:

@@ -5,24 +5,39 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
 import torch
 
 from .clock import PhaseClock
 from .lock import RunLock
 
-if TYPE_CHECKING:  # the training package builds a Run: importing it here at run time would be a cycle
-    from ..train.config import Config
-    from ..train.distributed import DistInfo
+C = TypeVar("C")  # the training config (vgglab.train.config.Config), which the training package builds
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this process group was created by setup(), so teardown() ends it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 @dataclass
-class Run:
+class Run(Generic[C]):
     """One training run's fixed context: its config, the checkpoint it resumes (or None), the
-    process and device, where it prints, its phase clock and (once made) its directory."""
+    process (its place in a torchrun job) and device, where it prints, its phase clock and (once
+    made) its directory."""
 
-    cfg: Config
+    cfg: C
     ckpt: dict | None
     info: DistInfo
     device: torch.device

@@ -15,14 +15,14 @@ from ..errors import VgglabError
 from ..files import write_text
 from ..models import VGG
 from ..run.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, save_safetensors
-from ..run.context import Run
+from ..run.context import DistInfo, Run
 from ..run.files import BEST, CONFIG, LAST, RESULTS, WEIGHTS
 from ..run.lock import RunLock
 from ..run.meta import RunMeta
 from ..run.record import describe_changes, read_record, write_record
 from ..speed import SpeedChoice, resolve_speed
 from .config import save_config
-from .distributed import DistInfo, barrier, broadcast_object, main_process, per_rank_batch, teardown
+from .distributed import barrier, broadcast_object, main_process, per_rank_batch, teardown
 from .freeze import FreezePlan
 from .linear_probe import fit_probe
 from .loaders import eval_loader, make_loaders

@@ -24,6 +24,7 @@ from ..machine import machine_info
 from ..models import VGG
 from ..pretrained import is_pretrained, parse_pretrained
 from ..run.checkpoint import resolve_checkpoint, save_checkpoint
+from ..run.context import DistInfo
 from ..run.files import CONFIG, LAST, METRICS, PROBE, RESULTS
 from ..run.lock import RunLock
 from ..run.meta import RunMeta
@@ -31,7 +32,6 @@ from ..run.record import write_record
 from ..speed import SpeedChoice, resolve_inference_precision
 from .config import Config, ConfigError, save_config
 from .descriptors import descriptor_batches, probe_model
-from .distributed import DistInfo
 from .feature_cache import FeatureCache, check_writable, features_root, file_sha256, image_keys
 from .linear_head import fit_head, fold_into, score, train_head
 from .prepare import open_run_dir, start_process, training_normalization

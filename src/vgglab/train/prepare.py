@@ -18,14 +18,14 @@ from ..models import VGG, VGGConfig, create_model, create_model_from_spec
 from ..models.vgg import PatchWhitening
 from ..pretrained import is_pretrained, parse_pretrained
 from ..run.checkpoint import load_checkpoint
-from ..run.context import Run
+from ..run.context import DistInfo, Run
 from ..run.directory import new_run_dir
 from ..run.files import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULTS, WEIGHTS
 from ..run.lock import RunLock
 from ..strict import plain
 from ..yamlio import read_yaml
 from .config import RESUME_KEYS, Config, ConfigError, load_config
-from .distributed import DistInfo, broadcast_object, per_rank_batch, setup
+from .distributed import broadcast_object, per_rank_batch, setup
 from .reporter import MetricsLog
 from .transfer import init_as_configured
 

@@ -14,11 +14,12 @@ from ..errors import VgglabError
 from ..evaluate.checkpoint_eval import evaluate_checkpoint
 from ..evaluate.inference import load_inference
 from ..evaluate.tta import TTA_MODES
-from ..files import check_output_dir, check_output_file, write_text
+from ..files import check_output_dir, write_text
 from ..models import summarize
 from ..models.layers import default_layers
 from ..progress import Progress
 from ..run.checkpoint import resolve_checkpoint
+from ..run.files import check_output_file
 from ..train.tracking import log_artifact_to_run
 from .inspect import activations, grad_cam, plot_activations, plot_filters, plot_grad_cam
 from .plots import plot_curves, plot_tsne, write_eval_pictures
