@@ -23,6 +23,7 @@ import typing
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 import yaml
 from pydantic import BaseModel
 
@@ -33,7 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import vgglab  # noqa: E402
 from vgglab.cli import build_parser  # noqa: E402
 from vgglab.declare import choices  # noqa: E402
-from vgglab.models import get_entry, list_models, param_count  # noqa: E402
+from vgglab.models import create_model_from_spec, get_entry, list_models, param_count, summarize  # noqa: E402
+from vgglab.pretrained import TORCHVISION_VGGS, parse_pretrained  # noqa: E402
 from vgglab.shipped import SCHEMA_FILE, describe, recipe_files  # noqa: E402
 from vgglab.strict import plain  # noqa: E402
 from vgglab.train.config import SECTIONS, schema_text  # noqa: E402
@@ -167,31 +169,64 @@ def config_page() -> str:
 # --- models and recipes -------------------------------------------------------------------------
 
 
-def models_page() -> str:
-    out = [
-        HEADER.format(source="the model registry (src/vgglab/models/registry.py)"),
-        "# Models\n",
-        "Every registered model (`vgglab models` prints the same; `vgglab summary NAME` its layers). Any of them takes "
-        "`width`, `num_classes`, `in_chans`, `input_size`, `head` and the other options of "
-        "{func}`vgglab.create_model`.\n",
-        "| model | parameters | input | classes | head | description |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in list_models():
-        cfg = get_entry(name).config
-        out.append(
-            f"| `{name}` | {param_count(cfg):,} | {cfg.input_size} | {cfg.num_classes} | {cfg.head.type} | {_cell(get_entry(name).description)} |"
-        )
-    return "\n".join(out) + "\n"
-
-
-def recipes_page(records: list[dict]) -> str:
+def _measured(records: list[dict]) -> dict[str, str]:
+    """Each shipped recipe's mean top-1 with its test-time augmentation over the recorded runs, per machine."""
     tta = _benchmark("time_to_accuracy")
     measured: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         recipe, extra = tta.recipe_of(r)
         if not extra and not r.get("ablation"):
             measured[recipe].append(r)
+    out = {}
+    for recipe, runs in measured.items():
+        by_machine = defaultdict(list)
+        for r in runs:
+            if r.get("top1_tta") is not None:
+                by_machine[tta.machine_of(r)].append(r["top1_tta"])
+        out[recipe] = "; ".join(f"{100 * statistics.fmean(v):.2f} % ({len(v)} on {m})" for m, v in sorted(by_machine.items()))
+    return out
+
+
+def models_page(records: list[dict]) -> str:
+    measured = _measured(records)
+    recipes: dict[str, list[str]] = defaultdict(list)
+    for path in recipe_files():
+        about = describe(path)
+        if about["data"] == "cifar10" and measured.get(path.stem):
+            recipes[about["model"]].append(f"`{path.stem}`: {measured[path.stem]}")
+    out = [
+        HEADER.format(source="the model registry (src/vgglab/models/registry.py), torchvision's weights and the records"),
+        "# Models\n",
+        "Every registered model (`vgglab models` prints the same; `vgglab summary NAME` its layers). Any of them takes "
+        "`width`, `num_classes`, `in_chans`, `input_size`, `head` and the other options of "
+        "{func}`vgglab.create_model`.\n",
+        "*GFLOPs* are multiply-accumulates (x 1e9) of one image at the model's own input size, the convention of "
+        "torchvision's table (VGG-16: 15.47). *ImageNet top-1 / top-5* are torchvision's published figures for the "
+        "weights vgglab loads by name (`torchvision:NAME`; from each weights' metadata, e.g. "
+        "`torchvision.models.VGG16_Weights.IMAGENET1K_V1.meta`, see https://pytorch.org/vision/stable/models.html); "
+        "vgglab did not measure them (no ImageNet here). *CIFAR-10* is the mean test top-1 with test-time augmentation "
+        "of each shipped recipe that trains the model, over the runs recorded in `benchmarks/results/` "
+        "([recipes](recipes.md), [time to accuracy](../results/time-to-accuracy.md)).\n",
+        "| model | parameters | GFLOPs | input | head | ImageNet top-1 / top-5 (%) | CIFAR-10 | description |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in list_models():
+        cfg = get_entry(name).config
+        with torch.device("meta"):  # shapes only
+            macs = summarize(create_model_from_spec(cfg))["macs"]
+        imagenet = "-"
+        if name in TORCHVISION_VGGS:
+            acc = parse_pretrained(f"torchvision:{name}").weights.meta["_metrics"]["ImageNet-1K"]
+            imagenet = f"{acc['acc@1']:.2f} / {acc['acc@5']:.2f}"
+        out.append(
+            f"| `{name}` | {param_count(cfg):,} | {macs / 1e9:.2f} | {cfg.input_size} | {cfg.head.type} | {imagenet} "
+            f"| {_cell('; '.join(recipes.get(name, [])) or '-')} | {_cell(get_entry(name).description)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def recipes_page(records: list[dict]) -> str:
+    measured = _measured(records)
     out = [
         HEADER.format(source="the shipped recipes (configs/) and benchmarks/results/time_to_accuracy/"),
         "# Recipes\n",
@@ -203,14 +238,9 @@ def recipes_page(records: list[dict]) -> str:
     ]
     for path in recipe_files():
         about = describe(path)
-        runs = measured.get(path.stem, [])
-        by_machine = defaultdict(list)
-        for r in runs:
-            if r.get("top1_tta") is not None:
-                by_machine[tta.machine_of(r)].append(r["top1_tta"])
-        result = "; ".join(f"{100 * statistics.fmean(v):.2f} % ({len(v)} on {m})" for m, v in sorted(by_machine.items()))
+        result = measured.get(path.stem)
         out.append(
-            f"| `{path.stem}` | {about['model']} | {about['data']} | {about['epochs']} | {_cell(about['about'])} | {result or '-'} |"
+            f"| `{path.stem}` | {about['model']} | {about['data']} | {about['epochs']} | {_cell(about['summary'])} | {result or '-'} |"
         )
     return "\n".join(out) + "\n"
 
@@ -364,6 +394,42 @@ def readme_results(records: list[dict]) -> str:
     return "\n".join([*head, *rows[:MAX_HEADLINE_ROWS]])
 
 
+def headline(records: list[dict]) -> str:
+    """The front page's one line of results: the quickest shipped recipe to a mean of 94 % CIFAR-10 test
+    top-1 (with its test-time augmentation) on a CPU and on a GPU, from the timed records."""
+    tta = _benchmark("time_to_accuracy")
+    best: dict[bool, tuple] = {}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in tta.timed(records):
+        recipe, extra = tta.recipe_of(r)
+        if not extra and not r.get("ablation") and r.get("top1_tta") is not None:
+            groups[(tta.machine_of(r), recipe)].append(r)
+    for (machine, recipe), rs in groups.items():
+        top1, minutes = statistics.fmean(r["top1_tta"] for r in rs), statistics.fmean(r["minutes"] for r in rs)
+        gpu = bool(rs[0].get("gpu"))
+        if top1 >= 0.94 and (gpu not in best or minutes < best[gpu][0]):
+            best[gpu] = (minutes, top1, machine, recipe, len(rs), rs[0].get("threads"))
+    parts = []
+    for gpu in (False, True):
+        if gpu in best:
+            minutes, top1, machine, recipe, n, threads = best[gpu]
+            took = f"{minutes * 60:.0f} seconds" if minutes < 2 else f"{minutes:.1f} minutes"
+            where = f"one {machine}" if gpu else f"a {threads}-thread {machine} CPU"
+            parts.append(f"**{100 * top1:.2f} %** in **{took}** on {where} (`{recipe}`, mean of {n} run{'s' * (n > 1)})")
+    return (
+        "CIFAR-10 test top-1 with test-time augmentation, from the start of training to the end of the final test: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def index_page(records: list[dict]) -> str:
+    text = (DOCS / "index.md").read_text()
+    start, end = "<!-- headline:start -->\n", "<!-- headline:end -->"
+    a, b = text.index(start) + len(start), text.index(end)
+    return text[:a] + headline(records) + "\n" + text[b:]
+
+
 def readme_page(records: list[dict]) -> str:
     text = (ROOT / "README.md").read_text()
     start, end = "<!-- results:start -->\n", "<!-- results:end -->"
@@ -379,9 +445,10 @@ def pages() -> dict[Path, str]:
     main, sweep = time_to_accuracy_page(records, shipped)
     return {
         ROOT / "README.md": readme_page(records),
+        DOCS / "index.md": index_page(records),
         DOCS / "reference" / "cli.md": cli_page(),
         DOCS / "reference" / "config.md": config_page(),
-        DOCS / "reference" / "models.md": models_page(),
+        DOCS / "reference" / "models.md": models_page(records),
         DOCS / "reference" / "recipes.md": recipes_page(records),
         DOCS / "reference" / "api.md": api_page(),
         DOCS / "results" / "time-to-accuracy.md": main,

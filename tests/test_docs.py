@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import vgglab
 from vgglab.cli import build_parser, main
 from vgglab.models import list_models
-from vgglab.shipped import recipe_files
+from vgglab.shipped import describe, recipe_files
 from vgglab.train.config import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +60,12 @@ def test_the_shipped_recipes_are_the_configs_folder():
 
 
 def test_recipes_lists_them_and_train_finds_one_by_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     assert main(["recipes"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines[:-1]] == [p.stem for p in recipe_files()]
+    names = [line.split()[0] for line in lines[:-1] if not line.startswith(" ")]  # summaries are indented
+    assert names == [p.stem for p in recipe_files()]
+    assert all(len(line) <= 80 for line in lines[:-1])  # wrapped to the terminal's width
     monkeypatch.chdir(tmp_path)  # nowhere near configs/
     assert (
         main(
@@ -134,3 +138,18 @@ def test_the_readme_is_a_front_door_whose_links_resolve():
     assert "python -m pip install -e . && vgglab demo" in text and 'python -m pip install -e ".[dev]" && python -m pytest' in text
     links = [t for t in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if not t.startswith("http")]
     assert links and [t for t in links if not (ROOT / t).exists()] == []
+
+
+def test_every_recipe_says_in_one_sentence_what_it_trains():
+    for path in recipe_files():
+        summary = describe(path)["summary"]
+        assert summary.endswith(".") and summary.count(". ") == 0 and len(summary) <= 160, path.name
+        assert "issue" not in summary.lower() and "shared/" not in path.read_text(), path.name
+
+
+def test_the_repository_and_the_package_carry_the_licence_and_a_citation():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Permission is hereby granted" in text
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
+    assert citation["version"] == vgglab.__version__

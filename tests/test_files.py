@@ -14,9 +14,9 @@ import torch
 from vgglab.data.normalization import Normalization
 from vgglab.errors import VgglabError
 from vgglab.files import write_text
-from vgglab.run.files import check_output_file
 from vgglab.models import create_model
 from vgglab.run.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from vgglab.run.files import check_output_file
 from vgglab.run.meta import RunMeta
 
 

@@ -51,7 +51,8 @@ def unknown_recipe(name: str) -> str:
 
 
 def describe(path: Path) -> dict:
-    """One recipe: its model, data, epochs and its opening comment (what it reproduces)."""
+    """One recipe: its model, data, epochs, its summary (the first comment line: one sentence on what it
+    trains) and the rest of its opening comment (how, and what it reproduces)."""
     cfg = yaml.safe_load(path.read_text()) or {}
     about = []
     for line in path.read_text().splitlines():
@@ -66,10 +67,6 @@ def describe(path: Path) -> dict:
         "data": (cfg.get("data") or {}).get("dataset", "cifar10"),
         # a probe fits a head on cached descriptors: it trains no epoch of the network
         "epochs": 0 if (cfg.get("probe") or {}).get("enabled") else (cfg.get("train") or {}).get("epochs", 10),
-        "about": " ".join(a for a in about if a),
+        "summary": about[0] if about else "",
+        "about": " ".join(a for a in about[1:] if a),
     }
-
-
-def first_sentence(text: str) -> str:
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 
 from .. import shipped
 from ..errors import VgglabError
@@ -184,9 +186,10 @@ def cmd_recipes(args) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    width = max(len(r["name"]) for r in rows)
+    columns = shutil.get_terminal_size().columns  # $COLUMNS or 80 when not a terminal
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['model']} on {r['data']}, {r['epochs']} epochs: {shipped.first_sentence(r['about'])}")
+        print(f"{r['name']}  ({r['model']} on {r['data']}, {r['epochs']} epochs)")
+        print(textwrap.fill(r["summary"], width=max(40, columns), initial_indent="    ", subsequent_indent="    "))
     print(f"({len(rows)} recipes in {shipped.recipes_dir()}; run one with vgglab train --config NAME)")
     return 0
 
