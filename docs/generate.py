@@ -14,6 +14,7 @@ pages from ``benchmarks/results/`` (the tables ``benchmarks/time_to_accuracy.py`
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import inspect
 import statistics
@@ -331,8 +332,14 @@ def time_to_accuracy_page(records: list[dict], shipped: set[str]) -> tuple[str, 
     return "\n".join(main), "\n".join(sweep)
 
 
+def _commit(commit: str) -> str:
+    """A record's commit, short; ``*`` where its checkout held uncommitted changes (git describe's ``+dirty``)."""
+    return f"`{commit[:7]}`" + ("*" if commit.endswith("+dirty") else "")
+
+
 def _runs_table(tta, records: list[dict]) -> str:
     rows = [
+        "Commits marked `*` ran with uncommitted changes in their checkout.\n",
         "| variant | seed | machine | commit | minutes | top-1 with TTA (%) | training PFLOPs |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -341,7 +348,7 @@ def _runs_table(tta, records: list[dict]) -> str:
         top = f"{100 * r['top1_tta']:.2f}" if r.get("top1_tta") is not None else "-"
         pf = f"{r['train_pflops']:.3f}" if r.get("train_pflops") is not None else "-"
         rows.append(
-            f"| {_cell(tta.variant_of(r))} | {r.get('seed', '-')} | {_cell(tta.machine_of(r))} | `{r.get('commit', '?')}` | "
+            f"| {_cell(tta.variant_of(r))} | {r.get('seed', '-')} | {_cell(tta.machine_of(r))} | {_commit(r.get('commit', '?'))} | "
             f"{minutes} | {top} | {pf} |"
         )
     return "\n".join(rows) + "\n"
@@ -360,8 +367,6 @@ def compute_page() -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    import csv
-
     for row in csv.reader(lines[1:]):
         out.append("| " + " | ".join(_cell(v) for v in row) + " |")
     return "\n".join(out) + "\n"
@@ -423,6 +428,69 @@ def headline(records: list[dict]) -> str:
     )
 
 
+# The public speed runs vgglab's recipes are compared with: their published mean CIFAR-10 test top-1 (with
+# TTA) and training compute counted as vgglab counts its own (6 x forward MACs x training images seen)
+PUBLIC_RUNS = (
+    ("airbench94", 0.346, 94.01, "https://github.com/KellerJordan/cifar10-airbench (Jordan 2024, arXiv:2404.00498)"),
+    ("airbench94_muon", 0.284, 94.01, "https://github.com/KellerJordan/cifar10-airbench"),
+    ("hiverge", 0.265, 94.01, "https://github.com/hiverge/cifar10-speedrun"),
+    ("E1 (200 runs)", 0.234, 94.05, "https://github.com/fulcrumresearch/cifar-10-speedrun"),
+)
+RESULT_RECIPES = ("fast_cifar10", "fast_cifar10_muon_9ep", "fast_cifar10_e1_port")  # the compute table's own rows
+
+
+def results_page(records: list[dict]) -> str:
+    """The results overview: time to 94 % per machine and the compute beside the public speed runs, from the
+    records; the tables of every run and the measurement log are the pages under it."""
+    tta = _benchmark("time_to_accuracy")
+    best: dict[str, tuple] = {}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in tta.timed(records):
+        recipe, extra = tta.recipe_of(r)
+        if not extra and not r.get("ablation") and r.get("top1_tta") is not None:
+            groups[(tta.machine_of(r), recipe)].append(r)
+    for (machine, recipe), rs in groups.items():
+        top1, minutes = statistics.fmean(r["top1_tta"] for r in rs), statistics.fmean(r["minutes"] for r in rs)
+        if top1 >= 0.94 and (machine not in best or minutes < best[machine][0]):
+            best[machine] = (minutes, top1, recipe, len(rs))
+    out = [
+        HEADER.format(source="benchmarks/results/ (the time-to-accuracy records and cifar10_compute.csv)"),
+        "# Results\n",
+        "```{toctree}\n:caption: Records\n:maxdepth: 1\n\ntime-to-accuracy\ncompute\nsweep-variants\nbenchmarks\n"
+        "settings-notes\nmeasurement-log\n```\n",
+        "What vgglab's shipped recipes reach on the real CIFAR-10 (50,000 training and 10,000 test images), on each "
+        "machine they ran on, and what that costs in compute beside the public speed runs. Every figure comes from a "
+        "record in `benchmarks/results/`; the pages under *Records* hold every run, the failures too.\n",
+        "## Time to 94 %\n",
+        "The quickest shipped recipe whose runs average at least 94.0 % test top-1 with its test-time augmentation, "
+        "per machine; minutes from the start of training to the end of the final test, the machine to itself.\n",
+        "| machine | recipe | runs | top-1 (%) | time |",
+        "|---|---|---|---|---|",
+    ]
+    for machine, (minutes, top1, recipe, n) in sorted(best.items(), key=lambda kv: kv[1][0]):
+        took = f"{minutes * 60:.0f} s" if minutes < 2 else f"{minutes:.1f} min"
+        out.append(f"| {machine} | `{recipe}` | {n} | {100 * top1:.2f} | {took} |")
+    rows = list(csv.DictReader((ROOT / "benchmarks" / "results" / "cifar10_compute.csv").open()))
+    out += [
+        "\n## Compute beside the public speed runs\n",
+        "Training compute in PFLOPs, 6 x the network's forward multiply-accumulates x the training images seen "
+        "(vgglab's recipes use the airbench network, `vgg_fast`); the public figures are their authors' published "
+        "mean accuracies, their compute counted the same way from their published settings.\n",
+        "| recipe | PFLOPs | top-1 (%) | runs | source |",
+        "|---|---|---|---|---|",
+    ]
+    for recipe in RESULT_RECIPES:
+        of = [r for r in rows if r["variant"] == recipe and r["mean_tta_top1"]]
+        if of:
+            seeds = sum(int(r["seeds"]) for r in of)
+            mean = sum(float(r["mean_tta_top1"]) * int(r["seeds"]) for r in of) / seeds
+            out.append(f"| `{recipe}` | {float(of[0]['pflops']):.3f} | {mean:.2f} | {seeds} | [records](compute.md) |")
+    for name, pflops, top1, source in PUBLIC_RUNS:
+        out.append(f"| {name} | {pflops:.3f} | {top1:.2f} | published | {source} |")
+    out.append("")
+    return "\n".join(out)
+
+
 def index_page(records: list[dict]) -> str:
     text = (DOCS / "index.md").read_text()
     start, end = "<!-- headline:start -->\n", "<!-- headline:end -->"
@@ -446,6 +514,7 @@ def pages() -> dict[Path, str]:
     return {
         ROOT / "README.md": readme_page(records),
         DOCS / "index.md": index_page(records),
+        DOCS / "results" / "index.md": results_page(records),
         DOCS / "reference" / "cli.md": cli_page(),
         DOCS / "reference" / "config.md": config_page(),
         DOCS / "reference" / "models.md": models_page(records),
