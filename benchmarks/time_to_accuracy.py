@@ -266,8 +266,10 @@ def write_curve(rows: list[dict], path: Path) -> Path:
     writer.writerows(rows)
     path.write_text(buf.getvalue())
     rows = [r for r in rows if r["mean_tta_top1"] != ""]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.6]})
+    # One column, text sized for the figure shown about 600 px wide (a phone scrolls it in its own box)
+    fig, axes = plt.subplots(2, 1, figsize=(7, 9.5), gridspec_kw={"height_ratios": [1, 1.4]})
     zoom = (93.0, 94.45)
+    labels: dict = {ax: [] for ax in axes}
     for ax, full in zip(axes, (True, False), strict=True):
         for row in rows:
             mean, low = row["mean_tta_top1"], row["min_tta_top1"]
@@ -286,27 +288,39 @@ def write_curve(rows: list[dict], path: Path) -> Path:
             if shipped and full != (
                 zoom[0] <= mean <= zoom[1]
             ):  # shipped recipes by name, each in one panel; the CSV names the rest
-                ax.annotate(
-                    f"{row['variant']} ({row['seeds']}x, {row['machine'].split(',')[0]})",
-                    (row["pflops"], mean),
-                    fontsize=6,
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                )
+                machine = row["machine"].split(",")[0].split()[-1]  # Xeon, EPYC, H200
+                labels[ax].append((row["pflops"], mean, f"{row['variant']} ({row['seeds']}x, {machine})"))
         ax.axhline(94.0, color="gray", lw=0.8, ls="--")
         ax.axvline(0.20, color="gray", lw=0.8, ls=":")
         ax.set_xlabel("training PFLOPs (6 x forward MACs x images seen)")
         ax.set_xlim(right=max([r["pflops"] for r in rows] + [0.2]) * 1.45)
-    axes[0].set_ylabel("test top-1 with TTA (%): mean, bar to the lowest seed")
-    axes[0].set_title("every variant (the CSV names each)", fontsize=9)
+    for ax in axes:
+        ax.set_ylabel("test top-1 with TTA (%)")
+    axes[0].set_title("every variant (the CSV names each); mean, bar to the lowest seed", fontsize=10)
     axes[1].set_ylim(*zoom)
     axes[1].set_xlim(0.18, None)
-    axes[1].set_title("near 94 %: circles CPU, squares GPU; shipped recipes named", fontsize=9)
+    axes[1].set_title("near 94 %: circles CPU, squares GPU; shipped recipes named", fontsize=10)
+    for ax, marks in labels.items():
+        _label_points(ax, marks)
     fig.suptitle("vgglab CIFAR-10 recipes: accuracy against training compute")
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=110)
+    fig.savefig(path.with_suffix(".png"), dpi=120)
     plt.close(fig)
     return path
+
+
+def _label_points(ax, marks: list[tuple[float, float, str]], gap: float = 10.0) -> None:
+    """Name points beside them; labels of points at about the same x are pushed apart to ``gap``
+    points, top to bottom, so that none covers another."""
+    to_points = ax.transData.transform
+    dpi = ax.figure.dpi
+    last: dict[int, float] = {}
+    for x, y, text in sorted(marks, key=lambda m: -m[1]):
+        column = round(x * 100)
+        want = to_points((x, y))[1] * 72 / dpi + 3
+        placed = min(want, last.get(column, want + gap) - gap)
+        last[column] = placed
+        ax.annotate(text, (x, y), fontsize=8, xytext=(4, placed - want + 3), textcoords="offset points")
 
 
 def write_record(folder: Path, stem: str, rec: dict) -> Path:

@@ -3,6 +3,9 @@ and public name appears), so a change without its docs fails here, not in a read
 
 import argparse
 import importlib.util
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,35 +107,7 @@ def test_version_names_what_a_bug_report_needs(capsys):
         assert part in out, part
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("sphinx") is None or importlib.util.find_spec("myst_nb") is None,
-    reason="the docs extra (pip install -e '.[docs]'; CI installs it and builds the site)",
-)
-def test_the_site_builds_strictly(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sphinx",
-            "-W",
-            "--keep-going",
-            "-n",
-            "-q",
-            "-b",
-            "html",
-            str(ROOT / "docs"),
-            str(tmp_path / "html"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 def test_the_readme_is_a_front_door_whose_links_resolve():
-    import re
-
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 200
     assert "python -m pip install -e . && vgglab demo" in text and 'python -m pip install -e ".[dev]" && python -m pytest' in text
@@ -153,3 +128,111 @@ def test_the_repository_and_the_package_carry_the_licence_and_a_citation():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
     assert citation["version"] == vgglab.__version__
+
+
+HAS_DOCS = importlib.util.find_spec("sphinx") is not None and importlib.util.find_spec("myst_nb") is not None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site, built strictly once for the tests below (it runs the tour: a minute or two)."""
+    if not HAS_DOCS:
+        pytest.skip("the docs extra (pip install -e '.[docs]'; CI installs it and builds the site)")
+    out = tmp_path_factory.mktemp("site") / "html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html", str(ROOT / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    return out, result
+
+
+@pytest.mark.slow
+def test_the_site_builds_strictly(site):
+    _, result = site
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _browser():
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        assert not os.environ.get("VGGLAB_REQUIRE_CHROMIUM"), "CI must install Chromium (.ci/run)"
+        pytest.skip("no Chromium on this machine (CI installs Debian's chromium; apt-get install chromium)")
+    return browser
+
+
+def _dom(url: str, width: int, height: int, profile: Path) -> str:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+    return subprocess.run(
+        [
+            _browser(),
+            *flags,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+
+
+# Appended to a copy of a page beside it: after load, what a reader would see, written into the page for --dump-dom
+LAYOUT_PROBE = """<script>window.addEventListener('load', () => {
+  const bad = Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length;
+  const demo = Array.from(document.querySelectorAll('div.highlight')).find(d => d.textContent.includes('vgglab demo'));
+  const bottom = demo ? demo.getBoundingClientRect().bottom : -1;
+  const wide = document.documentElement.scrollWidth - window.innerWidth;
+  const shown = Array.from(document.images).map(i => Math.round(100 * i.clientWidth / Math.max(1, i.naturalWidth)));
+  document.body.insertAdjacentHTML('beforeend',
+    `<p id="probe">images=${document.images.length} broken=${bad} demo_bottom=${Math.round(bottom)} height=${window.innerHeight} wide=${wide} scale=${Math.min(100, ...shown)}</p>`);
+});</script>"""
+
+
+def _probe(page: Path, width: int, height: int, tmp_path: Path) -> dict:
+    copy = page.with_name(f"probe-{width}-{page.name}")
+    copy.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = _dom(copy.as_uri(), width, height, tmp_path / "profile")
+    found = re.search(r'<p id="probe">(images=\d+[^<]*)<', dom)  # the element, not the script's own text
+    assert found, dom[-500:]
+    return {k: int(v) for k, v in (part.split("=") for part in found.group(1).split())}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+def test_the_home_and_results_pages_start_a_reader_on_a_desktop_and_a_phone(site, tmp_path, width, height):
+    html, result = site
+    assert result.returncode == 0, result.stderr[-3000:]
+    home = _probe(html / "index.html", width, height, tmp_path)
+    assert 0 < home["demo_bottom"] <= home["height"], home  # install and demo on the first screen
+    for probe in (home, _probe(html / "results" / "index.html", width, height, tmp_path)):
+        assert probe["broken"] == 0 and probe["wide"] <= 0, probe  # a wide table scrolls in its own box
+    compute = _probe(html / "results" / "compute.html", width, height, tmp_path)
+    # the compute plot's 8-point labels (13 px at its 120 dpi) stay at 9 px or more: shown at >= 70 % of its size
+    assert compute["images"] == 1 and compute["broken"] == 0 and compute["wide"] <= 0 and compute["scale"] >= 70, compute
+
+
+@pytest.mark.slow
+def test_the_tour_page_shows_its_figures(site, tmp_path):
+    html, result = site
+    assert result.returncode == 0, result.stderr[-3000:]
+    for width, height in ((1280, 800), (390, 844)):
+        tour = _probe(html / "tour.html", width, height, tmp_path)
+        assert tour["images"] >= 5 and tour["broken"] == 0 and tour["wide"] <= 0, tour
+    assert tour["scale"] == 100, tour  # on a phone each figure keeps its size and scrolls in its own box
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "query, guide", [("onnx", "guides/transfer.html"), ("resume", "guides/runs.html"), ("fine-tune", "guides/transfer.html")]
+)
+def test_search_puts_the_guide_named_by_the_query_first(site, tmp_path, query, guide):
+    html, result = site
+    assert result.returncode == 0, result.stderr[-3000:]
+    dom = _dom(f"{(html / 'search.html').as_uri()}?q={query}", 1280, 800, tmp_path / "profile")
+    found = re.search(r'<ul[^>]*class="search"[^>]*>', dom)
+    results = dom[found.start() :] if found else ""
+    links = re.findall(r'<a href="([^"#?]+)', results)
+    assert links and links[0] == guide, links[:5]

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "vgg_tour.ipynb"
-FIGURE_CELLS = ("run.plot_curves()", "run.plot_confusion()", "run.plot_predictions(16)", "run.gradcam(images[0])")
+FIGURE_CELLS = (
+    "run.plot_curves()",
+    "run.plot_confusion()",
+    "run.plot_predictions(16)",
+    "run.gradcam(images[0])",
+    "run.plot_filters()",
+)
 
 
 def test_the_committed_notebook_carries_no_outputs():

@@ -17,7 +17,7 @@ from .evaluate.load import load_model
 from .evaluate.metrics import predict_split
 from .models import VGG
 from .train.config import Config, load_config
-from .viz.inspect import grad_cam, plot_grad_cam
+from .viz.inspect import grad_cam, plot_filters, plot_grad_cam
 from .viz.plots import plot_confusion, plot_curves, plot_predictions
 from .viz.report import build_report
 
@@ -107,6 +107,10 @@ class TrainedRun:
         prob = model(x).float().softmax(1)[0, target[0]].item()
         title = f"{model.meta.classes[target[0]]} {100 * prob:.0f}%"
         return plot_grad_cam(model.meta.normalization.invert(x).cpu(), cams.cpu(), [title])
+
+    def plot_filters(self, max_filters: int = 64):
+        """The first layer's kernels as tiles (``vgglab inspect`` draws the same)."""
+        return plot_filters(self.model, max_filters=max_filters)
 
     def report(self, out: str | Path | None = None, data_root: str | None = None) -> Path:
         """The self-contained HTML page (``vgglab report``); returns its path."""
