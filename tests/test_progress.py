@@ -132,6 +132,7 @@ def test_dense_evaluation_logged_to_a_file_shows_lines_with_an_eta_before_its_re
     assert quiet.returncode == 0 and "ETA" not in quiet.stdout + quiet.stderr
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_on_a_terminal_the_same_evaluation_draws_a_bar(streamed_run, tmp_path):
     """stderr on a pseudo-terminal: tqdm's bar (its percentage and rate), and no plain lines."""
     main_fd, worker_fd = pty.openpty()

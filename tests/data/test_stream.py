@@ -275,6 +275,7 @@ def test_imagenets_layout_reads_val_as_the_test_split_and_holds_validation_out_o
     assert ds.classes == ["cat", "dog"] and ds.test.y.tolist() == [0] * 5 + [1] * 5
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_whole_image_batches_for_the_papers_evaluation(tmp_path):
     """Whole images rescaled per scale (aspect kept, torchvision's sizes), batched by original size;
     a file broken after indexing is a warning and a gray stand-in, or one DataError when strict."""

@@ -108,6 +108,7 @@ BROKEN_IMAGE_PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_report_is_self_contained_and_renders(trained_run, tmp_path):
     from vgglab.viz.report import build_report
 

@@ -29,6 +29,7 @@ def test_torchvision_weights_give_equal_outputs_and_round_trip(name):
     del reference, fresh, model
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_mismatched_weights_list_the_offending_keys(tmp_path):
     sd = torchvision.models.vgg11(weights=None).state_dict()
     with pytest.raises(SpecError, match=r"missing from the file: features\.1\.bias.*features\.1\.running_mean"):

@@ -104,7 +104,7 @@ def test_a_reader_that_has_gone_ends_the_listing_quietly():
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"]])
+@pytest.mark.parametrize("args", [["--version"], *(pytest.param(a, marks=pytest.mark.slow) for a in (["--help"], ["models"]))])
 def test_output_onto_a_full_disk_is_one_line(args):
     with open("/dev/full", "w") as full:
         result = vgglab_output(args, full)

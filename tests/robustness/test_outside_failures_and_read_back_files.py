@@ -72,6 +72,7 @@ def silent_server():
     sock.close()
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_a_store_that_never_answers_costs_seconds_and_one_warning(tmp_path, monkeypatch, silent_server):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", silent_server)
     monkeypatch.chdir(tmp_path)
@@ -136,7 +137,8 @@ def test_a_tensorboard_writer_thread_failing_is_one_warning_and_no_traceback(tmp
 
 
 @pytest.mark.parametrize(
-    "stop, status, says", [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGHUP, 129, "stopped by SIGHUP")]
+    "stop, status, says",
+    [(signal.SIGTERM, 143, "stopped by SIGTERM"), pytest.param(signal.SIGHUP, 129, "stopped by SIGHUP", marks=pytest.mark.slow)],
 )
 def test_a_stopping_signal_to_the_process_group_of_a_streamed_run_is_one_line_and_leaves_nothing(tmp_path, stop, status, says):
     root = tree(tmp_path / "t", per_class=60, side=40)

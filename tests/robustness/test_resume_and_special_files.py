@@ -129,6 +129,7 @@ def test_a_special_or_bad_file_sorting_first_is_skipped_like_any_other(tmp_path,
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "!first.png" in p.stderr
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_predict_of_a_fifo_is_an_error_line_not_a_hang(run, tmp_path):
     fifo = tmp_path / "f.png"
     os.mkfifo(fifo)
@@ -136,6 +137,7 @@ def test_predict_of_a_fifo_is_an_error_line_not_a_hang(run, tmp_path):
     assert p.returncode == 1 and "it is a FIFO, not an image file" in p.stderr
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_no_loader_worker_outlives_a_killed_run(tmp_path):
     root = tree(tmp_path / "t", per_class=150, side=40)
     cfg = folder_config(root, storage="stream", workers=2, batch_size=8, cache_dir=str(tmp_path / "cache"))

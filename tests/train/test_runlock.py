@@ -56,6 +56,7 @@ sys.exit(main(["train", "--resume", sys.argv[1], "--set", "train.epochs=4"]))
 """
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_two_processes_resuming_one_run_exactly_one_proceeds(tmp_path):
     cfg = copy.deepcopy(TINY)
     cfg["train"]["epochs"] = 1

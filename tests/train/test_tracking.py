@@ -92,6 +92,7 @@ def test_mlflow_turned_on_at_a_resume_gets_the_earlier_epochs_too(tmp_path, stor
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3]
 
 
+@pytest.mark.slow  # 5-8 s: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_the_report_joins_the_runs_mlflow_run(tmp_path, store):
     out = tmp_path / "run"
     cfg = tracked_config(1)
