@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -60,7 +61,11 @@ def test_export_parity_vgg16_cifar(tmp_path, fmt):
     ckpt = make_checkpoint(tmp_path / "best.pt", "vgg16_cifar")
     if fmt == "onnx" and onnx_refused_on_this_torch(ckpt):
         return
-    r = export_model(ckpt, fmt)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        r = export_model(ckpt, fmt)
+    # nothing a user cannot act on: e.g. TorchScript's "trace might be incorrect" for the input checks
+    assert [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)] == []
     assert r["max_abs_diff"] <= 1e-4 and r["checked"] == ["random x3"]
     assert (
         r["skipped"].startswith("skipped the real-data parity check: cifar10 dataset not found at")

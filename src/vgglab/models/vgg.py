@@ -144,7 +144,10 @@ def _head_modules(cfg: VGGConfig, in_ch: int) -> tuple[nn.Sequential, int]:
 
 def check_input_shape(cfg: VGGConfig, x: torch.Tensor) -> None:
     """One-line errors for input the model cannot take (a plain function, so that FX tracing of
-    the model keeps it as one call: see vgglab.models.features)."""
+    the model keeps it as one call: see vgglab.models.features). A TorchScript trace records no Python
+    check (it would only warn that each is frozen): the traced module takes the traced size."""
+    if torch.jit.is_tracing():
+        return
     if x.dim() != 4 or x.shape[1] != cfg.in_chans:
         raise SpecError(f"{cfg.name} expects input of shape (N, {cfg.in_chans}, H, W), got {tuple(x.shape)}")
     h, w = x.shape[-2:]
