@@ -130,6 +130,15 @@ def test_the_repository_and_the_package_carry_the_licence_and_a_citation():
     assert citation["version"] == vgglab.__version__
 
 
+def test_the_model_zoo_names_compute_and_accuracy_for_every_model():
+    page = (ROOT / "docs" / "reference" / "models.md").read_text()
+    header = next(line for line in page.splitlines() if line.startswith("| model |"))
+    for column in ("parameters", "GFLOPs", "ImageNet top-1 / top-5", "CIFAR-10"):
+        assert column in header, column
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert {r.split("`")[1] for r in rows} == set(list_models())
+
+
 HAS_DOCS = importlib.util.find_spec("sphinx") is not None and importlib.util.find_spec("myst_nb") is not None
 
 
@@ -151,6 +160,20 @@ def site(tmp_path_factory):
 def test_the_site_builds_strictly(site):
     _, result = site
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# Markup that reached the reader as text (an emphasis left as *resume*), or Python's own docstring of a
+# built-in type standing where a description belongs (tuple's, dict's)
+UNRENDERED = re.compile(r"<td>(?:(?!</td>).)*(\*[A-Za-z_][\w ,.-]*\*|Built-in immutable sequence|Create a new dictionary)", re.S)
+
+
+@pytest.mark.slow
+def test_generated_pages_hold_no_unrendered_markup(site):
+    html, result = site
+    assert result.returncode == 0, result.stderr[-3000:]
+    pages = [*(html / "reference").glob("*.html"), *(html / "results").glob("*.html")]
+    assert len(pages) >= 8
+    assert [(p.name, m.group(1)) for p in pages for m in UNRENDERED.finditer(p.read_text())] == []
 
 
 def _browser():
