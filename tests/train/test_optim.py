@@ -145,6 +145,8 @@ def muon_model():
     return create_model("vgg_fast", blocks=[[8], [16]], num_classes=4, input_size=8)
 
 
+# the schedule is stepped here without optimiser steps, on purpose (its rates are what is checked)
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
 def test_muon_steps_the_filters_and_sgd_the_rest():
     from vgglab.train.optim import MuonSGD, newton_schulz
 
