@@ -162,7 +162,9 @@ def test_a_stopping_signal_to_the_process_group_of_a_streamed_run_is_one_line_an
     lines = err.decode().strip().splitlines()
     # the whole of stderr on failure: a traceback after the line once showed DataLoader's _shutdown_workers
     assert proc.returncode == status and len(lines) == 1 and f"{says}; nothing was half-written" in lines[0], err.decode()
-    assert sorted(os.listdir(tmp_path / "tmp")) == []  # no pymp-* folder of the loader workers' left behind
+    # no folder left behind (multiprocessing's pymp-* of the loader workers); a file a library writes on import
+    # and never removes, however the process ends, is not ours (onnxruntime 1.32's .ses, imported by torch 2.4's torch.onnx)
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if p.is_dir() or p.name.startswith("pymp-")] == []
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
     assert not (tmp_path / "run" / "run.lock").exists()
 
