@@ -2,6 +2,7 @@
 one MLflow run per vgglab run, read back with MLflow's own client from a real local store."""
 
 import copy
+import time
 
 import pytest
 import yaml
@@ -9,6 +10,7 @@ import yaml
 import vgglab
 from vgglab.cli import main
 from vgglab.dotted import flatten
+from vgglab.train import tracking
 from vgglab.train.tracking import ID_FILE
 
 from ..conftest import TINY
@@ -81,11 +83,16 @@ def test_a_tracking_store_that_fails_is_one_warning_and_the_run_goes_on(tmp_path
     assert not (tmp_path / "run" / ID_FILE).exists()
 
 
-def test_mlflow_turned_on_at_a_resume_gets_the_earlier_epochs_too(tmp_path, store):
+def test_mlflow_turned_on_at_a_resume_gets_the_earlier_epochs_too(tmp_path, store, monkeypatch):
     out = tmp_path / "run"
     cfg = tracked_config(2)
     cfg["log"] = {"progress": "none"}
     vgglab.fit(cfg, out=out, log=lambda *_: None)
+    # a store slower to create than the run's start waits for (a new SQLite store on a busy machine):
+    # the earlier epochs still come before the ones the run logs next
+    monkeypatch.setattr(tracking, "HEADER_WAIT_S", 0.0)
+    write_id_file = tracking.write_id_file
+    monkeypatch.setattr(tracking, "write_id_file", lambda *a: (time.sleep(1.0), write_id_file(*a)))
     vgglab.fit(overrides=["train.epochs=3", "log.mlflow=true"], resume=out, log=lambda *_: None)
     client = mlflow.tracking.MlflowClient(tracking_uri=store)
     (run,) = client.search_runs(experiment_ids=["0"])

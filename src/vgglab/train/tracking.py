@@ -111,13 +111,15 @@ class MLflowRun:
 
     @classmethod
     def open(
-        cls, cfg: Config, run_dir: Path, resumed_rows: list[dict] | None = None, log=print, wait_s: float = HEADER_WAIT_S
+        cls, cfg: Config, run_dir: Path, resumed_rows: list[dict] | None = None, log=print, wait_s: float | None = None
     ) -> MLflowRun | None:
         """The run's MLflow run (continued when ``mlflow_run.json`` names one made for this
         directory, else created, with the rows of epochs trained before), or None when
         ``log.mlflow`` is off or the id file is damaged (one warning). Creating it is queued like
-        every other call; this waits at most ``wait_s`` seconds for it, only so that its line comes
-        with the run's header. A store that fails is one warning from the tracking thread."""
+        every other call; this waits at most ``wait_s`` seconds (default :data:`HEADER_WAIT_S`) for it,
+        only so that its line comes with the run's header. The config and the earlier epochs are queued
+        here, behind the creation and before anything the run logs next, however long the store takes
+        to create. A store that fails is one warning from the tracking thread."""
         if not cfg.log.mlflow:
             return None
         try:
@@ -166,13 +168,15 @@ class MLflowRun:
                 )
             else:
                 log(f"mlflow: run {run_id} at {uri}")
-            run.log_config(cfg)  # queued behind this call, with the epochs trained before tracking was on
-            for row in resumed_rows or []:
-                run.log_epoch(row)
 
         run._call("start", start, off=True)
-        if run._last is not None:
-            run._last.wait(wait_s)
+        started = run._last
+        if saved is None:  # a new MLflow run: the config, then the epochs trained before tracking was on
+            run.log_config(cfg)
+            for row in resumed_rows or []:
+                run.log_epoch(row)
+        if started is not None:
+            started.wait(HEADER_WAIT_S if wait_s is None else wait_s)
         return run
 
     def _call(self, what: str, fn, off: bool = False) -> None:
