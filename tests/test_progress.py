@@ -184,6 +184,7 @@ def test_training_prints_lines_with_loss_where_no_terminal_watches(tmp_path):
     assert any(line.startswith("validation 1/2:") for line in lines) and any(line.startswith("test:") for line in lines)
 
 
+@pytest.mark.slow  # 11 s end to end: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_ctrl_c_stops_a_long_command_with_one_line_and_nothing_half_written(streamed_run, tmp_path):
     import signal
 

@@ -145,6 +145,7 @@ def test_each_subcommands_bad_inputs_are_one_line_and_exit_2(run, tmp_path, caps
     assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
 
 
+@pytest.mark.slow  # 7 s end to end: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_no_traceback_reaches_the_terminal(run, tmp_path):
     """The same path as a user's shell: a real process, stderr as printed."""
     (tmp_path / "dup.yaml").write_text("train: {epochs: 1}\ntrain: {seed: 2}\n")

@@ -91,6 +91,7 @@ def vgglab_output(args, stdout) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # 7 s end to end: in the slow suite (CI runs it), keeping the default run under 4 minutes
 def test_a_reader_that_has_gone_ends_the_listing_quietly():
     proc = subprocess.Popen(
         [sys.executable, "-m", "vgglab", "recipes"],

@@ -351,19 +351,23 @@ def test_early_epochs_covering_the_whole_run_is_said_not_silent(tmp_path):
     assert any("augment.early_epochs 2 covers all 1 of train.epochs" in str(line) for line in lines), lines
 
 
-def test_an_allocator_failure_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
+TORCH_CPU_OOM = RuntimeError(
+    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 205520896000 bytes."
+)
+
+
+@pytest.mark.parametrize("failure", [TORCH_CPU_OOM, MemoryError()], ids=["torch", "python"])
+def test_an_allocator_failure_anywhere_is_one_line(tmp_path, capsys, monkeypatch, failure):
     import vgglab.cli.commands as cli_module
 
     def fails(*_a, **_k):
-        raise RuntimeError(
-            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
-            "you tried to allocate 205520896000 bytes."
-        )
+        raise failure
 
     monkeypatch.setattr(cli_module, "describe_data", fails)
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(TINY))
     code, err = cli(["data", "--config", tmp_path / "r.yaml"], capsys)
-    assert code == 2 and len(err) == 1 and "out of memory" in err[0], err
+    assert code == 2 and len(err) == 1 and "out of memory" in err[0] and "lower the batch size" in err[0], err
+    assert "()" not in err[0]  # an exception without text adds no empty brackets
 
 
 def test_the_speed_listing_does_not_say_it_probes(tmp_path, capsys):
