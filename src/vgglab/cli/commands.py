@@ -34,16 +34,13 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _given(args, *names: str) -> dict:
+    """The options ``names`` that were given on the command line (argparse's None: not given), by name."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
 def cmd_summary(args) -> int:
-    options = {
-        "num_classes": args.num_classes,
-        "head": args.head,
-        "width": args.width,
-        "in_chans": args.in_chans,
-        "input_size": args.input_size,
-    }
-    model = create_model(args.model, **{k: v for k, v in options.items() if v is not None})
-    result = summarize(model)
+    result = summarize(create_model(args.model, **_given(args, "num_classes", "head", "width", "in_chans", "input_size")))
     print(json.dumps(result) if args.json else format_summary(result))
     return 0
 
@@ -67,20 +64,8 @@ def cmd_demo(args) -> int:
 
 def cmd_eval(args) -> int:
     out = args.out or default_out(args.checkpoint)
-    m = evaluate_checkpoint(
-        args.checkpoint,
-        split=args.split,
-        tta=args.tta,
-        topk=args.topk,
-        out=out,
-        data_root=args.data_root,
-        shift=args.tta_shift,
-        scales=args.scales,
-        grid=args.grid,
-        device=args.device,
-        precision=args.precision,
-        pictures=write_eval_pictures,
-    )
+    keys = ("split", "tta", "topk", "data_root", "shift", "scales", "grid", "device", "precision")
+    m = evaluate_checkpoint(args.checkpoint, out=out, pictures=write_eval_pictures, **_given(args, *keys))
     print(format_metrics(m))
     print(f"wrote {out}")
     return 0
@@ -118,17 +103,14 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_data(args) -> int:
-    if args.config:
-        cfg = load_config(args.config, args.set)
-        data, augment = cfg.data, cfg.augment
-    elif args.dataset:
-        cfg = load_config({"data": {"dataset": args.dataset, "root": args.data_root or f"data/{args.dataset}"}}, args.set)
-        data, augment = cfg.data, cfg.augment
-    else:
+    if not (args.config or args.dataset):
         raise VgglabError("data needs --config FILE or --dataset NAME [--data-root PATH]")
+    cfg = load_config(
+        args.config or {"data": {"dataset": args.dataset, "root": args.data_root or f"data/{args.dataset}"}}, args.set
+    )
     if args.config and args.data_root:
-        data.root = args.data_root
-    info = describe_data(data, augment, args.out)
+        cfg.data.root = args.data_root
+    info = describe_data(cfg.data, cfg.augment, args.out)
     print(json.dumps(info) if args.json else format_data(info))
     for p in info.get("pictures", []):
         print(f"wrote {p}")
@@ -136,9 +118,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_report(args) -> int:
-    print(
-        f"wrote {build_report(args.run_dir, args.out, data_root=args.data_root, device=args.device, tta=args.tta, precision=args.precision)}"
-    )
+    print(f"wrote {build_report(args.run_dir, args.out, **_given(args, 'data_root', 'device', 'tta', 'precision'))}")
     return 0
 
 

@@ -16,10 +16,11 @@ from ..workers import quiet_shutdown_races
 from .parser import build_parser
 
 
-def _out_of_memory(exc: RuntimeError) -> bool:
+def _out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
     return (
-        type(exc).__name__ == "OutOfMemoryError"
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
         or "DefaultCPUAllocator: can't allocate memory" in text
         or "out of memory" in text
     )
@@ -100,15 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"vgglab {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print(f"vgglab {args.command}: error: out of memory; lower the batch size, image size or model width", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # torch's allocators raise RuntimeErrors (CUDA's OutOfMemoryError is one), not MemoryError
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeErrors (CUDA's OutOfMemoryError is one)
         if not _out_of_memory(exc):
             raise
-        first = " ".join(str(exc).split())[:160]
+        first = f" ({' '.join(str(exc).split())[:160]})" if str(exc) else ""
         print(
-            f"vgglab {args.command}: error: out of memory ({first}); lower the batch size, image size or model width",
+            f"vgglab {args.command}: error: out of memory{first}; lower the batch size, image size or model width",
             file=sys.stderr,
         )
         return 2

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TTA_MODES,
         help="none: the single center crop; dense, multicrop, dense+multicrop: the VGG paper's, on whole images",
     )
-    p.add_argument("--tta-shift", type=int, default=1, help="pixels, for flip-translate and flip-shift")
+    p.add_argument(
+        "--tta-shift", dest="shift", metavar="TTA_SHIFT", type=int, default=1, help="pixels, for flip-translate and flip-shift"
+    )
     p.add_argument(
         "--scales",
         type=_scales,
