@@ -72,11 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes (train one with vgglab train --config NAME)")
     add(p, "--json", json={"help": "one JSON list instead of lines"})
-    p.set_defaults(func=commands.cmd_recipes)
 
     p = sub.add_parser("models", help="list registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'vgg16*'")
-    p.set_defaults(func=commands.cmd_models)
 
     p = sub.add_parser("summary", help="per-layer shapes, params, MACs, memory and receptive field")
     p.add_argument("model")
@@ -86,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, help="multiplier for every conv width")
     p.add_argument("--in-chans", type=int)
     add(p, "--json", json={"help": "one JSON object instead of a table"})
-    p.set_defaults(func=commands.cmd_summary)
 
     p = sub.add_parser("train", help="train a model from a YAML recipe")
     p.add_argument("--config", help="a YAML recipe: a path, or a shipped recipe's name (vgglab recipes lists them)")
@@ -97,12 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from", metavar="PATH", help="initial weights: a vgglab run/checkpoint, .safetensors or torchvision .pth"
     )
     p.add_argument("--init-mode", choices=TRANSFER_MODES)
-    p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser("demo", help="offline demo: train a small VGG on scikit-learn's digits (about a minute)")
     p.add_argument("--out", help="run directory (default runs/demo_digits-<timestamp>)")
     add(p, "--set")
-    p.set_defaults(func=commands.cmd_demo)
 
     p = sub.add_parser("eval", help="metrics of a trained model on a split, with optional test-time augmentation")
     add(p, "checkpoint", "--split")
@@ -125,13 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--topk")
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval)")
     add(p, "--data-root", "--device", "--precision")
-    p.set_defaults(func=commands.cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files (any size or mode)")
     add(p, "checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     add(p, "--topk", "--json", "--device", "--precision", json={"help": "one JSON object per file"})
-    p.set_defaults(func=commands.cmd_predict)
 
     p = sub.add_parser("inspect", help="activation maps, filters and Grad-CAM for one image")
     add(p, "checkpoint")
@@ -139,7 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layer names (see `vgglab summary`); default: each block's output")
     p.add_argument("--out", default="inspect")
     add(p, "--device")
-    p.set_defaults(func=commands.cmd_inspect)
 
     p = sub.add_parser("data", help="look at a dataset: sizes, classes, statistics, sample grids")
     p.add_argument("--config", help="a training recipe; its data and augment sections are used")
@@ -148,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--data-root", data_root={"help": "where the dataset is (default: data/DATASET, or the recipe's data.root)"})
     p.add_argument("--out", help="folder for samples.png and samples_augmented.png")
     add(p, "--json")
-    p.set_defaults(func=commands.cmd_data)
 
     p = sub.add_parser("report", help="one self-contained HTML page of a run")
     p.add_argument("run_dir")
@@ -160,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="TTA reported beside the plain metrics; auto: flip when the model trained with flips, else none",
     )
     add(p, "--data-root", "--device", "--precision")
-    p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("features", help="embeddings of a split as .npz (features, labels, classes)")
     add(p, "checkpoint", "--split")
@@ -172,12 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--data-root")
     p.add_argument("--out", required=True, help="output .npz file")
     add(p, "--precision")
-    p.set_defaults(func=commands.cmd_features)
 
     p = sub.add_parser("speed", help="the speed probe's cached verdicts (precision, layout) on this machine")
     p.add_argument("--forget", action="store_true", help="remove them: the next run (and eval/predict) measures again")
     p.add_argument("--cache-dir", help="the cache folder runs use (data.cache_dir; default ~/.cache/vgglab or $VGGLAB_CACHE)")
-    p.set_defaults(func=commands.cmd_speed)
 
     p = sub.add_parser("export", help="ONNX / torch.export (.pt2) / safetensors / legacy TorchScript, checked against PyTorch")
     add(p, "checkpoint")
@@ -191,11 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output file (default: next to the checkpoint)")
     add(p, "--data-root")
-    p.set_defaults(func=commands.cmd_export)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a recipe (editors complete and check keys with it)")
-    p.set_defaults(func=commands.cmd_schema)
-    for p in sub.choices.values():
+    for name, p in sub.choices.items():  # each command runs commands.cmd_<name>
+        p.set_defaults(func=getattr(commands, f"cmd_{name}"))
         p.add_argument(
             "-q", "--quiet", action="store_true", help="no progress bar or progress lines (also: log.progress: none in a recipe)"
         )
