@@ -104,6 +104,7 @@ def export_model(
                 dynamic_shapes={"x": {0: batch}},
                 opset_version=ONNX_OPSET,
                 dynamo=True,
+                verbose=False,  # the exporter's progress lines are not the user's: vgglab says one line when it is done
             )
             result["opset"] = ONNX_OPSET
         elif fmt == "pt2":
