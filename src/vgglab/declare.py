@@ -8,17 +8,19 @@ allows and, for a misspelling, the nearest valid spelling."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import types
 import typing
 from pathlib import PurePath
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from .strict import ConfigError, _suggest
 
-__all__ = ["Section", "Number", "Text", "Values", "setting", "choices", "resumable", "json_schema", "one_line"]
+__all__ = ["Section", "Number", "Text", "Values", "setting", "checked", "choices", "resumable", "json_schema", "one_line"]
 
 
 def _yaml_number(value):
@@ -68,6 +70,30 @@ class Section(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(one_line(exc, cls, where, cls.section)) from None
+
+
+def checked(cls, data: Any, error=ConfigError, section: str = "", skip: tuple[str, ...] = (), partial: bool = False) -> dict:
+    """``data``'s values for the fields of dataclass ``cls`` (a model spec, a recorded speed choice)
+    checked as a :class:`Section` checks a recipe's, a ``float`` field taking a :data:`Number`: other keys
+    refused, a field without a default required; ``skip`` unchecked. ``partial``: only the keys given that
+    are fields are checked. A problem is ``error`` with :func:`one_line`'s message."""
+    model = _mirror(cls, skip, partial)
+    try:
+        valid = model.model_validate(data)
+    except ValidationError as exc:
+        raise error(one_line(exc, model, section=section)) from None
+    return {k: getattr(valid, k) if k in model.model_fields else v for k, v in data.items()}
+
+
+@functools.cache
+def _mirror(cls: type, skip: tuple[str, ...], partial: bool) -> type[BaseModel]:
+    hints = {k: Any if k in skip else Number if v is float else v for k, v in typing.get_type_hints(cls).items()}
+    required = {f.name for f in dataclasses.fields(cls) if f.default is f.default_factory is dataclasses.MISSING}
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], ... if f.name in required - {*skip} and not partial else None) for f in dataclasses.fields(cls)
+    }
+    config = ConfigDict(extra="ignore" if partial else "forbid", strict=True, allow_inf_nan=False)
+    return create_model(cls.__name__, __config__=config, **fields)
 
 
 def choices(annotation) -> tuple:
@@ -178,6 +204,8 @@ def one_line(exc: ValidationError, model: type[BaseModel], where: str = "", sect
         return f"{prefix}unknown section {unknown!r}{_suggest(unknown, valid)}; valid: {', '.join(valid)}"
     key, annotation = dotted(first["loc"])
     value = first.get("input")
+    if first["type"] == "missing" and isinstance(value, dict):
+        return f"{prefix}{key}: required, but not given"
     if first["type"] in ("missing", "too_short", "too_long") and isinstance(value, (list, tuple)):
         whole = key.rsplit("[", 1)[0] if first["type"] == "missing" else key
         count = len(typing.get_args(_unwrap(dotted(first["loc"][:-1])[1] if first["type"] == "missing" else annotation)))

@@ -76,6 +76,10 @@ def test_spec_with_the_tutorials_typo_fails_naming_the_key():
         create_model_from_spec({"blocks": [[8]], "num_clases": 3})
     with pytest.raises(SpecError, match=r"head: unknown key 'hiden'"):
         create_model_from_spec({"blocks": [[8]], "head": {"type": "cifar", "hiden": 3}})
+    with pytest.raises(SpecError, match=r"model spec.blocks\[0\].convs\[0\].out_channels: required, but not given"):
+        create_model_from_spec({"blocks": [[{"kernel_size": 3}]]})
+    with pytest.raises(SpecError, match=r"model spec.width: expected a number, got 'x' \(str\)"):
+        create_model_from_spec({"blocks": [[8]], "width": "x"})
 
 
 def test_custom_spec_builds_the_described_network():

@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from vgglab.machine import machine_info
 from vgglab.run.lock import _describe, _read
 from vgglab.run.record import read_record
 from vgglab.speed import SpeedChoice
+from vgglab.strict import ConfigError
 from vgglab.train.config import load_config
 from vgglab.train.tracking import read_id_file
 
@@ -53,6 +55,18 @@ def test_any_edit_of_a_resolved_record_is_read_or_one_line(key, value):
     edited = {**GOOD_SPEED, key: value}
     one_line_or_fine(SpeedChoice.read, edited, "config.yaml: resolved")
     one_line_or_fine(load_config, {**TINY, "resolved": edited})
+
+
+@pytest.mark.parametrize("key", sorted(GOOD_SPEED))
+def test_a_resolved_record_missing_a_key_is_read_or_one_line(key):
+    """A record without ``channels_last`` raised a TypeError (the dataclass's own) before its keys were
+    checked by declaration; a key that is required is now named."""
+    edited = {k: v for k, v in GOOD_SPEED.items() if k != key}
+    one_line_or_fine(SpeedChoice.read, edited, "config.yaml: resolved")
+    one_line_or_fine(load_config, {**TINY, "resolved": edited})
+    if key in ("precision", "channels_last"):
+        with pytest.raises(ConfigError, match=rf"resolved.{key}: required, but not given"):
+            SpeedChoice.read(edited, "config.yaml: resolved")
 
 
 @FUZZ

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..declare import checked
 from ..memory import check_fits
-from ..strict import typed_values
 from .spec import BlockSpec, ConvSpec, HeadSpec, SpecError, VGGConfig, _suggest, parse_head
 from .vgg import VGG
 
@@ -139,8 +139,8 @@ def model_config(name: str, **options) -> VGGConfig:
     h = options.get("head")
     if h is not None and not (isinstance(h, str) and h == head.type):  # same type: keep the model's own head
         head = parse_head(h)
-    options = typed_values(VGGConfig, options, "model option ", SpecError, skip=("blocks", "head"))
-    options = typed_values(HeadSpec, options, "model option ", SpecError, skip=("type",))
+    options = checked(VGGConfig, options, lambda msg: SpecError(f"model option {msg}"), skip=("blocks", "head"), partial=True)
+    options = checked(HeadSpec, options, lambda msg: SpecError(f"model option {msg}"), skip=("type",), partial=True)
     options = {k: float(v) if k in _FLOAT_OPTIONS and v is not None else v for k, v in options.items()}
     head = dataclasses.replace(head, **{k: options[k] for k in _HEAD_OPTIONS if options.get(k) is not None})
     changes = {k: options[k] for k in _CONFIG_OPTIONS if options.get(k) is not None}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..declare import checked
 from ..errors import VgglabError
-from ..strict import _suggest, typed_values
-from ..strict import strict_init as _strict_init
+from ..strict import _suggest
 
 HEAD_TYPES = ("imagenet", "cifar", "gap", "linear")
 WEIGHT_INITS = ("kaiming", "paper", "dirac")
@@ -28,7 +28,8 @@ class SpecError(VgglabError, ValueError):
 
 
 def strict_init(cls, data: Any, where: str):
-    return _strict_init(cls, data, where, SpecError)
+    """``cls`` from a mapping, its keys and types checked (:func:`vgglab.declare.checked`)."""
+    return data if isinstance(data, cls) else cls(**checked(cls, data, SpecError, section=where))
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,7 @@ class VGGConfig:
         """Validate a plain mapping (YAML, JSON, a checkpoint) into a config."""
         if not isinstance(data, dict):
             raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
-        strict_init(_RawConfig, data, where)  # names the first unknown key
-        d = typed_values(cls, dict(data), f"{where}: ", SpecError, skip=("blocks", "head"))
+        d = checked(cls, data, SpecError, section=where, skip=("blocks", "head"))
         if "blocks" not in d:
             raise SpecError(f"{where}: 'blocks' is required (a list of blocks, each a list of conv widths)")
         if not isinstance(d["blocks"], (list, tuple)):
@@ -247,7 +247,3 @@ class VGGConfig:
         d["blocks"] = tuple(BlockSpec.parse(b, f"{where}.blocks[{i}]") for i, b in enumerate(d["blocks"]))
         d["head"] = parse_head(d.get("head", "imagenet"), f"{where}.head")
         return cls(**d)
-
-
-# Mirror of VGGConfig's fields with loose types, used only to name unknown keys.
-_RawConfig = dataclasses.make_dataclass("_RawConfig", [(f.name, Any, dataclasses.field(default=None)) for f in fields(VGGConfig)])

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..declare import checked
 from ..machine import RECORDED_PRECISIONS
-from ..strict import ConfigError, strict_init, typed_values
+from ..strict import ConfigError
 from .probe import ProbeCache, Rates
 
 BF16_MIN_GAIN = 1.05  # bf16 costs a little accuracy: keep it only where it is clearly faster
@@ -59,17 +60,16 @@ class SpeedChoice:
         fix = "delete it and vgglab decides again on this machine"
         if isinstance(d, dict):  # a checkpoint's record also names the device kind and the settings asked for
             d = {k: v for k, v in d.items() if k not in ("device", "precision_setting", "channels_last_setting")}
-        choice = strict_init(cls, d, where, error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"))
+
+        def error(msg: str) -> ConfigError:
+            return ConfigError(f"{msg} ({where} is written by vgglab: {fix})")
+
+        choice = d if isinstance(d, cls) else cls(**checked(cls, d, error, section=where))
         if choice.precision not in RECORDED_PRECISIONS:
             raise ConfigError(
                 f"{where}.precision {choice.precision!r} is not one vgglab records ({', '.join(RECORDED_PRECISIONS)}); {fix}"
             )
-        typed_values(
-            _MachineRecord,
-            choice.machine,
-            f"{where}.machine.",
-            error=lambda msg: ConfigError(f"{msg} ({where} is written by vgglab: {fix})"),
-        )
+        checked(_MachineRecord, choice.machine, error, section=f"{where}.machine", partial=True)
         if choice.precision == "fp16" and not choice.machine.get("gpu"):
             raise ConfigError(
                 f"{where}.precision fp16 was recorded for a machine without a GPU (fp16 training is CUDA-only); {fix}"
