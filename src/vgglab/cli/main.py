@@ -54,10 +54,6 @@ def _flush_stdout(command: str) -> int | None:
     return None
 
 
-def _is_stdout_failure(exc: OSError) -> bool:
-    return exc.filename is None and exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EDQUOT)
-
-
 def _output_failed(command: str, exc: OSError) -> int:
     """The output could not be written: a reader that has gone (``vgglab models | head -1``) ends the command
     quietly, as Unix tools do (status 141, a SIGPIPE's); anything else (a full disk) is one line. Either way
@@ -89,14 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress.interval_s()  # a bad VGGLAB_PROGRESS_S is one line now, not an hour into a job
         with progress.default_mode("none" if args.quiet else "auto"):
-            code = args.func(args)
+            code = args.func(args) or 0
         failed = _flush_stdout(f"vgglab {args.command}")
         return code if failed is None else failed
     except VgglabError as exc:
         print(f"vgglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a folder that cannot be made or read, past the library's own checks
-        if _is_stdout_failure(exc):
+        if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EDQUOT):  # stdout's
             return _output_failed(f"vgglab {args.command}", exc)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"vgglab {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
