@@ -7,7 +7,7 @@ report, features) off them: a new run file added here is protected without a sec
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,28 +36,19 @@ def is_run_dir(path: Path) -> bool:
     return (path / CONFIG).is_file() and ((path / LAST).is_file() or (path / METRICS).is_file() or (path / LOCK).exists())
 
 
-def stale_temp_files(run_dir: Path) -> list[Path]:
-    """Temporary files that an atomic write of a run file (``.last.pt.<random>.tmp``) left behind
-    when its process was killed (SIGKILL, a power cut) before it could remove them. Only the
-    process holding the run's lock writes these, so once the lock is taken they are all stale."""
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return []
-    prefixes = tuple(f".{name}." for name in RUN_FILES)
-    return [Path(run_dir) / n for n in names if n.startswith(prefixes) and n.endswith(".tmp")]
-
-
 def remove_stale_temp_files(run_dir: Path) -> int:
-    """Remove :func:`stale_temp_files` (regular files only); returns how many went."""
+    """Remove the temporary files (regular files only) that an atomic write of a run file
+    (``.last.pt.<random>.tmp``) left behind when its process was killed (SIGKILL, a power cut) before
+    it could remove them; returns how many went. Only the process holding the run's lock writes
+    these, so once the lock is taken they are all stale."""
     removed = 0
-    for path in stale_temp_files(run_dir):
-        try:
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
-                removed += 1
-        except OSError:
-            pass
+    prefixes = tuple(f".{name}." for name in RUN_FILES)
+    with contextlib.suppress(OSError):
+        for path in Path(run_dir).iterdir():
+            if path.name.startswith(prefixes) and path.name.endswith(".tmp") and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
     return removed
 
 
@@ -66,13 +57,6 @@ def _resolved(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):
         return path
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 def check_output_file(out: str | Path, reading: Sequence[str | Path] = (), flag: str = "--out", example: str = "out") -> Path:
@@ -90,6 +74,6 @@ def check_output_file(out: str | Path, reading: Sequence[str | Path] = (), flag:
                 f"e.g. {target.parent / 'export' / example}"
             )
     for src in map(Path, reading):
-        if _same(out, src):
+        if _resolved(out) == _resolved(src):
             raise VgglabError(f"{flag} {out} is the file being read; write the output elsewhere, e.g. {out.parent / example}")
     return out

@@ -39,6 +39,12 @@ def _describe(holder: dict) -> str:
     return f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (`{holder.get('command', '?')}`, started {when})"
 
 
+def _in_use(path: Path, holder: dict) -> RunLocked:
+    return RunLocked(
+        f"run directory {path.parent} is in use by {_describe(holder)}; wait for it to finish or stop it, then retry"
+    )
+
+
 # the holder fields and their types, as acquire() writes them
 _FIELDS = {"pid": int, "host": str, "started": float, "command": str}
 
@@ -55,12 +61,8 @@ def _read(fd: int) -> dict:
         return {}
     holder = {}
     for key, kind in _FIELDS.items():
-        value = data.get(key)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, kind) and not isinstance(value, bool):
-            if isinstance(value, float) and not 0 <= value < 2**40:  # not a time localtime() can show
-                continue
+        value = float(data[key]) if kind is float and type(data.get(key)) is int else data.get(key)
+        if type(value) is kind and (not isinstance(value, float) or 0 <= value < 2**40):  # a time localtime() can show
             holder[key] = value
     return holder
 
@@ -68,9 +70,9 @@ def _read(fd: int) -> dict:
 def _open_lock(path: Path, flags: int) -> int:
     """The lock file itself, never what a symbolic link in its place points to (writing the lock
     through a link would replace another file), and never inherited by a process the run execs."""
-    if path.is_symlink():
-        raise VgglabError(f"{path} is a symbolic link; vgglab writes its lock only as a plain file: remove the link, then retry")
     try:
+        if path.is_symlink():  # O_NOFOLLOW refuses one too, where the system has it
+            raise OSError(errno.ELOOP, "a symbolic link")
         return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
@@ -121,9 +123,7 @@ class RunLock:
             except BlockingIOError:
                 holder = _read(fd)
                 os.close(fd)
-                raise RunLocked(
-                    f"run directory {path.parent} is in use by {_describe(holder)}; wait for it to finish or stop it, then retry"
-                ) from None
+                raise _in_use(path, holder) from None
             try:  # a holder that released between our open and flock removed the file: lock the one there now
                 current = os.stat(path).st_ino
             except FileNotFoundError:
@@ -141,10 +141,7 @@ class RunLock:
                 holder = _read(fd)
                 if holder.get("pid") and psutil.pid_exists(holder["pid"]) and holder.get("host") == socket.gethostname():
                     os.close(fd)
-                    raise RunLocked(
-                        f"run directory {path.parent} is in use by {_describe(holder)}; "
-                        "wait for it to finish or stop it, then retry"
-                    ) from None
+                    raise _in_use(path, holder) from None
                 return fd  # stale: its process is gone
 
     @property

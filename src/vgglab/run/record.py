@@ -16,7 +16,6 @@ from ..data.errors import DataError
 from ..files import atomic_write
 from .files import SPLITS
 
-RECORD = SPLITS
 VERSION = 1
 
 
@@ -38,13 +37,13 @@ def write_record(run_dir: Path, ds) -> None:
         with gzip.open(tmp, "wb", compresslevel=6) as f:
             f.write(data)
 
-    atomic_write(Path(run_dir) / RECORD, write)
+    atomic_write(Path(run_dir) / SPLITS, write)
 
 
 def read_record(run_dir: Path) -> dict | None:
     """The record a run wrote, or None when it has none (a run of another source, or one made
     before records were kept). A damaged record is one line, not a silent re-carve."""
-    path = Path(run_dir) / RECORD
+    path = Path(run_dir) / SPLITS
     if not path.exists():
         return None
     try:
