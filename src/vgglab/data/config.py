@@ -12,10 +12,8 @@ from ..strict import ConfigError
 
 Dataset = Literal["cifar10", "cifar100", "imagefolder", "digits"]
 NormalizeMode = Literal["standardize", "subtract_mean"]
-StageMode = Literal["crop", "resize"]  # augment.stages: how a stage gets its side
 DATASETS = typing.get_args(Dataset)
 NORMALIZE_MODES = typing.get_args(NormalizeMode)
-STAGE_MODES = typing.get_args(StageMode)
 # The model input side: the VGG paper evaluates at up to 512; 4096 admits full-size photos. The
 # decoded dataset's memory is checked against the machine before decoding (vgglab.memory).
 MAX_IMAGE_SIZE = 4096
@@ -59,7 +57,7 @@ def _stages(value):
 
 
 Amplitude = Annotated[Number, Field(ge=0, lt=1)]
-Stage = tuple[Annotated[int, Field(ge=1)], Side, StageMode]
+Stage = tuple[Annotated[int, Field(ge=1)], Side, Literal["crop", "resize"]]  # epochs, side, how the side is made
 
 
 class AugmentConfig(Section):

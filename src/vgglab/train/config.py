@@ -56,17 +56,6 @@ WHOLE = ("options", "spec")  # model.options and model.spec: one value each when
 # a section added later: left out of the hash whole while every setting in it is its default
 LATER_SECTIONS = ("probe",)
 
-SECTIONS: dict[str, type[Section]] = {
-    "data": DataConfig,
-    "augment": AugmentConfig,
-    "model": ModelSection,
-    "optim": OptimConfig,
-    "schedule": ScheduleConfig,
-    "train": TrainConfig,
-    "log": LogConfig,
-    "probe": ProbeConfig,
-}
-
 
 def _changes(value):
     if value is not None and not (
@@ -178,6 +167,12 @@ class Config(BaseModel):
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 
+# the config's sections by name, in the order Config declares them
+SECTIONS = {
+    k: f.annotation
+    for k, f in Config.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, Section)
+}
 # What `vgglab train --resume RUN --set key=value` may change (declared ``resume=True``): settings that
 # do not alter what the checkpointed weights, optimiser, schedule and data order mean. Anything else would
 # be recorded in config.yaml while the resumed state kept the old meaning, so it is refused in one line.
@@ -186,9 +181,7 @@ RESUME_KEYS = resumable(Config)
 
 def config_schema() -> dict:
     """The JSON Schema of a recipe, for editors (``vgglab schema``; shipped beside the recipes)."""
-    schema = json_schema(Config)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
+    return json_schema(Config) | {"$schema": "https://json-schema.org/draft/2020-12/schema"}
 
 
 def schema_text() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -11,7 +10,6 @@ from ..declare import Section, setting
 from ..strict import ConfigError
 
 ProbeLayer = Literal["fc7", "fc6", "pool5"]  # by the paper's names
-PROBE_LAYERS = typing.get_args(ProbeLayer)
 
 
 class ProbeConfig(Section):

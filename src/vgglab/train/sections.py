@@ -17,9 +17,7 @@ from ..strict import ConfigError
 TransferMode = Literal["exact", "features", "all-but-last", "cross-geometry", "shallow-to-deep"]
 TRANSFER_MODES = typing.get_args(TransferMode)
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
-COMPILE_MODES = typing.get_args(CompileMode)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS = typing.get_args(Precision)
 Fraction = Annotated[Number, Field(ge=0, lt=1)]
 Positive = Annotated[Number, Field(gt=0)]
 Epochs = Annotated[int, Field(ge=0)]
