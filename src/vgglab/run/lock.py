@@ -144,10 +144,6 @@ class RunLock:
                     raise _in_use(path, holder) from None
                 return fd  # stale: its process is gone
 
-    @property
-    def held(self) -> bool:
-        return self.fd is not None
-
     def release(self) -> None:
         if self.fd is None or self.path is None:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..data.normalization import Normalization
 from ..errors import VgglabError
@@ -88,14 +88,7 @@ class RunMeta:
 
     def to_dict(self) -> dict:
         """The checkpoint's entries (plain values, as ``torch.load(weights_only=True)`` reads them)."""
-        return {
-            "classes": list(self.classes),
-            "image_size": self.image_size,
-            "eval_resize": self.eval_resize,
-            "model_config": self.model_config,
-            "normalization": self.normalization.to_dict(),
-            "version": self.version,
-        }
+        return plain(asdict(self))
 
     def to_safetensors(self) -> dict[str, str]:
         """safetensors metadata: every entry as JSON text."""

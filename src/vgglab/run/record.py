@@ -31,13 +31,8 @@ def write_record(run_dir: Path, ds) -> None:
     record = record_of(ds)
     if record is None:
         return
-    data = json.dumps(record).encode()
-
-    def write(tmp):
-        with gzip.open(tmp, "wb", compresslevel=6) as f:
-            f.write(data)
-
-    atomic_write(Path(run_dir) / SPLITS, write)
+    data = gzip.compress(json.dumps(record).encode(), compresslevel=6)
+    atomic_write(Path(run_dir) / SPLITS, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def read_record(run_dir: Path) -> dict | None:
