@@ -12,7 +12,8 @@ from vgglab.data.views import TTA_MODES
 from vgglab.export import FORMATS
 from vgglab.models.spec import HEAD_TYPES
 from vgglab.shipped import SCHEMA_FILE, recipes_dir
-from vgglab.train.config import TRANSFER_MODES, config_schema
+from vgglab.train.config import config_schema
+from vgglab.train.sections import TRANSFER_MODES
 
 
 def choices(command: str, option: str) -> list:

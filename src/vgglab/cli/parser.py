@@ -17,7 +17,7 @@ from ..device import resolve_device
 from ..export import FORMATS
 from ..machine import auto_precision, machine_info
 from ..models.spec import HEAD_TYPES
-from ..train.config import TRANSFER_MODES
+from ..train.sections import TRANSFER_MODES
 from . import commands
 from .options import add
 

@@ -25,21 +25,9 @@ from ..speed import SpeedChoice
 from ..strict import ConfigError, plain
 from ..yamlio import apply_overrides, check_structure, read_yaml
 from .probe_config import ProbeConfig
-from .sections import TRANSFER_MODES, LogConfig, ModelSection, OptimConfig, ScheduleConfig, TrainConfig
+from .sections import LogConfig, ModelSection, OptimConfig, ScheduleConfig, TrainConfig
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "load_config",
-    "save_config",
-    "config_schema",
-    "schema_text",
-    "apply_overrides",
-    "read_yaml",
-    "RESUME_KEYS",
-    "SECTIONS",
-    "TRANSFER_MODES",
-]
+__all__ = ["Config", "ConfigError", "load_config", "save_config", "config_schema", "schema_text", "RESUME_KEYS", "SECTIONS"]
 
 
 # Settings added after recipes were published, left out of a recipe's hash at their defaults so
@@ -105,8 +93,6 @@ class Config(BaseModel):
     @classmethod
     def _resolved(cls, value):
         if value is not None:
-            if not isinstance(value, dict):
-                raise ConfigError("resolved is written by vgglab (a mapping); delete it to resolve again")
             SpeedChoice.read(value, "resolved")  # one line for a hand-edited record, before it is reused
         return value
 
@@ -154,16 +140,10 @@ class Config(BaseModel):
 
     def sha256(self) -> str:
         """The recipe's identity: every setting, not what auto resolved to on some machine."""
-        d = self.to_dict()
-        d.pop("resolved")
-        d.pop("changes")
+        d, default = self.to_dict(), Config.model_validate({}).to_dict()
         for section, keys in LATER_KEYS.items():
-            for key in keys:
-                if d[section].get(key) == plain(SECTIONS[section].model_fields[key].default):
-                    del d[section][key]
-        for section in LATER_SECTIONS:
-            if d[section] == plain(SECTIONS[section]().model_dump()):
-                del d[section]
+            d[section] = {k: v for k, v in d[section].items() if k not in keys or v != default[section][k]}
+        d = {k: v for k, v in d.items() if k not in ("resolved", "changes") and (k not in LATER_SECTIONS or v != default[k])}
         return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()
 
 

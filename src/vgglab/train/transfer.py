@@ -21,7 +21,8 @@ from ..models.spec import VGGConfig
 from ..models.torchvision_compat import torchvision_arch
 from ..pretrained import is_pretrained, parse_pretrained
 from ..run.checkpoint import load_checkpoint, read_safetensors
-from .config import TRANSFER_MODES, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
+from .sections import TRANSFER_MODES
 
 _CONV_KEY = re.compile(r"^features\.block(\d+)\.(conv|bn)(\d+)\.(.+)$")
 
