@@ -64,8 +64,6 @@ class Section(BaseModel):
     @classmethod
     def read(cls, data: Any, where: str):
         """The section from a mapping (a recorded config's), a problem one line that names ``where``."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: {cls.section}: expected a mapping, got {type(data).__name__} {data!r}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -145,11 +143,9 @@ def json_schema(model: type[BaseModel]) -> dict:
 
 # --- pydantic's errors as one line ---------------------------------------------------------------
 
-_KINDS = {
+_KINDS = {  # the error types of strict validation
     "int_type": "an integer",
-    "int_parsing": "an integer",
     "float_type": "a number",
-    "float_parsing": "a number",
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",
@@ -157,7 +153,6 @@ _KINDS = {
     "dict_type": "a mapping",
     "none_required": "null",
     "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
 }
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
@@ -170,10 +165,9 @@ def _walk(loc: tuple, model: type[BaseModel] | None) -> tuple[str, Any]:
         fields = model.model_fields if model is not None else {}
         if isinstance(part, int):
             key += f"[{part}]"
-            items = typing.get_args(_unwrap(_present(annotation)))
-            annotation = (
-                items[0] if typing.get_origin(_unwrap(_present(annotation))) is list else items[part % max(len(items), 1)]
-            )
+            inner = _unwrap(_present(annotation))
+            items = typing.get_args(inner)
+            annotation = items[0] if typing.get_origin(inner) is list else items[part % max(len(items), 1)]
         elif part in fields:
             key += ("." if key else "") + part
             annotation = fields[part].annotation

@@ -51,8 +51,7 @@ def _changes(value):
         and all(
             isinstance(c, dict)
             and set(c) == {"epoch", "set"}
-            and isinstance(c["epoch"], int)
-            and not isinstance(c["epoch"], bool)
+            and type(c["epoch"]) is int
             and c["epoch"] >= 1
             and isinstance(c["set"], dict)
             and all(isinstance(k, str) for k in c["set"])
