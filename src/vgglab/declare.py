@@ -53,7 +53,11 @@ class Section(BaseModel):
     non-finite numbers refused. A direct construction raises :class:`ConfigError` in one line too."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    section: ClassVar[str] = ""
+    section: ClassVar[str] = ""  # its key in a recipe, given where it is declared: class DataConfig(Section, section="data")
+
+    def __init_subclass__(cls, section: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.section = section
 
     def __init__(self, **data: Any) -> None:
         try:

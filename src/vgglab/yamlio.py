@@ -17,9 +17,7 @@ from .strict import ConfigError, plain
 def apply_overrides(d: dict, overrides: list[str] | dict | None) -> dict:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain config dict."""
     d = plain(d or {})
-    if not overrides:
-        return d
-    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
     for dotted, value in items:
         assign(d, dotted, value)
     return d
@@ -69,9 +67,9 @@ def check_structure(data, where: str) -> None:
     """One line for a document no recipe can be: nested deeper than :data:`MAX_DEPTH`, an alias
     that refers to itself (a cycle), or more than :data:`MAX_NODES` values once aliases expand."""
     count = 0
-    stack: list[tuple[object, int, tuple[int, ...]]] = [(data, 0, ())]
+    stack: list[tuple[object, tuple[int, ...]]] = [(data, ())]  # a node and the ids of the nodes it is inside
     while stack:
-        node, depth, path = stack.pop()
+        node, path = stack.pop()
         count += 1
         if count > MAX_NODES:
             raise ConfigError(f"{where}: more than {MAX_NODES:,} values (aliases expanding?); a recipe has a few dozen")
@@ -81,11 +79,10 @@ def check_structure(data, where: str) -> None:
             raise ConfigError(
                 f"{where}: an alias refers to the mapping or list that contains it (a cycle); replace it with the values"
             )
-        if depth >= MAX_DEPTH:
+        if len(path) >= MAX_DEPTH:
             raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels; a recipe has sections of key: value settings")
-        children = node.values() if isinstance(node, dict) else node
-        inner: tuple[int, ...] = (*path, id(node))
-        stack.extend((c, depth + 1, inner) for c in children)
+        inner = (*path, id(node))
+        stack.extend((c, inner) for c in (node.values() if isinstance(node, dict) else node))
 
 
 def read_yaml(path: str | Path) -> dict:

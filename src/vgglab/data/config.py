@@ -21,10 +21,9 @@ Side = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIZE)]
 Range = Annotated[tuple[float, float], Values]  # read as floats, as before (a recipe's identity)
 
 
-class DataConfig(Section):
+class DataConfig(Section, section="data"):
     """Where the data is, how much of it is used, how it is split and read."""
 
-    section = "data"
     dataset: Dataset = setting("cifar10", "CIFAR-10/100 (downloaded when missing), an image folder, or the built-in digits")
     root: Text = setting("data/cifar10", "a folder, an ImageFolder tree, or a .tar.gz/.zip archive", resume=True)
     download: bool = setting(True, "cifar10/100: fetch the official archive when it is missing", resume=True)
@@ -60,10 +59,9 @@ Amplitude = Annotated[Number, Field(ge=0, lt=1)]
 Stage = tuple[Annotated[int, Field(ge=1)], Side, Literal["crop", "resize"]]  # epochs, side, how the side is made
 
 
-class AugmentConfig(Section):
+class AugmentConfig(Section, section="augment"):
     """How training images are augmented and how pixels are normalised."""
 
-    section = "augment"
     crop: Literal["pad", "resized", "scale", "none"] = setting(
         "pad", "pad: random crop of the padded image; resized: random-resized-crop; scale: the paper's S jitter; none"
     )

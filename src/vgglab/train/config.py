@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ..data.config import AugmentConfig, DataConfig
 from ..declare import Section, json_schema, one_line, resumable
@@ -45,23 +45,31 @@ WHOLE = ("options", "spec")  # model.options and model.spec: one value each when
 LATER_SECTIONS = ("probe",)
 
 
+class _Change(BaseModel):
+    """One resume's entry in ``changes``: the first epoch it trained and the settings it changed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    epoch: int = Field(ge=1)
+    set: dict[str, Any]
+
+
+_CHANGES = TypeAdapter(list[_Change] | None)
+
+
+def _resolved(value):
+    if value is not None:
+        SpeedChoice.read(value, "resolved")  # one line for a hand-edited record, before it is reused
+    return value
+
+
 def _changes(value):
-    if value is not None and not (
-        isinstance(value, list)
-        and all(
-            isinstance(c, dict)
-            and set(c) == {"epoch", "set"}
-            and type(c["epoch"]) is int
-            and c["epoch"] >= 1
-            and isinstance(c["set"], dict)
-            and all(isinstance(k, str) for k in c["set"])
-            for c in value
-        )
-    ):
+    try:
+        _CHANGES.validate_python(value)
+    except ValidationError:
         raise ConfigError(
             "changes is written by vgglab on resume (a list of {epoch: N, set: {key: value}}); "
             "it was edited: restore it, or delete it (the record of what resumes changed is then lost)"
-        )
+        ) from None
     return value
 
 
@@ -79,7 +87,7 @@ class Config(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description=TrainConfig.__doc__)
     log: LogConfig = Field(default_factory=LogConfig, description=LogConfig.__doc__)
     probe: ProbeConfig = Field(default_factory=ProbeConfig, description="a linear probe instead of training")
-    resolved: dict | None = Field(
+    resolved: Annotated[dict | None, BeforeValidator(_resolved)] = Field(
         None,
         description="written by vgglab: what the auto speed settings resolved to on the machine that ran (resume, "
         "eval and the report reuse it); delete it to resolve again",
@@ -88,17 +96,9 @@ class Config(BaseModel):
         None, description="written by vgglab: [{epoch, set: {key: value}}] for each resume that changed settings"
     )
 
-    @field_validator("resolved", mode="before")
-    @classmethod
-    def _resolved(cls, value):
-        if value is not None:
-            SpeedChoice.read(value, "resolved")  # one line for a hand-edited record, before it is reused
-        return value
-
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "config") -> Config:
-        if d is None:
-            d = {}
+        d = {} if d is None else d
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a mapping at the top level, got {type(d).__name__}")
         d = {k: ({} if v is None and k in SECTIONS else v) for k, v in d.items()}  # an empty `train:` is the defaults

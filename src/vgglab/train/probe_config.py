@@ -12,13 +12,12 @@ from ..strict import ConfigError
 ProbeLayer = Literal["fc7", "fc6", "pool5"]  # by the paper's names
 
 
-class ProbeConfig(Section):
+class ProbeConfig(Section, section="probe"):
     """A linear probe (``enabled: true``): the frozen pretrained VGG of ``train.init_from`` computes each
     image's descriptor once into a feature cache (vgglab.train.feature_cache) and a multinomial logistic
     regression is fitted on the cache; the fitted head is written into the model's class layer
     (vgglab.train.linear_probe). No epoch of the network is trained."""
 
-    section = "probe"
     enabled: bool = setting(False, "true: this run is a probe (train.init_from's weights stay fixed; no epochs)")
     layer: ProbeLayer = setting("fc7", "the descriptor: fc7 (the paper's Appendix B), fc6, or pool5 average-pooled")
     descriptor: Literal["center", "dense"] = setting(

@@ -23,10 +23,9 @@ Positive = Annotated[Number, Field(gt=0)]
 Epochs = Annotated[int, Field(ge=0)]
 
 
-class ModelSection(Section):
+class ModelSection(Section, section="model"):
     """A registered model by name with options (``create_model`` keywords), or a whole architecture (``spec``)."""
 
-    section = "model"
     name: str | None = setting("vgg16_cifar", "a registered model (`vgglab models`); ignored when spec is set")
     options: dict = setting({}, "create_model keywords: width, num_classes, input_size, head, hidden, dropout, ...")
     spec: dict | None = setting(None, "a custom architecture (blocks and head) instead of a registered one")
@@ -38,10 +37,9 @@ class ModelSection(Section):
         return self
 
 
-class OptimConfig(Section):
+class OptimConfig(Section, section="optim"):
     """The optimiser: SGD (optionally Muon for the filters) or AdamW, its rates and weight decay."""
 
-    section = "optim"
     name: Literal["sgd", "adamw"] = setting("sgd", "the optimiser")
     lr: Positive = setting(0.01, "the peak learning rate")
     momentum: Fraction = setting(0.9, "sgd momentum")
@@ -78,10 +76,9 @@ class OptimConfig(Section):
         return self
 
 
-class ScheduleConfig(Section):
+class ScheduleConfig(Section, section="schedule"):
     """How the learning rate moves over training."""
 
-    section = "schedule"
     name: Literal["plateau", "step", "cosine", "linear", "none"] = setting(
         "plateau", "plateau (the paper's), step, cosine, linear (warmup then linear decay) or none"
     )
@@ -107,10 +104,9 @@ class ScheduleConfig(Section):
         return self
 
 
-class TrainConfig(Section):
+class TrainConfig(Section, section="train"):
     """How training runs: epochs, seed, device and speed settings, regularisation, initialisation and freezing."""
 
-    section = "train"
     epochs: int = setting(10, "epochs to train (a resume may extend or shorten the run)", ge=1, resume=True)
     seed: int = setting(0, "seed of weights, augmentation and data order")
     device: str = setting("auto", "auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda, cuda:1 or mps")
@@ -155,10 +151,9 @@ class TrainConfig(Section):
         return self
 
 
-class LogConfig(Section):
+class LogConfig(Section, section="log"):
     """What a run reports while it trains, and where."""
 
-    section = "log"
     tensorboard: bool = setting(False, "TensorBoard events in the run directory (vgglab[tensorboard])", resume=True)
     mlflow: bool = setting(False, "the run in MLflow, at MLFLOW_TRACKING_URI (vgglab[mlflow])", resume=True)
     progress: Literal["auto", "bar", "line", "none"] = setting("auto", "auto: a bar on a terminal, else lines", resume=True)
