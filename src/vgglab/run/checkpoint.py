@@ -130,15 +130,7 @@ def checkpoint_of_safetensors(path: Path) -> dict:
     beside = path.parent / "config.yaml"
     if extra.get("config") is None and beside.is_file():
         extra["config"] = read_yaml(beside)
-    return {
-        "format": FORMAT,
-        "version": 1,
-        **meta.to_dict(),
-        "model": state,
-        "epoch": extra.get("epoch"),
-        "config": extra.get("config"),
-        "path": str(path),
-    }
+    return {"format": FORMAT, **meta.to_dict(), "model": state, "epoch": None, "config": None, **extra, "path": str(path)}
 
 
 def meta_of(ckpt: dict) -> RunMeta:
