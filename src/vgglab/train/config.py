@@ -45,10 +45,9 @@ WHOLE = ("options", "spec")  # model.options and model.spec: one value each when
 LATER_SECTIONS = ("probe",)
 
 
-class _Change(BaseModel):
+class _Change(Section, section="changes"):
     """One resume's entry in ``changes``: the first epoch it trained and the settings it changed."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     epoch: int = Field(ge=1)
     set: dict[str, Any]
 
