@@ -4,7 +4,9 @@ notebook tour, executed in the build (myst-nb) so that the site shows its figure
     python docs/generate.py && sphinx-build -W --keep-going -n -b html docs docs/_build/html
 """
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +34,7 @@ nb_execution_in_temp = True
 nb_execution_raise_on_error = True
 os.environ.pop("VGGLAB_CIFAR10", None)  # the tour's CIFAR-10 path would take an hour
 os.environ["VGGLAB_CACHE"] = tempfile.mkdtemp(prefix="vgglab-docs-cache-")
+atexit.register(shutil.rmtree, os.environ["VGGLAB_CACHE"], ignore_errors=True)  # the build's own, gone with it
 copybutton_prompt_text = r"\$ "  # a copied command leaves its prompt behind
 copybutton_prompt_is_regexp = True
 

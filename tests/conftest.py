@@ -1,12 +1,17 @@
+import atexit
 import copy
 import os
+import shutil
 import tempfile
 
 import pytest
 import torch
 
-# Tests never write into the user's ~/.cache: one scratch cache for the whole session.
-os.environ.setdefault("VGGLAB_CACHE", tempfile.mkdtemp(prefix="vgglab-test-cache-"))
+# Tests never write into the user's ~/.cache: one scratch cache for the whole session, removed when it ends
+# (it holds decoded datasets, up to 0.2 GB a run: left behind, repeated runs fill /tmp).
+if "VGGLAB_CACHE" not in os.environ:
+    os.environ["VGGLAB_CACHE"] = tempfile.mkdtemp(prefix="vgglab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["VGGLAB_CACHE"], ignore_errors=True)
 
 TINY = {
     "name": "tiny",
